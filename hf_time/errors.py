@@ -1,0 +1,76 @@
+"""Every error hf_time raises on purpose.
+
+One base class, :class:`HfTimeError`; each subclass also inherits the built-in type a caller would
+naturally catch (``ValueError``, ``KeyError``, ``FileNotFoundError``...), as huggingface_hub does, so
+``except ValueError`` keeps working. Messages name the offending item and say how to fix it; the CLI
+prints them as one line.
+"""
+
+from __future__ import annotations
+
+
+class HfTimeError(Exception):
+    """Base class of all hf_time errors."""
+
+
+class ConfigError(HfTimeError, ValueError):
+    """A config or parameter is invalid. ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = list(problems or [message])
+        super().__init__(message)
+
+    @classmethod
+    def from_problems(cls, what: str, problems: list[str]) -> "ConfigError":
+        body = "; ".join(problems)
+        return cls(f"{what}: {body}", problems)
+
+
+class UnknownMethodError(HfTimeError, KeyError):
+    """A merge method name is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidReferenceError(HfTimeError, ValueError):
+    """A model reference is neither ``org/name[@revision]`` nor an existing local path."""
+
+
+class RepoNotFoundError(HfTimeError, FileNotFoundError):
+    """A Hub repository (or local folder) does not exist or is not accessible."""
+
+
+class RevisionNotFoundError(HfTimeError, FileNotFoundError):
+    """A revision (branch, tag or commit) does not exist in a repository."""
+
+
+class MissingWeightsError(HfTimeError, FileNotFoundError):
+    """A model folder or repository holds no loadable weights."""
+
+
+class UnsafeCheckpointError(HfTimeError, ValueError):
+    """Only a pickle checkpoint is available and pickle loading was not allowed."""
+
+
+class IncompatibleExpertsError(HfTimeError, ValueError):
+    """Experts do not match the base: architecture, tensor names or shapes differ.
+
+    Attributes:
+        tensor: the first offending tensor name (None for architecture-level mismatches).
+        expected / found: the shapes (or values) that differ.
+    """
+
+    def __init__(self, message: str, tensor: str | None = None, expected=None, found=None):
+        self.tensor = tensor
+        self.expected = expected
+        self.found = found
+        super().__init__(message)
+
+
+class OutputExistsError(HfTimeError, FileExistsError):
+    """The output directory exists and overwrite was not requested."""
+
+
+class PublishError(HfTimeError, RuntimeError):
+    """Publishing to the Hub failed or would be inconsistent (e.g. a tag already points elsewhere)."""

@@ -1,0 +1,37 @@
+"""Merge methods. Importing this package registers every built-in method.
+
+Use :func:`get` to look a method up by name and :func:`list_methods` to enumerate them.
+"""
+
+from hf_time.merges.registry import (
+    KINDS,
+    MethodSpec,
+    ParamInfo,
+    TensorContext,
+    get,
+    list_methods,
+    param,
+    register,
+    tensor_seed,
+)
+
+# Built-in methods register themselves on import (one module each).
+from hf_time.merges import (  # noqa: E402,F401  (imported for registration)
+    linear,
+    task_arithmetic,
+    model_stock,
+    magmax,
+    slerp,
+)
+
+__all__ = [
+    "KINDS",
+    "MethodSpec",
+    "ParamInfo",
+    "TensorContext",
+    "get",
+    "list_methods",
+    "param",
+    "register",
+    "tensor_seed",
+]

@@ -1,0 +1,71 @@
+"""Test set-up: everything offline, the real huggingface_hub client pointed at the embedded Hub.
+
+The environment must be set before huggingface_hub (or transformers/peft/datasets) is imported,
+because the client reads its endpoint and Xet switch at import time (shared/design/hub-protocol.md §2).
+"""
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="hf_time_tests_"))
+HUB_PORT = _free_port()
+HUB_URL = f"http://127.0.0.1:{HUB_PORT}"
+HUB_TOKEN = "hf_time_test_token_do_not_print"
+os.environ.update(
+    HF_ENDPOINT=HUB_URL,
+    HF_HUB_DISABLE_XET="1",
+    HF_TOKEN=HUB_TOKEN,
+    HF_HOME=str(_SESSION_DIR / "hf_home"),
+    HF_HUB_DISABLE_TELEMETRY="1",
+    HF_HUB_DISABLE_PROGRESS_BARS="1",
+    HF_EVALUATE_OFFLINE="1",
+    NO_PROXY="127.0.0.1,localhost",
+    no_proxy="127.0.0.1,localhost",
+    TOKENIZERS_PARALLELISM="false",
+)
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("TRANSFORMERS_OFFLINE", None)
+
+import pytest  # noqa: E402
+
+from hf_time.hubserver import HubServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The embedded Hub, running on loopback for the whole session. Yields the server."""
+    import huggingface_hub.constants as c
+
+    # A mis-ordered import would silently talk to huggingface.co: fail loudly instead.
+    assert c.ENDPOINT == HUB_URL, f"huggingface_hub was imported before conftest set HF_ENDPOINT ({c.ENDPOINT})"
+    assert c.HF_HUB_DISABLE_XET
+    server = HubServer(root=_SESSION_DIR / "hub", host="127.0.0.1", port=HUB_PORT)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def api(hub):
+    """An HfApi bound to the embedded Hub with the test token."""
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=hub.url, token=HUB_TOKEN)
+
+
+@pytest.fixture
+def repo_name(request):
+    """A repo id unique to the calling test."""
+    import re
+
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name).strip("-").lower()[:60]
+    return f"tests/{slug}"
