@@ -1,0 +1,208 @@
+"""``hf-time``: argument parsing only; every command delegates to a library function.
+
+Errors are printed as one line that names the problem and the fix; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from hf_time.errors import ConfigError, HfTimeError
+
+logger = logging.getLogger("hf_time")
+
+
+def _kv(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _add_merge(sub) -> None:
+    p = sub.add_parser("merge", help="merge experts onto a base model", description="Merge experts onto a base model "
+                       "(Hub ids 'org/name[@rev]' or folders) with a registry method. Either pass a YAML config "
+                       "(hf_time or mergekit style) or --base/--expert/--method.")
+    p.add_argument("config", nargs="?", help="merge config YAML (mergekit-compatible)")
+    p.add_argument("--base", help="base model reference (θ_0)")
+    p.add_argument("--expert", action="append", default=[], help="expert reference (repeat)")
+    p.add_argument("--method", help="merge method (see `hf-time ls`)")
+    p.add_argument("--param", action="append", default=[], type=_kv, metavar="K=V", help="method parameter (repeat)")
+    p.add_argument("--weight", action="append", type=float, metavar="W", help="expert weight, one per --expert, in order")
+    p.add_argument("--lines", nargs=2, type=float, metavar=("ALPHA", "BETA"), help="LiNeS layer scaling of the task vector")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder (only once the new one is complete)")
+    p.add_argument("--dtype", help="output dtype: float32, bfloat16, float16 (default: the base's)")
+    p.add_argument("--device", default=None, help="cpu (default) or cuda[:i]")
+    p.add_argument("--max-shard-size", default="5GB", help="output shard size (default 5GB)")
+    p.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin checkpoints (weights_only=True)")
+    p.add_argument("--push-to", metavar="REPO_ID", help="publish the result to this Hub repo as one commit")
+    p.add_argument("--tag", help="tag the published commit")
+    p.add_argument("--private", action="store_true", default=None, help="create the Hub repo private")
+    p.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_merge)
+
+
+def cmd_merge(args) -> int:
+    from hf_time.api import merge
+    from hf_time.config import ExpertSpec, load_merge_config
+    from hf_time.hub import Hub
+
+    if args.config:
+        if args.base or args.expert or args.method:
+            raise ConfigError("give either a config file or --base/--expert/--method, not both")
+        config = load_merge_config(args.config)
+        if args.param:
+            config = _replace(config, params={**config.params, **dict(args.param)})
+        if args.dtype:
+            config = _replace(config, dtype=args.dtype)
+        if args.device:
+            config = _replace(config, device=args.device)
+        if args.lines:
+            config = _replace(config, lines=tuple(args.lines))
+    else:
+        missing = [f for f, v in (("--base", args.base), ("--expert", args.expert), ("--method", args.method)) if not v]
+        if missing:
+            raise ConfigError(f"missing {', '.join(missing)} (or pass a config YAML); see `hf-time merge --help`")
+        weights = args.weight or [1.0] * len(args.expert)
+        if len(weights) != len(args.expert):
+            raise ConfigError(f"got {len(weights)} --weight values for {len(args.expert)} --expert; give one per expert")
+        from hf_time.config import MergeConfig
+
+        config = MergeConfig(
+            base=args.base, experts=tuple(ExpertSpec(e, w) for e, w in zip(args.expert, weights)), method=args.method,
+            params=dict(args.param), dtype=args.dtype, device=args.device or "cpu",
+            lines=tuple(args.lines) if args.lines else None,
+        )
+    result = merge(
+        config=config, out=args.out, push_to=args.push_to, tag=args.tag, private=args.private,
+        overwrite=args.overwrite, allow_pickle=args.allow_pickle, max_shard_size=args.max_shard_size,
+        hub=Hub(endpoint=args.endpoint) if (args.endpoint or args.push_to or not _all_local(config)) else None,
+        progress=not args.quiet,
+    )
+    print(f"merged -> {result.out_dir}")
+    if result.published:
+        pub = result.published
+        state = "new commit" if pub.changed else "unchanged, no new commit"
+        print(f"published -> {pub.repo_id}@{pub.commit} ({state}){' tag ' + pub.tag if pub.tag else ''}")
+        print(f"  {pub.url}")
+    return 0
+
+
+def _all_local(config) -> bool:
+    from hf_time.refs import parse_ref
+
+    return all(parse_ref(r).is_local for r in [config.base, *(e.ref for e in config.experts)])
+
+
+def _replace(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def _add_ls(sub) -> None:
+    p = sub.add_parser("ls", help="list merge methods with kind and parameters")
+    p.add_argument("--kind", choices=["dense", "lowrank", "sequential"], help="only this kind")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_ls)
+
+
+def cmd_ls(args) -> int:
+    from hf_time.merges import list_methods
+
+    specs = list_methods(args.kind)
+    if args.json:
+        rows = [
+            {"name": s.name, "kind": s.kind, "summary": s.summary, "paper": s.paper,
+             "parameters": [{"name": p.name, "type": p.type, "default": p.default, "help": p.help,
+                             "per_expert": p.per_expert, "bounds": p.bounds} for p in s.parameters()]}
+            for s in specs
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    for s in specs:
+        print(f"{s.name:<18} {s.kind:<10} {s.summary}")
+        for p in s.parameters():
+            extra = f" [{p.bounds}]" if p.bounds else ""
+            per = " (per expert)" if p.per_expert else ""
+            print(f"    {p.name}={p.default!r}{extra}{per}  {p.help}")
+    return 0
+
+
+def _add_hub(sub) -> None:
+    p = sub.add_parser("hub", help="the embedded Hub (a Hub-compatible server on loopback)")
+    hsub = p.add_subparsers(dest="hub_command", required=True)
+    s = hsub.add_parser("serve", help="serve repos stored under --root")
+    s.add_argument("--root", required=True, help="folder holding the repos (created if missing)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    s.add_argument("--token", default=None, help="accept only this token for writes (default: any non-empty token)")
+    s.set_defaults(func=cmd_hub_serve)
+
+
+def cmd_hub_serve(args) -> int:
+    from hf_time.hubserver import HubServer
+
+    server = HubServer(root=args.root, host=args.host, port=args.port, token=args.token)
+    print(f"embedded Hub serving {args.root} at {server.url}")
+    print(f"  export HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<any non-empty token>")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-time", description="Temporal model merging on the Hugging Face Hub.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_ls(sub)
+    _add_merge(sub)
+    _add_hub(sub)
+    for extra in _extra_commands():
+        extra(sub)
+    return parser
+
+
+def _extra_commands():
+    """Commands contributed by other modules (low-rank merging, timelines) when present."""
+    out = []
+    for modname in ("hf_time.lowrank_cli", "hf_time.timeline.cli"):
+        try:
+            mod = __import__(modname, fromlist=["add_commands"])
+        except ImportError:
+            continue
+        out.append(mod.add_commands)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except HfTimeError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    except Exception as e:  # huggingface_hub/network errors: one line, no traceback
+        from huggingface_hub.errors import HfHubHTTPError
+
+        if args.debug or not isinstance(e, (HfHubHTTPError, OSError)):
+            raise
+        print(f"error: {type(e).__name__}: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The streaming merge loop: for each tensor name, gather inputs, call the method, write the result.
+
+The engine knows nothing about which method it runs beyond its registry spec, and nothing about
+where checkpoints come from: it reads tensors from *weight sources* (anything with ``infos`` and
+``get(name)``, e.g. :class:`hf_time.io.Checkpoint`) and streams results into a
+:class:`~hf_time.io.ShardedSafetensorsWriter`. Memory stays at (experts + 2) tensors of the largest
+size, plus one prefetched set, whatever the model size.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from hf_time.io import ShardedSafetensorsWriter, TensorInfo, plan_shards
+from hf_time.merges import MethodSpec, TensorContext, tensor_seed
+from hf_time.merges.lines import apply_lines
+
+logger = logging.getLogger(__name__)
+
+# Transformer block index in a parameter name: "model.layers.3.mlp...", "encoder.layer.3...", "h.3...".
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block|resblocks)\.(\d+)\.")
+
+
+class WeightSource(Protocol):
+    """Anything the engine can read tensors from."""
+
+    @property
+    def infos(self) -> Mapping[str, TensorInfo]: ...
+
+    def get(self, name: str) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """Everything the engine needs to know about *how* to merge, already validated.
+
+    Attributes:
+        spec: the registry entry of the method.
+        config: the method's config dataclass instance.
+        weights: one weight per expert.
+        expert_params: per-expert parameter overrides (field names), one dict per expert.
+        dtype: output dtype of floating tensors (None keeps the base's dtype).
+        device: where the method runs ("cpu", "cuda", "cuda:1").
+        compute_dtype: dtype the method computes in (float32 by default; merging in bf16 loses bits).
+        lines: (alpha, beta) for LiNeS layer scaling of the merged task vector, or None.
+    """
+
+    spec: MethodSpec
+    config: Any
+    weights: tuple[float, ...]
+    expert_params: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    dtype: torch.dtype | None = None
+    device: str = "cpu"
+    compute_dtype: torch.dtype = torch.float32
+    lines: tuple[float, float] | None = None
+
+
+def layer_index(name: str) -> int | None:
+    """Transformer block index of a parameter name, or None outside the blocks."""
+    m = _LAYER_RE.search(name)
+    return int(m.group(1)) if m else None
+
+
+def output_infos(base: Mapping[str, TensorInfo], dtype: torch.dtype | None) -> list[TensorInfo]:
+    """The output's tensor infos: the base's, with floating tensors cast to ``dtype`` if given."""
+    from hf_time.io import _TORCH_TO_ST
+
+    out = []
+    for info in base.values():
+        code = _TORCH_TO_ST[dtype] if (dtype is not None and info.is_float) else info.dtype
+        out.append(TensorInfo(info.name, code, info.shape))
+    return out
+
+
+def global_magnitude_thresholds(
+    base: WeightSource, experts: Sequence[WeightSource], plan: MergePlan, *, progress: bool = True
+) -> tuple[tuple[float, ...], ...]:
+    """Per expert, the |τ_i| values at the fractions the method asks for, over the whole model.
+
+    This is the "global threshold" of TIME's reference code: one cut-off per expert for all tensors.
+    It holds |τ_i| of every floating tensor of one expert in memory at a time (float32), so it costs
+    4 bytes per parameter; the default per-tensor scope costs nothing extra.
+    """
+    from hf_time.merges.kernels import quantile_values
+
+    names = [n for n, i in base.infos.items() if i.is_float]
+    out = []
+    for idx, expert in enumerate(experts):
+        fractions = plan.spec.global_quantiles(plan.config, plan.expert_params[idx] if plan.expert_params else {})
+        parts = [
+            (expert.get(n).to(torch.float32) - base.get(n).to(torch.float32)).abs_().reshape(-1)
+            for n in tqdm(names, desc=f"global thresholds, expert {idx}", disable=not progress, leave=False)
+        ]
+        flat = torch.cat(parts) if parts else torch.zeros(1)
+        del parts
+        out.append(tuple(float(v) for v in quantile_values(flat, fractions)))
+    return tuple(out)
+
+
+def run(
+    base: WeightSource,
+    experts: Sequence[WeightSource],
+    plan: MergePlan,
+    writer: ShardedSafetensorsWriter,
+    *,
+    progress: bool = True,
+) -> None:
+    """Merge every tensor of ``base`` with the experts' and stream the results to ``writer``.
+
+    Non-floating tensors (integer buffers) are copied from the base. Reading the next tensor set is
+    overlapped with merging the current one (one background reader thread).
+    """
+    spec, config = plan.spec, plan.config
+    device = torch.device(plan.device)
+    names = list(base.infos)
+    layers = {n: layer_index(n) for n in names}
+    num_layers = max((i for i in layers.values() if i is not None), default=-1) + 1 or None
+    thresholds = None
+    if getattr(config, "threshold_scope", "tensor") == "global" and spec.global_quantiles is not None:
+        thresholds = global_magnitude_thresholds(base, experts, plan, progress=progress)
+    seed = int(getattr(config, "seed", 0) or 0)
+    out_dtypes = {i.name: i.torch_dtype for i in writer_infos(writer)}
+
+    def load(name: str):
+        b = base.get(name)
+        if not base.infos[name].is_float:
+            return name, b, None
+        xs = [e.get(name) for e in experts]
+        return name, b, xs
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, names[0]) if names else None
+        bar = tqdm(total=len(names), desc=f"merging ({spec.name})", unit="tensor", disable=not progress)
+        for i in range(len(names)):
+            name, b, xs = pending.result()
+            if i + 1 < len(names):
+                pending = pool.submit(load, names[i + 1])
+            if xs is None:
+                result = b
+            else:
+                bt = b.to(device=device, dtype=plan.compute_dtype)
+                ets = [x.to(device=device, dtype=plan.compute_dtype) for x in xs]
+                ctx = TensorContext(
+                    name=name,
+                    weights=plan.weights,
+                    expert_params=plan.expert_params,
+                    layer=layers[name],
+                    num_layers=num_layers,
+                    seed=tensor_seed(seed, name),
+                    magnitude_thresholds=thresholds,
+                )
+                result = spec.fn(bt if spec.uses_base else None, ets, config, ctx)
+                if plan.lines is not None and spec.uses_base:
+                    result = apply_lines(bt, result, ctx, *plan.lines)
+                del bt, ets
+            writer.write(name, result.to(dtype=out_dtypes[name]).cpu())
+            bar.update(1)
+        bar.close()
+
+
+def writer_infos(writer: ShardedSafetensorsWriter) -> list[TensorInfo]:
+    return [info for shard in writer.shards for info in shard]
+
+
+def make_writer(folder: Path, base_infos: Mapping[str, TensorInfo], dtype: torch.dtype | None, max_shard_bytes: int,
+                metadata: dict[str, str] | None = None) -> ShardedSafetensorsWriter:
+    """A writer planned for the base's tensors (in the base's storage order)."""
+    return ShardedSafetensorsWriter(folder, plan_shards(output_infos(base_infos, dtype), max_shard_bytes), metadata)

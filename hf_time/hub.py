@@ -1,0 +1,275 @@
+"""Every network call hf_time makes goes through this module.
+
+:class:`Hub` wraps one ``HfApi`` (endpoint + token) and offers the few operations the rest of the
+library needs: resolve a reference to a commit sha, read configs and safetensors headers *without
+downloading weights*, download selected files at a pinned sha, and publish a folder as ONE commit
+(optionally tagged). Local folders are accepted everywhere a Hub reference is, so callers never
+branch on where a model lives.
+
+Tokens are passed through to huggingface_hub and never logged or put in messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from hf_time.errors import MissingWeightsError, PublishError, RepoNotFoundError, RevisionNotFoundError
+from hf_time.io import TensorInfo, read_safetensors_header, weight_files
+from hf_time.refs import ModelRef, ResolvedRef, parse_ref
+
+logger = logging.getLogger(__name__)
+
+# What a merge needs from a model repo: configs, weights and tokenizer files — never the whole repo.
+MODEL_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "vocab.*", "merges.txt", "*.jinja"]
+PICKLE_PATTERNS = ["pytorch_model*.bin"]
+
+
+def _is_loopback(endpoint: str | None) -> bool:
+    host = urlparse(endpoint or "").hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """Outcome of :meth:`Hub.publish`.
+
+    Attributes:
+        repo_id: the target repository.
+        commit: the commit sha that holds the published content.
+        url: a browsable URL of that commit's tree.
+        tag: the tag that points at ``commit`` (None if none was asked for).
+        changed: False when the content was already there (no new commit was made).
+    """
+
+    repo_id: str
+    commit: str
+    url: str
+    tag: str | None
+    changed: bool
+
+
+class Hub:
+    """A Hub client bound to one endpoint and token.
+
+    Args:
+        endpoint: Hub URL; None means ``HF_ENDPOINT`` or huggingface.co.
+        token: a token, False for anonymous, None for the ambient one (``HF_TOKEN`` / login).
+    """
+
+    def __init__(self, endpoint: str | None = None, token: str | bool | None = None):
+        from huggingface_hub import HfApi, constants
+
+        self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+        if _is_loopback(self.endpoint):
+            # The embedded Hub speaks plain LFS, and huggingface_hub >= 1.20 would otherwise push every
+            # LFS file through Xet without asking the server (hub-protocol.md §3.8).
+            constants.HF_HUB_DISABLE_XET = True
+        self.api = HfApi(endpoint=self.endpoint, token=token)
+        self._token = token
+
+    # -- resolving --------------------------------------------------------------------------------
+    def resolve(self, ref: str | ModelRef) -> ResolvedRef:
+        """Pin a reference: a Hub ref to the commit sha its revision points at now; a folder as is.
+
+        Raises:
+            RepoNotFoundError, RevisionNotFoundError: with the repo/revision named.
+        """
+        ref = parse_ref(ref)
+        if ref.is_local:
+            return ResolvedRef(ref, None)
+        info = self._call(ref, lambda: self.api.model_info(ref.repo_id, revision=ref.revision))
+        return ResolvedRef(ref, info.sha)
+
+    def _call(self, ref: ModelRef, fn):
+        from huggingface_hub.errors import RepositoryNotFoundError
+        from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFound
+
+        try:
+            return fn()
+        except HfRevisionNotFound:
+            raise RevisionNotFoundError(
+                f"revision {ref.revision!r} not found in {ref.repo_id} on {self.endpoint}; "
+                "use an existing branch, tag or commit sha"
+            ) from None
+        except RepositoryNotFoundError:
+            raise RepoNotFoundError(
+                f"repository {ref.repo_id!r} not found on {self.endpoint}; check the id, "
+                "or set HF_TOKEN to a token that can read it"
+            ) from None
+
+    # -- metadata without weights -----------------------------------------------------------------
+    def list_files(self, res: ResolvedRef) -> list[str]:
+        """Paths of all files of the model at the pinned revision."""
+        if res.ref.is_local:
+            root = res.ref.path
+            return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        return self._call(res.ref, lambda: self.api.list_repo_files(res.ref.repo_id, revision=res.sha))
+
+    def read_json(self, res: ResolvedRef, filename: str) -> dict | None:
+        """A JSON file of the model (e.g. ``config.json``), or None if it does not exist."""
+        if res.ref.is_local:
+            p = res.ref.path / filename
+            return json.loads(p.read_text()) if p.is_file() else None
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            path = self._call(
+                res.ref,
+                lambda: hf_hub_download(
+                    res.ref.repo_id, filename, revision=res.sha, endpoint=self.endpoint, token=self._token
+                ),
+            )
+        except EntryNotFoundError:
+            return None
+        return json.loads(Path(path).read_text())
+
+    def tensor_infos(self, res: ResolvedRef) -> dict[str, TensorInfo] | None:
+        """Names, dtypes and shapes of all weights, read from safetensors headers only.
+
+        On the Hub this uses HTTP range requests for the headers, so no weight is downloaded.
+        Returns None when the model has no safetensors weights (pickle-only or no weights at all).
+        """
+        if res.ref.is_local:
+            files, is_pickle = weight_files(res.ref.path)
+            if is_pickle:
+                return None
+            infos: dict[str, TensorInfo] = {}
+            for f in files:
+                infos.update(read_safetensors_header(res.ref.path / f))
+            return infos
+        from huggingface_hub.errors import NotASafetensorsRepoError
+
+        try:
+            meta = self._call(
+                res.ref, lambda: self.api.get_safetensors_metadata(res.ref.repo_id, revision=res.sha)
+            )
+        except NotASafetensorsRepoError:
+            return None
+        infos = {}
+        for fmeta in meta.files_metadata.values():
+            for name, t in fmeta.tensors.items():
+                infos[name] = TensorInfo(name, t.dtype, tuple(t.shape))
+        return infos
+
+    # -- downloading ------------------------------------------------------------------------------
+    def download(self, res: ResolvedRef, allow_patterns: list[str] | None = None) -> Path:
+        """Download the selected files at the pinned sha (a no-op for local folders).
+
+        Returns the local folder holding them (inside the HF cache).
+        """
+        if res.ref.is_local:
+            return res.ref.path
+        from huggingface_hub import snapshot_download
+
+        path = self._call(
+            res.ref,
+            lambda: snapshot_download(
+                res.ref.repo_id,
+                revision=res.sha,
+                allow_patterns=allow_patterns or MODEL_PATTERNS,
+                endpoint=self.endpoint,
+                token=self._token,
+            ),
+        )
+        return Path(path)
+
+    # -- publishing -------------------------------------------------------------------------------
+    def publish(
+        self,
+        folder: str | os.PathLike,
+        repo_id: str,
+        *,
+        commit_message: str,
+        commit_description: str = "",
+        tag: str | None = None,
+        private: bool | None = None,
+        branch: str = "main",
+    ) -> PublishResult:
+        """Make ``repo_id@branch`` hold exactly the files of ``folder``, as ONE commit.
+
+        Files of the repo that are not in ``folder`` (other than ``.gitattributes``) are deleted in
+        the same commit, so a snapshot never mixes shards of two merges. Publishing identical content
+        makes no commit. With ``tag``, the tag is created on the resulting commit; an existing tag is
+        accepted only if it already points at that commit.
+
+        Raises:
+            PublishError: the tag exists and points at another commit.
+        """
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        folder = Path(folder)
+        local = sorted(str(p.relative_to(folder)).replace(os.sep, "/") for p in folder.rglob("*") if p.is_file())
+        self.api.create_repo(repo_id, exist_ok=True, private=private)
+        if tag is not None:
+            self._check_tag_free(repo_id, tag)
+        head_before = self.api.model_info(repo_id, revision=branch).sha
+        remote = set(self.api.list_repo_files(repo_id, revision=branch))
+        ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in local]
+        ops += [CommitOperationDelete(path_in_repo=p) for p in sorted(remote - set(local) - {".gitattributes"})]
+        info = self.api.create_commit(
+            repo_id,
+            operations=ops,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            revision=branch,
+            parent_commit=head_before,
+        )
+        commit = info.oid
+        changed = commit != head_before
+        if tag is not None:
+            self._tag(repo_id, tag, commit)
+        url = f"{self.endpoint}/{repo_id}/tree/{commit}"
+        logger.info("published %s@%s (%s)", repo_id, commit[:10], "new commit" if changed else "unchanged")
+        return PublishResult(repo_id=repo_id, commit=commit, url=url, tag=tag, changed=changed)
+
+    def _tag_target(self, repo_id: str, tag: str) -> str | None:
+        refs = self.api.list_repo_refs(repo_id)
+        return next((t.target_commit for t in refs.tags if t.name == tag), None)
+
+    def _check_tag_free(self, repo_id: str, tag: str) -> None:
+        # Checked before committing so that a clash leaves the branch untouched; re-checked after.
+        target = self._tag_target(repo_id, tag)
+        if target is not None:
+            head = self.api.model_info(repo_id).sha
+            if target != head:
+                raise PublishError(
+                    f"tag {tag!r} already exists in {repo_id} at commit {target[:10]}; "
+                    "choose another tag or delete the old one"
+                )
+
+    def _tag(self, repo_id: str, tag: str, commit: str) -> None:
+        target = self._tag_target(repo_id, tag)
+        if target == commit:
+            return
+        if target is not None:
+            raise PublishError(
+                f"tag {tag!r} already exists in {repo_id} at commit {target[:10]}; choose another tag or delete the old one"
+            )
+        self.api.create_tag(repo_id, tag=tag, revision=commit)
+
+
+def require_weights(infos: dict[str, TensorInfo] | None, res: ResolvedRef, allow_pickle: bool, files: list[str]) -> None:
+    """Raise the right error when a model has no safetensors weights.
+
+    Raises:
+        UnsafeCheckpointError: only pickle weights and ``allow_pickle`` is False.
+        MissingWeightsError: no weights at all.
+    """
+    if infos is not None:
+        return
+    from hf_time.errors import UnsafeCheckpointError
+
+    if any(f.endswith(".bin") for f in files):
+        if not allow_pickle:
+            raise UnsafeCheckpointError(
+                f"{res.ref} only has pickle weights (.bin); pickle can run arbitrary code. "
+                "Convert it to safetensors, or pass --allow-pickle (loads with torch.load(weights_only=True))"
+            )
+        return
+    raise MissingWeightsError(f"{res.ref} has no model weights (no *.safetensors or pytorch_model*.bin files)")

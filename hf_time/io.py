@@ -1,0 +1,330 @@
+"""Checkpoint I/O: lazy shard-aware reading and streaming sharded safetensors writing.
+
+Reading never loads a whole model: tensors are read one at a time from memory-mapped safetensors
+shards. Writing is streamed too: because every output tensor's name, dtype and shape are known before
+the merge starts (they are the base's), the shard layout and each shard's safetensors header are
+written first and tensor bytes are appended as they are produced. Peak memory is therefore one merged
+tensor plus its inputs, never a shard. Files are written into a temporary sibling directory that is
+renamed into place only when complete (:func:`atomic_output_dir`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+
+from hf_time.errors import MissingWeightsError, OutputExistsError, UnsafeCheckpointError
+
+logger = logging.getLogger(__name__)
+
+SAFE_INDEX = "model.safetensors.index.json"
+SAFE_SINGLE = "model.safetensors"
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+PICKLE_SINGLE = "pytorch_model.bin"
+
+_ST_TO_TORCH = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+_TORCH_TO_ST = {v: k for k, v in _ST_TO_TORCH.items()}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def parse_dtype(name: str | None) -> torch.dtype | None:
+    """``"bfloat16"`` / ``"bf16"`` / ``"fp16"``... to a torch dtype (None stays None)."""
+    if name is None:
+        return None
+    aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+    key = aliases.get(name.lower(), name.lower())
+    if key not in DTYPES:
+        from hf_time.errors import ConfigError
+
+        raise ConfigError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[key]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, safetensors dtype code (``"BF16"``...) and shape of one stored tensor."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _ST_TO_TORCH[self.dtype]
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in ("F64", "F32", "F16", "BF16")
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    def nbytes(self, dtype: torch.dtype | None = None) -> int:
+        dt = dtype or self.torch_dtype
+        return self.numel * torch.empty((), dtype=dt).element_size()
+
+
+def read_safetensors_header(path: str | os.PathLike) -> dict[str, TensorInfo]:
+    """Tensor infos of one ``.safetensors`` file, from its JSON header only (no tensor data read)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    infos = {name: TensorInfo(name, h["dtype"], tuple(h["shape"])) for name, h in header.items()}
+    # Keep the on-disk order (by offset) so that reading in this order is sequential.
+    order = sorted(header, key=lambda k: header[k]["data_offsets"][0])
+    return {k: infos[k] for k in order}
+
+
+def weight_files(folder: Path) -> tuple[list[str], bool]:
+    """The weight files of a transformers folder, and whether they are pickles.
+
+    Returns:
+        (file names relative to ``folder`` in index order, is_pickle)
+
+    Raises:
+        MissingWeightsError: no safetensors and no pickle weights in the folder.
+    """
+    if (folder / SAFE_INDEX).is_file():
+        index = json.loads((folder / SAFE_INDEX).read_text())
+        return sorted(set(index["weight_map"].values())), False
+    if (folder / SAFE_SINGLE).is_file():
+        return [SAFE_SINGLE], False
+    others = sorted(p.name for p in folder.glob("*.safetensors") if not p.name.startswith("adapter_"))
+    if others:
+        return others, False
+    if (folder / PICKLE_INDEX).is_file():
+        index = json.loads((folder / PICKLE_INDEX).read_text())
+        return sorted(set(index["weight_map"].values())), True
+    if (folder / PICKLE_SINGLE).is_file():
+        return [PICKLE_SINGLE], True
+    raise MissingWeightsError(
+        f"no model weights in {folder}: expected {SAFE_SINGLE}, {SAFE_INDEX} or *.safetensors"
+    )
+
+
+class Checkpoint:
+    """Lazy, shard-aware read access to the weights of one model folder.
+
+    Safetensors shards are memory-mapped and read tensor by tensor. Pickle checkpoints are refused
+    unless ``allow_pickle`` (then loaded with ``torch.load(weights_only=True)``, which is not lazy).
+
+    Args:
+        folder: a transformers model folder.
+        allow_pickle: permit ``pytorch_model.bin`` checkpoints.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, allow_pickle: bool = False):
+        self.folder = Path(folder)
+        files, is_pickle = weight_files(self.folder)
+        if is_pickle and not allow_pickle:
+            raise UnsafeCheckpointError(
+                f"{self.folder} only has pickle weights ({files[0]}); pickle can run arbitrary code. "
+                "Convert it to safetensors, or pass --allow-pickle (loads with torch.load(weights_only=True))"
+            )
+        self.is_pickle = is_pickle
+        self._infos: dict[str, TensorInfo] = {}
+        self._file_of: dict[str, str] = {}
+        self._handles: dict[str, object] = {}
+        self._pickled: dict[str, torch.Tensor] = {}
+        for name in files:
+            if is_pickle:
+                state = torch.load(self.folder / name, map_location="cpu", weights_only=True)
+                for k, t in state.items():
+                    self._pickled[k] = t
+                    self._infos[k] = TensorInfo(k, _TORCH_TO_ST[t.dtype], tuple(t.shape))
+                    self._file_of[k] = name
+            else:
+                for k, info in read_safetensors_header(self.folder / name).items():
+                    self._infos[k] = info
+                    self._file_of[k] = name
+
+    @property
+    def infos(self) -> dict[str, TensorInfo]:
+        """Tensor infos by name, in storage order."""
+        return self._infos
+
+    def names(self) -> list[str]:
+        return list(self._infos)
+
+    def get(self, name: str) -> torch.Tensor:
+        """Read one tensor (a fresh CPU tensor; the caller may modify it)."""
+        if self.is_pickle:
+            return self._pickled[name]
+        file = self._file_of[name]
+        handle = self._handles.get(file)
+        if handle is None:
+            from safetensors import safe_open
+
+            handle = safe_open(str(self.folder / file), framework="pt", device="cpu")
+            self._handles[file] = handle
+        return handle.get_tensor(name)
+
+    def close(self) -> None:
+        self._handles.clear()
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+
+
+def parse_size(size: int | str) -> int:
+    """``"2GB"`` / ``"500MB"`` / int bytes to bytes (decimal units, as transformers uses)."""
+    if isinstance(size, int):
+        return size
+    s = size.strip().upper()
+    for unit, mult in (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1)):
+        if s.endswith(unit):
+            return int(float(s[: -len(unit)]) * mult)
+    return int(s)
+
+
+def plan_shards(infos: Sequence[TensorInfo], max_shard_bytes: int) -> list[list[TensorInfo]]:
+    """Split tensors (in order) into shards of at most ``max_shard_bytes`` (a larger tensor gets its own)."""
+    shards: list[list[TensorInfo]] = [[]]
+    size = 0
+    for info in infos:
+        n = info.nbytes()
+        if shards[-1] and size + n > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(info)
+        size += n
+    return [s for s in shards if s] or [[]]
+
+
+def _header_bytes(shard: Sequence[TensorInfo], metadata: dict[str, str]) -> bytes:
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for info in shard:
+        n = info.nbytes()
+        header[info.name] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the format pads the header to 8-byte alignment with spaces
+    return struct.pack("<Q", len(raw)) + raw
+
+
+class ShardedSafetensorsWriter:
+    """Write tensors into pre-planned safetensors shards, streaming each tensor's bytes to disk.
+
+    Tensors must be written in plan order, each with exactly the planned dtype and shape. With one
+    shard the file is ``model.safetensors``; otherwise ``model-0000i-of-0000N.safetensors`` plus
+    ``model.safetensors.index.json``, as transformers writes them.
+    """
+
+    def __init__(self, folder: Path, shards: list[list[TensorInfo]], metadata: dict[str, str] | None = None):
+        self.folder = Path(folder)
+        self.shards = shards
+        self.metadata = {"format": "pt", **(metadata or {})}
+        n = len(shards)
+        self.file_names = [SAFE_SINGLE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        self._queue: Iterator[tuple[int, TensorInfo]] = ((i, info) for i, shard in enumerate(shards) for info in shard)
+        self._open_shard = -1
+        self._fh = None
+
+    def _switch_to(self, shard_idx: int) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        self._fh = open(self.folder / self.file_names[shard_idx], "wb")
+        self._fh.write(_header_bytes(self.shards[shard_idx], self.metadata))
+        self._open_shard = shard_idx
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Append the next tensor. Raises ValueError if it is not the one the plan expects."""
+        try:
+            shard_idx, info = next(self._queue)
+        except StopIteration:
+            raise ValueError(f"unexpected tensor {name!r}: all planned tensors were written") from None
+        if info.name != name or tuple(tensor.shape) != info.shape or tensor.dtype != info.torch_dtype:
+            raise ValueError(
+                f"tensor {name!r} {tuple(tensor.shape)} {tensor.dtype} does not match the plan "
+                f"({info.name!r} {info.shape} {info.torch_dtype})"
+            )
+        if shard_idx != self._open_shard:
+            self._switch_to(shard_idx)
+        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+        self._fh.write(memoryview(data.numpy()))
+
+    def close(self) -> list[str]:
+        """Finish the last shard and write the index. Returns the written file names."""
+        leftover = next(self._queue, None)
+        if leftover is not None:
+            raise ValueError(f"merge ended before tensor {leftover[1].name!r} was written")
+        if self._open_shard == -1:  # no tensors at all: still write a valid (empty) file
+            self._switch_to(0)
+        self._fh.close()
+        files = list(self.file_names)
+        if len(self.shards) > 1:
+            total = sum(i.nbytes() for s in self.shards for i in s)
+            weight_map = {info.name: self.file_names[i] for i, s in enumerate(self.shards) for info in s}
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (self.folder / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+            files.append(SAFE_INDEX)
+        return files
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out_dir``; on success it is renamed to ``out_dir``.
+
+    On any error (or KeyboardInterrupt) the temporary directory is removed, so no partial output is
+    ever visible at ``out_dir``. With ``overwrite`` an existing ``out_dir`` is replaced only after the
+    new one is complete.
+
+    Raises:
+        OutputExistsError: ``out_dir`` exists and ``overwrite`` is False (checked before any work).
+    """
+    out = Path(out_dir).absolute()
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"output directory {out} already exists; choose another --out or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def copy_files(src: Path, dst: Path, names: Iterable[str]) -> list[str]:
+    """Copy the named files that exist in ``src`` to ``dst``; returns the ones copied."""
+    copied = []
+    for name in names:
+        p = src / name
+        if p.is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, dst / name)
+            copied.append(name)
+    return copied
