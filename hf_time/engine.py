@@ -89,8 +89,6 @@ def global_magnitude_thresholds(
     It holds |τ_i| of every floating tensor of one expert in memory at a time (float32), so it costs
     4 bytes per parameter; the default per-tensor scope costs nothing extra.
     """
-    from hf_time.merges.kernels import quantile_values
-
     names = [n for n, i in base.infos.items() if i.is_float]
     out = []
     for idx, expert in enumerate(experts):
@@ -101,8 +99,20 @@ def global_magnitude_thresholds(
         ]
         flat = torch.cat(parts) if parts else torch.zeros(1)
         del parts
-        out.append(tuple(float(v) for v in quantile_values(flat, fractions)))
+        out.append(quantile_values(flat, fractions))
     return tuple(out)
+
+
+def quantile_values(magnitudes: torch.Tensor, fractions: Sequence[float]) -> tuple[float, ...]:
+    """The |τ| values below which a fraction ``q`` of ``magnitudes`` lies, one per fraction.
+
+    Uses the kernels' own counting rule (``kept_count``/``kth_largest``) so that a global threshold
+    over one tensor equals that tensor's per-tensor threshold.
+    """
+    from hf_time.merges.kernels import kept_count, kth_largest
+
+    n = magnitudes.numel()
+    return tuple(kth_largest(magnitudes, kept_count(round(1.0 - q, 12), n)) for q in fractions)
 
 
 def run(

@@ -1,0 +1,129 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from hf_time.errors import MissingWeightsError, OutputExistsError, UnsafeCheckpointError
+from hf_time.io import (
+    Checkpoint, ShardedSafetensorsWriter, TensorInfo, atomic_output_dir, parse_size, plan_shards,
+    read_safetensors_header,
+)
+
+
+def _tensors():
+    g = torch.Generator().manual_seed(0)
+    return {
+        "a.weight": torch.randn(3, 4, generator=g).to(torch.bfloat16),
+        "b.ids": torch.arange(5),
+        "c.weight": torch.randn(50, 20, generator=g),
+        "scalar": torch.tensor(3.0),
+    }
+
+
+def _infos(ts):
+    codes = {torch.bfloat16: "BF16", torch.int64: "I64", torch.float32: "F32"}
+    return [TensorInfo(k, codes[v.dtype], tuple(v.shape)) for k, v in ts.items()]
+
+
+def test_header_read_without_data(tmp_path):
+    ts = _tensors()
+    save_file(ts, tmp_path / "m.safetensors")
+    infos = read_safetensors_header(tmp_path / "m.safetensors")
+    assert infos["c.weight"] == TensorInfo("c.weight", "F32", (50, 20))
+    assert infos["a.weight"].nbytes() == 24 and infos["c.weight"].nbytes(torch.bfloat16) == 2000
+
+
+@pytest.mark.parametrize("max_bytes,n_files", [(10**9, 1), (4030, 2), (1, 4)])
+def test_streaming_writer_roundtrip_and_sharding(tmp_path, max_bytes, n_files):
+    ts = _tensors()
+    w = ShardedSafetensorsWriter(tmp_path, plan_shards(_infos(ts), max_bytes), {"hf_time": "test"})
+    for k, v in ts.items():
+        w.write(k, v)
+    files = w.close()
+    shards = [f for f in files if f.endswith(".safetensors")]
+    assert len(shards) == n_files
+    if n_files > 1:
+        index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+        assert set(index["weight_map"]) == set(ts)
+        assert index["metadata"]["total_size"] == sum(v.numel() * v.element_size() for v in ts.values())
+    loaded = {}
+    for f in shards:  # the reference reader accepts every file we wrote
+        loaded.update(load_file(tmp_path / f))
+    for k, v in ts.items():
+        assert torch.equal(loaded[k], v)
+    ck = Checkpoint(tmp_path)
+    assert ck.names() == list(ts)
+    assert torch.equal(ck.get("c.weight"), ts["c.weight"])
+
+
+def test_writer_refuses_out_of_plan_tensors(tmp_path):
+    ts = _tensors()
+    w = ShardedSafetensorsWriter(tmp_path, plan_shards(_infos(ts), 10**9))
+    with pytest.raises(ValueError, match="does not match the plan"):
+        w.write("b.ids", ts["b.ids"])
+    w2 = ShardedSafetensorsWriter(tmp_path, plan_shards(_infos(ts), 10**9))
+    w2.write("a.weight", ts["a.weight"])
+    with pytest.raises(ValueError, match="before tensor 'b.ids'"):
+        w2.close()
+
+
+def test_plan_shards_keeps_order_and_limits():
+    infos = [TensorInfo(f"t{i}", "F32", (10,)) for i in range(5)]  # 40 bytes each
+    shards = plan_shards(infos, 100)
+    assert [[i.name for i in s] for s in shards] == [["t0", "t1"], ["t2", "t3"], ["t4"]]
+
+
+def test_parse_size():
+    assert parse_size("5GB") == 5 * 10**9 and parse_size("200MB") == 2 * 10**8 and parse_size("1GiB") == 2**30
+    assert parse_size(123) == 123
+
+
+def test_atomic_output_dir_leaves_nothing_on_error(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(out) as tmp:
+            (tmp / "partial.safetensors").write_bytes(b"x")
+            raise RuntimeError("interrupted")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # the temp dir is gone too
+
+
+def test_atomic_output_dir_refuses_existing_and_replaces_with_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        with atomic_output_dir(out):
+            pass
+    with atomic_output_dir(out, overwrite=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+        assert (out / "old.txt").exists()  # old output intact until the new one is complete
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+
+
+def test_pickle_refused_unless_allowed(tmp_path):
+    torch.save({"w": torch.ones(2)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(UnsafeCheckpointError, match="--allow-pickle"):
+        Checkpoint(tmp_path)
+    ck = Checkpoint(tmp_path, allow_pickle=True)
+    assert torch.equal(ck.get("w"), torch.ones(2))
+
+
+def test_pickle_with_code_is_not_executed(tmp_path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    torch.save({"w": Evil()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(Exception):
+        Checkpoint(tmp_path, allow_pickle=True)  # weights_only=True refuses arbitrary objects
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_no_weights(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(MissingWeightsError, match="model.safetensors"):
+        Checkpoint(tmp_path)
