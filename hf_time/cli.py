@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Sequence
 
-from hf_time.errors import ConfigError, HfTimeError
+from hf_time.errors import ConfigError, HfTimeError, InvalidReferenceError, UnknownMethodError
 
 logger = logging.getLogger("hf_time")
 
@@ -194,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
+        # 2 = the command line or config was wrong (as argparse uses); 1 = anything else.
+        return 2 if isinstance(e, (ConfigError, UnknownMethodError, InvalidReferenceError)) else 1
     except Exception as e:  # huggingface_hub/network errors: one line, no traceback
         from huggingface_hub.errors import HfHubHTTPError
 

@@ -8,6 +8,7 @@ keys are rejected and every problem is reported at once.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -16,9 +17,13 @@ import yaml
 
 from hf_time.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 _TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "device", "lines", "out", "push_to",
              "tag", "tokenizer_source", "name", "out_dtype"}
 _MODEL_KEYS = {"model", "parameters"}
+# mergekit knobs that change memory use, not results: accepted so mergekit configs run unchanged.
+_IGNORED_PARAMS = {"int8_mask"}
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,9 @@ def merge_config_from_dict(data: Mapping[str, Any], source: str = "config") -> M
         problems.append("'tokenizer_source': only 'base' is supported (the base's tokenizer is carried over)")
     global_params = dict(data.get("parameters") or {})
     default_weight = global_params.pop("weight", 1.0)
+    for key in _IGNORED_PARAMS & set(global_params):
+        global_params.pop(key)
+        logger.info("ignoring mergekit parameter %r (no effect on the result in hf_time)", key)
     for k, v in list(global_params.items()):
         global_params[k] = _scalar(v, f"parameters.{k}", problems)
     experts: list[ExpertSpec] = []

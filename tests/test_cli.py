@@ -1,0 +1,73 @@
+import json
+
+import pytest
+
+from hf_time.cli import main
+from hf_time.merges import list_methods
+from tiny import save_tiny_llama
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli_models")
+    base = save_tiny_llama(d / "base", 0)
+    return base, save_tiny_llama(d / "e1", 1, base=base), save_tiny_llama(d / "e2", 2, base=base)
+
+
+def test_ls_lists_every_registered_method(capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    for spec in list_methods():
+        assert spec.name in out
+    assert main(["ls", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {s.name for s in list_methods()}
+    ties = next(r for r in rows if r["name"] == "ties")
+    assert {p["name"] for p in ties["parameters"]} >= {"density", "lambda", "normalize"}
+
+
+def test_merge_command(models, tmp_path, capsys):
+    base, e1, e2 = models
+    out = tmp_path / "m"
+    code = main(["merge", "--base", str(base), "--expert", str(e1), "--expert", str(e2), "--method", "ties",
+                 "--param", "density=0.5", "--weight", "0.3", "--weight", "0.7", "--out", str(out), "--quiet"])
+    assert code == 0
+    assert f"merged -> {out}" in capsys.readouterr().out
+    lineage = json.loads((out / "hf_time.json").read_text())
+    assert lineage["parameters"]["density"] == 0.5
+    assert [e["weight"] for e in lineage["experts"]] == [0.3, 0.7]
+
+
+def test_merge_from_yaml_reproduces_lineage(models, tmp_path):
+    base, e1, e2 = models
+    first = tmp_path / "first"
+    assert main(["merge", "--base", str(base), "--expert", str(e1), "--expert", str(e2), "--method",
+                 "task_arithmetic", "--param", "lambda=0.3", "--out", str(first), "--quiet"]) == 0
+    # the merge_config.yaml written beside the weights reproduces the merge bit for bit
+    second = tmp_path / "second"
+    assert main(["merge", str(first / "merge_config.yaml"), "--out", str(second), "--quiet"]) == 0
+    a, b = json.loads((first / "hf_time.json").read_text()), json.loads((second / "hf_time.json").read_text())
+    assert a["files"] == b["files"]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--method", "nope"], "unknown merge method 'nope'; valid methods:"),
+        (["--method", "ties", "--param", "density=2"], "must be <= 1.0"),
+        (["--method", "ties", "--param", "bogus=1"], "unknown parameter 'bogus'"),
+        (["--method", "ties", "--weight", "1", "--weight", "2", "--weight", "3"], "--weight"),
+    ],
+)
+def test_bad_input_is_one_line_error(models, tmp_path, capsys, args, needle):
+    base, e1, e2 = models
+    code = main(["merge", "--base", str(base), "--expert", str(e1), "--expert", str(e2), "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_arguments(capsys):
+    assert main(["merge", "--base", "x"]) == 2
+    assert "missing --expert, --method" in capsys.readouterr().err
