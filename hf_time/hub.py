@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from hf_time.cards import sha256_file
 from hf_time.errors import MissingWeightsError, PublishError, RepoNotFoundError, RevisionNotFoundError
 from hf_time.io import TensorInfo, read_safetensors_header, weight_files
 from hf_time.refs import ModelRef, ResolvedRef, parse_ref
@@ -207,7 +208,7 @@ class Hub:
         local = sorted(str(p.relative_to(folder)).replace(os.sep, "/") for p in folder.rglob("*") if p.is_file())
         self.api.create_repo(repo_id, exist_ok=True, private=private)
         if tag is not None:
-            self._check_tag_free(repo_id, tag)
+            self._check_tag_free(repo_id, tag, folder, local)
         head_before = self.api.model_info(repo_id, revision=branch).sha
         remote = set(self.api.list_repo_files(repo_id, revision=branch))
         ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in local]
@@ -232,16 +233,35 @@ class Hub:
         refs = self.api.list_repo_refs(repo_id)
         return next((t.target_commit for t in refs.tags if t.name == tag), None)
 
-    def _check_tag_free(self, repo_id: str, tag: str) -> None:
-        # Checked before committing so that a clash leaves the branch untouched; re-checked after.
+    def _check_tag_free(self, repo_id: str, tag: str, folder: Path, local: list[str]) -> None:
+        # Checked before committing so that a clash leaves the branch untouched: an existing tag is
+        # fine only if the commit it points at already holds exactly this content (a re-publish).
         target = self._tag_target(repo_id, tag)
-        if target is not None:
-            head = self.api.model_info(repo_id).sha
-            if target != head:
-                raise PublishError(
-                    f"tag {tag!r} already exists in {repo_id} at commit {target[:10]}; "
-                    "choose another tag or delete the old one"
-                )
+        if target is not None and not self._same_content(repo_id, target, folder, local):
+            raise PublishError(
+                f"tag {tag!r} already exists in {repo_id} at commit {target[:10]} with other content; "
+                "choose another tag or delete the old one"
+            )
+
+    def _same_content(self, repo_id: str, revision: str, folder: Path, local: list[str]) -> bool:
+        """Whether ``repo_id@revision`` holds exactly the files of ``folder`` (by git / LFS oids)."""
+        from huggingface_hub.hf_api import RepoFile
+
+        remote = {
+            e.path: e
+            for e in self.api.list_repo_tree(repo_id, revision=revision, recursive=True)
+            if isinstance(e, RepoFile) and e.path != ".gitattributes"
+        }
+        if set(remote) != set(local):
+            return False
+        for path in local:
+            entry, data_path = remote[path], folder / path
+            if entry.lfs is not None:
+                if entry.lfs.sha256 != sha256_file(data_path):
+                    return False
+            elif entry.blob_id != git_blob_sha1(data_path):
+                return False
+        return True
 
     def _tag(self, repo_id: str, tag: str, commit: str) -> None:
         target = self._tag_target(repo_id, tag)
@@ -249,9 +269,22 @@ class Hub:
             return
         if target is not None:
             raise PublishError(
-                f"tag {tag!r} already exists in {repo_id} at commit {target[:10]}; choose another tag or delete the old one"
+                f"tag {tag!r} already exists in {repo_id} at commit {target[:10]} with other content; "
+                "choose another tag or delete the old one"
             )
         self.api.create_tag(repo_id, tag=tag, revision=commit)
+
+
+def git_blob_sha1(path: str | os.PathLike) -> str:
+    """The git blob id of a file (what the Hub reports as ``oid`` for regular files)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    h.update(b"blob %d\0" % os.path.getsize(path))
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def require_weights(infos: dict[str, TensorInfo] | None, res: ResolvedRef, allow_pickle: bool, files: list[str]) -> None:
