@@ -124,8 +124,11 @@ def weight_files(folder: Path) -> tuple[list[str], bool]:
 class Checkpoint:
     """Lazy, shard-aware read access to the weights of one model folder.
 
-    Safetensors shards are memory-mapped and read tensor by tensor. Pickle checkpoints are refused
-    unless ``allow_pickle`` (then loaded with ``torch.load(weights_only=True)``, which is not lazy).
+    Safetensors tensors are read one at a time with positioned reads (``preadv``) straight into a
+    buffer, either a fresh one (:meth:`get`) or one the caller reuses (:meth:`read_into`). Files are
+    not memory-mapped, so a merge's resident memory is its buffers, not the models it reads.
+    Pickle checkpoints are refused unless ``allow_pickle`` (then loaded whole with
+    ``torch.load(weights_only=True)``).
 
     Args:
         folder: a transformers model folder.
@@ -142,8 +145,8 @@ class Checkpoint:
             )
         self.is_pickle = is_pickle
         self._infos: dict[str, TensorInfo] = {}
-        self._file_of: dict[str, str] = {}
-        self._handles: dict[str, object] = {}
+        self._where: dict[str, tuple[str, int, int]] = {}  # name -> (file, absolute start, nbytes)
+        self._fds: dict[str, int] = {}
         self._pickled: dict[str, torch.Tensor] = {}
         for name in files:
             if is_pickle:
@@ -151,11 +154,17 @@ class Checkpoint:
                 for k, t in state.items():
                     self._pickled[k] = t
                     self._infos[k] = TensorInfo(k, _TORCH_TO_ST[t.dtype], tuple(t.shape))
-                    self._file_of[k] = name
             else:
-                for k, info in read_safetensors_header(self.folder / name).items():
-                    self._infos[k] = info
-                    self._file_of[k] = name
+                path = self.folder / name
+                with open(path, "rb") as f:
+                    (n,) = struct.unpack("<Q", f.read(8))
+                    header = json.loads(f.read(n))
+                header.pop("__metadata__", None)
+                for k in sorted(header, key=lambda k: header[k]["data_offsets"][0]):
+                    h = header[k]
+                    begin, end = h["data_offsets"]
+                    self._infos[k] = TensorInfo(k, h["dtype"], tuple(h["shape"]))
+                    self._where[k] = (name, 8 + n + begin, end - begin)
 
     @property
     def infos(self) -> dict[str, TensorInfo]:
@@ -165,27 +174,56 @@ class Checkpoint:
     def names(self) -> list[str]:
         return list(self._infos)
 
-    def get(self, name: str) -> torch.Tensor:
-        """Read one tensor (a fresh CPU tensor; the caller may modify it)."""
-        if self.is_pickle:
-            return self._pickled[name]
-        file = self._file_of[name]
-        handle = self._handles.get(file)
-        if handle is None:
-            from safetensors import safe_open
+    def nbytes(self, name: str) -> int:
+        """Stored size of one tensor in bytes."""
+        return self._infos[name].nbytes()
 
-            handle = safe_open(str(self.folder / file), framework="pt", device="cpu")
-            self._handles[file] = handle
-        return handle.get_tensor(name)
+    def get(self, name: str) -> torch.Tensor:
+        """Read one tensor into a fresh CPU tensor (the caller may modify it)."""
+        if self.is_pickle:
+            return self._pickled[name].clone()
+        return self.read_into(name, torch.empty(self.nbytes(name), dtype=torch.uint8)).clone()
+
+    def read_into(self, name: str, buffer: torch.Tensor) -> torch.Tensor:
+        """Read one tensor's bytes into ``buffer`` (a uint8 CPU tensor at least that large).
+
+        Returns a view of ``buffer`` with the tensor's dtype and shape; it is valid until the buffer
+        is reused.
+        """
+        info = self._infos[name]
+        if self.is_pickle:
+            src = self._pickled[name].contiguous().reshape(-1).view(torch.uint8)
+            buffer[: src.numel()].copy_(src)
+            return buffer[: src.numel()].view(info.torch_dtype).view(info.shape)
+        file, start, n = self._where[name]
+        fd = self._fds.get(file)
+        if fd is None:
+            fd = self._fds[file] = os.open(self.folder / file, os.O_RDONLY)
+        view = memoryview(buffer[:n].numpy())
+        done = 0
+        while done < n:  # one preadv reads at most ~2 GiB on Linux
+            got = os.preadv(fd, [view[done:]], start + done)
+            if got <= 0:
+                raise OSError(f"unexpected end of file reading tensor {name!r} from {self.folder / file}")
+            done += got
+        return buffer[:n].view(info.torch_dtype).view(info.shape)
 
     def close(self) -> None:
-        self._handles.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
     def __enter__(self) -> "Checkpoint":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 # ---------------------------------------------------------------------------------------------------

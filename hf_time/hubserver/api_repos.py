@@ -1,0 +1,178 @@
+"""Hub API routes about repositories, refs and listings (everything except file transfer).
+
+Each function takes ``(ctx, req, match)`` and returns a :class:`Response`; the route table at the
+bottom binds them to paths. Revisions and paths arrive percent-encoded (``quote(rev, safe="")``) and
+are decoded here (shared/design/hub-protocol.md §3).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+from . import views
+from .errors import AlreadyExists, BadRequest
+from .handler import HubContext, Request, Response, Route
+from .rules import card_metadata
+
+_CARD_MAX_BYTES = 1 << 20
+_TYPES = {"model": "models", "dataset": "datasets", "space": "spaces", None: "models"}
+
+
+def _repo_id_from_body(ctx: HubContext, body: dict) -> tuple[str, str]:
+    """``(repo_type, repo_id)`` from a create/delete body; no organisation means the user's namespace."""
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("Missing repository 'name'")
+    if body.get("type") not in _TYPES:
+        raise BadRequest(f"Unknown repository type {body.get('type')!r}")
+    namespace = body.get("organization") or ctx.user
+    return _TYPES[body.get("type")], name if "/" in name else f"{namespace}/{name}"
+
+
+def create_repo(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``POST /api/repos/create`` -> ``{"url"}``; 409 with ``url`` when it exists (for ``exist_ok``)."""
+    body = req.json()
+    repo_type, repo_id = _repo_id_from_body(ctx, body)
+    url = views.repo_url(req.base_url, repo_type, repo_id)
+    private = body.get("visibility") == "private" or body.get("private") is True
+    try:
+        ctx.storage.create_repo(repo_type, repo_id, private=private, author=ctx.user)
+    except AlreadyExists as err:
+        raise AlreadyExists(err.message, url=url) from None
+    return Response.json({"url": url, "name": repo_id, "id": repo_id})
+
+
+def delete_repo(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``DELETE /api/repos/delete``; 404 ``RepoNotFound`` when missing (``missing_ok`` relies on it)."""
+    repo_type, repo_id = _repo_id_from_body(ctx, req.json())
+    ctx.storage.delete_repo(repo_type, repo_id)
+    return Response.json({})
+
+
+def validate_yaml(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``POST /api/validate-yaml``: parse the card's front matter; 400 with ``errors`` if invalid."""
+    content = req.json().get("content")
+    if not isinstance(content, str):
+        raise BadRequest("Missing 'content'")
+    _, problems = card_metadata(content)
+    body = {"errors": [{"message": p} for p in problems], "warnings": []}
+    return Response.json(body, 400 if problems else 200)
+
+
+def whoami(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``GET /api/whoami-v2`` (a write route, so only reached with an accepted token)."""
+    return Response.json({
+        "type": "user", "id": ctx.user, "name": ctx.user, "fullname": ctx.user, "orgs": [],
+        "auth": {"type": "access_token", "accessToken": {"displayName": "hf-time", "role": "write"}},
+    })
+
+
+def repo_info(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``GET /api/{T}/{repo}[/revision/{rev}]`` with ``siblings``, ``sha`` and ``cardData``."""
+    repo = ctx.open_repo(req, m["type"], m["repo"])
+    revision = unquote(m["rev"]) if m["rev"] else None
+    oid = repo.resolve(revision)
+    record = repo.commit_record(oid)
+    card = None
+    readme = record["tree"].get("README.md")
+    if readme is not None and readme["size"] <= _CARD_MAX_BYTES:
+        card, _ = card_metadata(repo.read_text(readme))
+    body = views.repo_info(repo.repo_type, repo.repo_id, repo.meta(), oid, record, card,
+                           blobs=req.flag("blobs"))
+    return Response.json(body)
+
+
+def list_tree(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``GET .../tree/{rev}[/{path}]?recursive=&expand=``: direct children, or all descendants."""
+    repo = ctx.open_repo(req, m["type"], m["repo"])
+    oid, tree = repo.tree(unquote(m["rev"]))
+    folder = unquote(m["path"] or "").strip("/")
+    paths = views.tree_paths(tree, folder, recursive=req.flag("recursive"))
+    last = repo.last_changes(oid, paths) if req.flag("expand") else {}
+    return Response.json([views.path_item(tree, p, last.get(p)) for p in paths])
+
+
+def paths_info(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``POST .../paths-info/{rev}`` (form ``paths=..&expand=..``): known paths only, missing ones left out."""
+    repo = ctx.open_repo(req, m["type"], m["repo"])
+    oid, tree = repo.tree(unquote(m["rev"]))
+    if "json" in (req.headers.get("content-type") or ""):
+        body = req.json()
+        paths, expand = body.get("paths") or [], bool(body.get("expand"))
+    else:
+        form = req.form()
+        paths, expand = form.get("paths", []), form.get("expand", ["false"])[0].lower() in ("1", "true")
+    paths = [p.strip("/") for p in ([paths] if isinstance(paths, str) else paths)]
+    items = [(p, views.path_item(tree, p)) for p in dict.fromkeys(paths)]
+    found = [p for p, item in items if item is not None]
+    last = repo.last_changes(oid, found) if expand else {}
+    return Response.json([views.path_item(tree, p, last.get(p)) for p in found])
+
+
+def list_refs(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``GET .../refs[?include_prs=1]``."""
+    repo = ctx.open_repo(req, m["type"], m["repo"])
+    return Response.json(views.refs_view(repo.refs(), include_prs=req.flag("include_prs")))
+
+
+def list_commits(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``GET .../commits/{rev}``: newest first, the whole history in one page."""
+    repo = ctx.open_repo(req, m["type"], m["repo"])
+    formatted = "formatted" in req.query.get("expand[]", []) + req.query.get("expand", [])
+    history = repo.history(unquote(m["rev"]))
+    return Response.json([views.commit_item(oid, rec, formatted) for oid, rec in history])
+
+
+def create_branch(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``POST .../branch/{name}`` from ``startingPoint`` (default ``main``); 409 if it exists."""
+    repo = ctx.open_repo(req, m["type"], m["repo"])
+    start = req.json().get("startingPoint")
+    repo.create_ref("branches", unquote(m["name"]), start)
+    return Response.json({})
+
+
+def delete_branch(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``DELETE .../branch/{name}``."""
+    ctx.open_repo(req, m["type"], m["repo"]).delete_ref("branches", unquote(m["name"]))
+    return Response.json({})
+
+
+def create_tag(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``POST .../tag/{rev}`` with ``{"tag", "message"?}``: the revision is in the path; 409 if it exists."""
+    repo = ctx.open_repo(req, m["type"], m["repo"])
+    tag = req.json().get("tag")
+    if not isinstance(tag, str) or not tag:
+        raise BadRequest("Missing 'tag'")
+    repo.create_ref("tags", tag, unquote(m["name"]))
+    return Response.json({})
+
+
+def delete_tag(ctx: HubContext, req: Request, m: re.Match) -> Response:
+    """``DELETE .../tag/{name}``."""
+    ctx.open_repo(req, m["type"], m["repo"]).delete_ref("tags", unquote(m["name"]))
+    return Response.json({})
+
+
+_API = r"^/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)"
+
+
+def _r(methods: str, pattern: str, fn, write: bool = False) -> Route:
+    return Route(tuple(methods.split()), re.compile(pattern), fn, write)
+
+
+ROUTES = [
+    _r("POST", r"^/api/repos/create$", create_repo, write=True),
+    _r("DELETE", r"^/api/repos/delete$", delete_repo, write=True),
+    _r("POST", r"^/api/validate-yaml$", validate_yaml),
+    _r("GET", r"^/api/whoami-v2$", whoami, write=True),
+    _r("GET", _API + r"(?:/revision/(?P<rev>.+))?$", repo_info),
+    _r("GET", _API + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$", list_tree),
+    _r("POST", _API + r"/paths-info/(?P<rev>[^/]+)$", paths_info),
+    _r("GET", _API + r"/refs$", list_refs),
+    _r("GET", _API + r"/commits/(?P<rev>[^/]+)$", list_commits),
+    _r("POST", _API + r"/branch/(?P<name>.+)$", create_branch, write=True),
+    _r("DELETE", _API + r"/branch/(?P<name>.+)$", delete_branch, write=True),
+    _r("POST", _API + r"/tag/(?P<name>.+)$", create_tag, write=True),
+    _r("DELETE", _API + r"/tag/(?P<name>.+)$", delete_tag, write=True),
+]
