@@ -93,6 +93,9 @@ def global_magnitude_thresholds(
     out = []
     for idx, expert in enumerate(experts):
         fractions = plan.spec.global_quantiles(plan.config, plan.expert_params[idx] if plan.expert_params else {})
+        if not fractions:
+            out.append(())
+            continue
         parts = [
             (expert.get(n).to(torch.float32) - base.get(n).to(torch.float32)).abs_().reshape(-1)
             for n in tqdm(names, desc=f"global thresholds, expert {idx}", disable=not progress, leave=False)
@@ -159,7 +162,9 @@ def run(
     num_layers = max((i for i in layers.values() if i is not None), default=-1) + 1 or None
     thresholds = None
     if getattr(config, "threshold_scope", "tensor") == "global" and spec.global_quantiles is not None:
-        thresholds = global_magnitude_thresholds(base, experts, plan, progress=progress)
+        wanted = [spec.global_quantiles(config, ep) for ep in (plan.expert_params or [{}] * len(experts))]
+        if any(wanted):  # () means this expert needs no statistics (e.g. density 1: nothing trimmed)
+            thresholds = global_magnitude_thresholds(base, experts, plan, progress=progress)
     seed = int(getattr(config, "seed", 0) or 0)
     out_dtypes = {i.name: i.torch_dtype for i in writer_infos(writer)}
     sources = [base, *experts]

@@ -19,6 +19,9 @@ from hf_time.merges.registry import (
 from hf_time.merges import (  # noqa: E402,F401  (imported for registration)
     linear,
     task_arithmetic,
+    ties,
+    dare,
+    breadcrumbs,
     model_stock,
     magmax,
     slerp,

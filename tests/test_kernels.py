@@ -1,0 +1,126 @@
+"""Kernels of the task-vector methods, on literal tensors computed by hand."""
+
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from hf_time.merges import kernels
+
+T = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+
+
+def test_kept_count_rounds_down_like_mergekit():
+    assert kernels.kept_count(0.4, 5) == 2
+    assert kernels.kept_count(0.29, 100) == 28  # 0.29 * 100 = 28.999999999999996 in floating point
+    assert kernels.kept_count(0.05, 10) == 0
+    assert kernels.kept_count(1.0, 7) == 7
+
+
+def test_kth_largest_uses_selection_and_infinity_for_zero():
+    values = T(0.1, 0.9, 0.5, 0.3)
+    assert kernels.kth_largest(values, 1) == pytest.approx(0.9)
+    assert kernels.kth_largest(values, 2) == pytest.approx(0.5)
+    assert kernels.kth_largest(values, 4) == pytest.approx(0.1)
+    assert kernels.kth_largest(values, 0) == math.inf
+
+
+def test_task_vectors_are_a_fresh_stack():
+    base, a, b = T(1, 1), T(2, 0), T(1, 3)
+    tvs = kernels.task_vectors(base, [a, b])
+    assert_close(tvs, T(1, -1, 0, 2).view(2, 2))
+    tvs.zero_()
+    assert_close(a, T(2, 0))  # not a view of an input
+
+
+def test_trim_magnitude_keeps_top_k():
+    tv = T(0.5, -0.1, 0.3, -0.8, 0.0)
+    # density 0.4 of 5 -> k = 2: |-0.8| and |0.5| survive
+    assert_close(kernels.trim_magnitude_(tv.clone(), 0.4), T(0.5, 0, 0, -0.8, 0))
+
+
+def test_trim_magnitude_keeps_every_tie_at_the_threshold():
+    # k = 2 but three entries share the 2nd largest magnitude 0.5: all are kept (>= threshold)
+    assert_close(kernels.trim_magnitude_(T(0.5, -0.5, 0.5, 0.1), 0.5), T(0.5, -0.5, 0.5, 0))
+
+
+def test_trim_magnitude_zero_count_and_full_density():
+    assert_close(kernels.trim_magnitude_(T(1, 2, 3), 0.2), T(0, 0, 0))  # int(0.6) = 0 kept
+    tv = T(1, -2, 3)
+    assert kernels.trim_magnitude_(tv, 1.0) is tv
+    assert_close(tv, T(1, -2, 3))
+
+
+def test_trim_magnitude_with_a_given_threshold():
+    # a global threshold of 0.25 keeps 3 entries where the per-tensor top-40% keeps 2
+    assert_close(kernels.trim_magnitude_(T(0.5, -0.1, 0.3, -0.8, 0.0), 0.4, 0.25), T(0.5, 0, 0.3, -0.8, 0))
+
+
+BAND = (0.1, -0.2, 0.3, -0.4, 0.5, -0.6, 0.7, -0.8, 0.9, -1.0)
+
+
+def test_trim_band_drops_outliers_and_small_entries():
+    # 10 entries, gamma 0.1 -> drop the top 1 (|-1.0|); density 0.5 -> keep the next 5; drop the bottom 4
+    out = kernels.trim_band_(T(*BAND), 0.5, 0.1)
+    assert_close(out, T(0, 0, 0, 0, 0.5, -0.6, 0.7, -0.8, 0.9, 0))
+
+
+def test_trim_band_drops_fewer_outliers_to_keep_density():
+    # density 0.9 keeps 9, gamma 0.2 would drop 2: only 1 outlier is dropped (mergekit's rule)
+    out = kernels.trim_band_(T(*BAND), 0.9, 0.2)
+    assert_close(out, T(0.1, -0.2, 0.3, -0.4, 0.5, -0.6, 0.7, -0.8, 0.9, 0))
+
+
+def test_trim_band_without_outliers_on_a_small_tensor():
+    # int(0.01 * 10) = 0 outliers: plain top-5 (mergekit's [n_bot:-0] slice would zero everything)
+    out = kernels.trim_band_(T(*BAND), 0.5, 0.01)
+    assert_close(out, T(0, 0, 0, 0, 0, -0.6, 0.7, -0.8, 0.9, -1.0))
+
+
+def test_trim_band_with_given_thresholds():
+    out = kernels.trim_band_(T(*BAND), 0.5, 0.1, (0.25, 0.75))  # keep 0.25 <= |τ| < 0.75
+    assert_close(out, T(0, 0, 0.3, -0.4, 0.5, -0.6, 0.7, 0, 0, 0))
+    out = kernels.trim_band_(T(*BAND), 0.5, 0.0, (0.45, 1.0))  # gamma 0: the max is not an outlier
+    assert_close(out, T(0, 0, 0, 0, 0.5, -0.6, 0.7, -0.8, 0.9, -1.0))
+
+
+def test_quantile_fractions():
+    assert kernels.topk_fractions(1.0) == ()
+    assert kernels.topk_fractions(0.25) == pytest.approx((0.75,))
+    assert kernels.band_fractions(0.5, 0.1) == pytest.approx((0.4, 0.9))
+    assert kernels.band_fractions(0.9, 0.2) == pytest.approx((0.0, 0.9))
+    assert kernels.band_fractions(1.0, 0.1) == ()
+
+
+def test_random_drop_is_seeded_and_keeps_about_density():
+    tv = torch.ones(20_000, dtype=torch.float64)
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    a = kernels.random_drop_(tv.clone(), 0.3, g(1))
+    assert_close(a, kernels.random_drop_(tv.clone(), 0.3, g(1)))
+    assert not torch.equal(a, kernels.random_drop_(tv.clone(), 0.3, g(2)))
+    assert set(a.unique().tolist()) == {0.0, 1.0}  # no rescale in the kernel
+    assert a.mean().item() == pytest.approx(0.3, abs=0.02)
+
+
+def test_sign_agreement_sum_rule():
+    weighted = torch.stack([T(0.5, 0, 0, -0.8, 0), T(-0.6, 0, 0, 0.4, 0), T(0, 0, 0.7, 0, -0.9)])
+    # column sums -0.1, 0, 0.7, -0.4, -0.9 -> elected signs -, + (sum 0), +, -, -; zeros never agree
+    expected = torch.tensor([[0, 0, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 1, 0, 1]], dtype=torch.float64)
+    assert_close(kernels.sign_agreement(weighted), expected)
+
+
+def test_generalized_task_arithmetic_guards_the_divisors():
+    base = T(1, 1)
+    # weights sum to 0 with normalize: the divisor falls back to 1 (mergekit)
+    out = kernels.generalized_task_arithmetic(base, T(1, 2, 3, 4).view(2, 2), (1.0, -1.0), consensus=False, normalize=True, lambda_=1.0)
+    assert_close(out, T(1 + 1 - 3, 1 + 2 - 4))
+    # no agreeing entry in a column (all zero): divisor 1, delta 0
+    out = kernels.generalized_task_arithmetic(base, T(0, 2, 0, 4).view(2, 2), (1.0, 1.0), consensus=True, normalize=True, lambda_=2.0)
+    assert_close(out, T(1, 1 + 2 * 3))
+
+
+def test_generalized_task_arithmetic_scales_are_not_in_the_divisor():
+    # DARE rescale: τ·(w/d), normalized by Σ w only: ((1·2 + 3·2) / 2) = 4
+    out = kernels.generalized_task_arithmetic(T(0), T(1, 3).view(2, 1), (1.0, 1.0), consensus=False, normalize=True, lambda_=1.0, scales=(2.0, 2.0))
+    assert_close(out, T(4))
