@@ -79,3 +79,32 @@ def render_merge_card(lineage: Mapping[str, Any], config_yaml: Mapping[str, Any]
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def render_expert_card(lineage: Mapping[str, Any], title: str, *, adapter: bool = False) -> str:
+    """Render the README.md of a finetuned expert (full weights or a PEFT adapter).
+
+    Args:
+        lineage: ``{"base": {ref, repo_id, sha}, "task": str, "training": {...}, "stats": {...}}``.
+        title: card title (usually the repo name).
+        adapter: the expert is a PEFT adapter (``base_model_relation: adapter``) instead of full weights.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    base = lineage["base"]
+    data = ModelCardData(
+        base_model=base.get("repo_id"),
+        library_name="peft" if adapter else "transformers",
+        tags=["hf_time", "expert", str(lineage["task"])] + (["lora"] if adapter else []),
+        base_model_relation="adapter" if adapter else "finetune",
+    )
+    card = ModelCard.from_template(
+        data,
+        template_str=template_text("expert"),
+        title=title,
+        base=base,
+        task=lineage["task"],
+        training=lineage.get("training") or {},
+        stats=lineage.get("stats") or {},
+    )
+    return str(card)

@@ -37,15 +37,19 @@ def check_architecture(base_name: str, base_cfg: Mapping | None, name: str, cfg:
 def check_tensors(
     base_name: str, base: Mapping[str, TensorInfo], name: str, expert: Mapping[str, TensorInfo]
 ) -> None:
-    """Raise if the expert's tensor names or shapes differ from the base's (dtypes may differ)."""
-    missing = [k for k in base if k not in expert]
+    """Raise if the expert's tensor names or shapes differ from the base's (dtypes may differ).
+
+    Integer buffers (e.g. BERT's ``position_ids``, which newer transformers no longer save) are not
+    merged but copied from the base, so an expert may lack them or carry extra ones.
+    """
+    missing = [k for k in base if k not in expert and base[k].is_float]
     if missing:
         raise IncompatibleExpertsError(
             f"expert {name} is missing tensor {_show(missing)} present in base {base_name}; "
             "is it a finetune of this base (same architecture and head)?",
             tensor=missing[0],
         )
-    extra = [k for k in expert if k not in base]
+    extra = [k for k in expert if k not in base and expert[k].is_float]
     if extra:
         raise IncompatibleExpertsError(
             f"expert {name} has tensor {_show(extra)} that base {base_name} lacks; "
@@ -53,7 +57,9 @@ def check_tensors(
             tensor=extra[0],
         )
     for k, info in base.items():
-        other = expert[k]
+        other = expert.get(k)
+        if other is None:
+            continue
         if other.shape != info.shape:
             raise IncompatibleExpertsError(
                 f"tensor {k!r} has shape {list(other.shape)} in expert {name} but {list(info.shape)} in base "

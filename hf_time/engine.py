@@ -30,12 +30,19 @@ _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block|resblocks)\.(\d+
 
 
 class WeightSource(Protocol):
-    """Anything the engine can read tensors from."""
+    """Anything the engine can read tensors from (:class:`hf_time.io.Checkpoint` is the reference).
+
+    ``read_into`` may return a view of ``buffer`` (valid until the buffer is reused) or, for sources
+    that compute their tensors (e.g. base + LoRA ΔW), a fresh tensor of any floating dtype; the engine
+    converts it to the compute dtype either way.
+    """
 
     @property
     def infos(self) -> Mapping[str, TensorInfo]: ...
 
     def get(self, name: str) -> torch.Tensor: ...
+
+    def read_into(self, name: str, buffer: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)

@@ -194,3 +194,17 @@ def test_pickle_only_expert(models, tmp_path):
     assert not (tmp_path / "o").exists()
     res = merge(str(base), [str(pk)], "linear", out=tmp_path / "o", allow_pickle=True, progress=False)
     torch.testing.assert_close(_state(res.out_dir)["lm_head.weight"], _state(e1)["lm_head.weight"])
+
+
+def test_integer_buffers_only_in_base_are_copied(models, tmp_path):
+    from safetensors.torch import save_file
+
+    d, base, e1, _ = models
+    with_buffer = tmp_path / "base_with_buffer"
+    with_buffer.mkdir()
+    st = load_file(base / "model.safetensors")
+    st["model.position_ids"] = torch.arange(8).unsqueeze(0)  # as old BERT checkpoints carry
+    save_file(st, with_buffer / "model.safetensors")
+    (with_buffer / "config.json").write_text((base / "config.json").read_text())
+    res = merge(str(with_buffer), [str(e1)], "task_arithmetic", out=tmp_path / "o", progress=False)
+    assert torch.equal(_state(res.out_dir)["model.position_ids"], torch.arange(8).unsqueeze(0))

