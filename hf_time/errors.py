@@ -74,3 +74,14 @@ class OutputExistsError(HfTimeError, FileExistsError):
 
 class PublishError(HfTimeError, RuntimeError):
     """Publishing to the Hub failed or would be inconsistent (e.g. a tag already points elsewhere)."""
+
+
+class UnknownTaskError(ConfigError, KeyError):
+    """A task name is not among the built-in tasks; the message lists the valid ones."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class TaskDataNotFoundError(HfTimeError, FileNotFoundError):
+    """A built-in task's data package is not installed; the message names the pip command."""
