@@ -35,7 +35,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def _model_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     repo_id, sha = entry.get("repo_id"), entry.get("sha")
-    link = f"[{repo_id}](https://huggingface.co/{repo_id})" if repo_id else f"`{entry['ref']}`"
+    link = f"[{repo_id}](/{repo_id})" if repo_id else f"`{entry['ref']}`"
     return {**entry, "link": link, "short_sha": sha[:10] if sha else None}
 
 

@@ -117,6 +117,7 @@ def _add_ls(sub) -> None:
     p = sub.add_parser("ls", help="list merge methods with kind and parameters")
     p.add_argument("--kind", choices=["dense", "lowrank", "sequential"], help="only this kind")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--markdown", action="store_true", help="a Markdown table (the README's method table)")
     p.set_defaults(func=cmd_ls)
 
 
@@ -133,6 +134,9 @@ def cmd_ls(args) -> int:
         ]
         print(json.dumps(rows, indent=2))
         return 0
+    if args.markdown:
+        print(methods_markdown(specs))
+        return 0
     for s in specs:
         print(f"{s.name:<18} {s.kind:<10} {s.summary}")
         for p in s.parameters():
@@ -140,6 +144,17 @@ def cmd_ls(args) -> int:
             per = " (per expert)" if p.per_expert else ""
             print(f"    {p.name}={p.default!r}{extra}{per}  {p.help}")
     return 0
+
+
+def methods_markdown(specs) -> str:
+    """The method table of the README, generated from the registry."""
+    rows = ["| method | kind | what it does | parameters (default) |", "|---|---|---|---|"]
+    for s in specs:
+        name = f"[`{s.name}`]({s.paper})" if s.paper else f"`{s.name}`"
+        params = ", ".join(f"`{p.name}`={p.default!r}" + ("*" if p.per_expert else "") for p in s.parameters()) or "-"
+        summary = s.summary.replace("|", "\\|")  # a bare | would split the table cell
+        rows.append(f"| {name} | {s.kind} | {summary} | {params} |")
+    return "\n".join(rows)
 
 
 def _add_hub(sub) -> None:

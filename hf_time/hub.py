@@ -210,6 +210,11 @@ class Hub:
         if tag is not None:
             self._check_tag_free(repo_id, tag, folder, local)
         head_before = self.api.model_info(repo_id, revision=branch).sha
+        if self._same_content(repo_id, head_before, folder, local):  # re-publish: nothing to commit
+            if tag is not None:
+                self._tag(repo_id, tag, head_before)
+            logger.info("%s@%s already holds this content; no commit made", repo_id, head_before[:10])
+            return PublishResult(repo_id, head_before, f"{self.endpoint}/{repo_id}/tree/{head_before}", tag, False)
         remote = set(self.api.list_repo_files(repo_id, revision=branch))
         ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in local]
         ops += [CommitOperationDelete(path_in_repo=p) for p in sorted(remote - set(local) - {".gitattributes"})]

@@ -71,3 +71,40 @@ def test_bad_input_is_one_line_error(models, tmp_path, capsys, args, needle):
 def test_missing_arguments(capsys):
     assert main(["merge", "--base", "x"]) == 2
     assert "missing --expert, --method" in capsys.readouterr().err
+
+
+def test_readme_method_table_matches_registry():
+    from pathlib import Path
+
+    from hf_time.cli import methods_markdown
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("<!-- methods:start")
+    table = readme[readme.index("\n", start) + 1 : readme.index("<!-- methods:end -->")].strip()
+    assert table == methods_markdown(list_methods()), "README table is stale: paste `hf-time ls --markdown`"
+
+
+def test_hub_serve_command(tmp_path):
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "hf_time.cli", "hub", "serve", "--root", str(tmp_path), "--port", "0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = line.strip().split(" at ")[-1]
+        assert url.startswith("http://127.0.0.1:")
+        for _ in range(50):
+            try:
+                with urllib.request.urlopen(url + "/api/models/none/none") as r:
+                    pass
+            except urllib.error.HTTPError as e:
+                assert e.code == 404 and e.headers["X-Error-Code"] == "RepoNotFound"
+                break
+            except OSError:
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
