@@ -131,12 +131,15 @@ class _Buffers:
     on CPU costs as much as the merge arithmetic itself."""
 
     def __init__(self, n_sources: int, infos: Sequence[TensorInfo], compute_dtype: torch.dtype, device: torch.device,
-                 out_dtypes: Mapping[str, torch.dtype]):
+                 out_dtypes: Mapping[str, torch.dtype], *, native: bool = False):
         max_bytes = max((i.nbytes() for i in infos), default=0)
         max_numel = max((i.numel for i in infos if i.is_float), default=0)
         max_out = max((i.numel * torch.empty((), dtype=out_dtypes[i.name]).element_size() for i in infos), default=0)
-        self.raw = [torch.empty(max_bytes, dtype=torch.uint8) for _ in range(n_sources)]
-        self.compute = [torch.empty(max_numel, dtype=compute_dtype, device=device) for _ in range(n_sources)]
+        # Methods that read the stored dtype directly keep using the raw buffers while the next tensor
+        # is read, so they get two raw sets and no compute copies; the others get one of each.
+        n_sets = 2 if native else 1
+        self.raw = [[torch.empty(max_bytes, dtype=torch.uint8) for _ in range(n_sources)] for _ in range(n_sets)]
+        self.compute = [] if native else [torch.empty(max_numel, dtype=compute_dtype, device=device) for _ in range(n_sources)]
         self.out = torch.empty(max_out, dtype=torch.uint8)
 
     def as_compute(self, j: int, raw: torch.Tensor) -> torch.Tensor:
@@ -175,26 +178,31 @@ def run(
     seed = int(getattr(config, "seed", 0) or 0)
     out_dtypes = {i.name: i.torch_dtype for i in writer_infos(writer)}
     sources = [base, *experts]
-    bufs = _Buffers(len(sources), list(base.infos.values()), plan.compute_dtype, device, out_dtypes)
+    native = spec.native_inputs and device.type == "cpu"
+    bufs = _Buffers(len(sources), list(base.infos.values()), plan.compute_dtype, device, out_dtypes, native=native)
+    n_sets = len(bufs.raw)
 
-    def load(name: str) -> list[torch.Tensor]:
+    def load(name: str, k: int) -> list[torch.Tensor]:
+        raw = bufs.raw[k % n_sets]
         if not base.infos[name].is_float:
-            return [base.read_into(name, bufs.raw[0])]
-        return [src.read_into(name, bufs.raw[j]) for j, src in enumerate(sources)]
+            return [base.read_into(name, raw[0])]
+        return [src.read_into(name, raw[j]) for j, src in enumerate(sources)]
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load, names[0]) if names else None
+        pending = pool.submit(load, names[0], 0) if names else None
         bar = tqdm(total=len(names), desc=f"merging ({spec.name})", unit="tensor", disable=not progress)
         for i, name in enumerate(names):
             raws = pending.result()
-            if len(raws) == 1:  # integer buffer: copied from the base as is
+            is_float = len(raws) > 1
+            if not is_float:  # integer buffer: copied from the base as is
                 writer.write(name, raws[0])
-                result = None
+            elif native:
+                inputs = raws
             else:
                 inputs = [bufs.as_compute(j, r) for j, r in enumerate(raws)]
-            if i + 1 < len(names):  # raw buffers are free again: read the next tensor meanwhile
-                pending = pool.submit(load, names[i + 1])
-            if len(raws) > 1:
+            if i + 1 < len(names):  # read the next tensor while this one is merged
+                pending = pool.submit(load, names[i + 1], i + 1)
+            if is_float:
                 bt, ets = inputs[0], inputs[1:]
                 ctx = TensorContext(
                     name=name,
@@ -207,7 +215,7 @@ def run(
                 )
                 result = spec.fn(bt if spec.uses_base else None, ets, config, ctx)
                 if plan.lines is not None and spec.uses_base:
-                    result = apply_lines(bt, result, ctx, *plan.lines)
+                    result = apply_lines(bt.to(result.dtype), result, ctx, *plan.lines)
                 writer.write(name, bufs.as_output(result, out_dtypes[name]))
                 del result, inputs, bt, ets
             bar.update(1)

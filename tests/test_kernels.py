@@ -106,8 +106,13 @@ def test_random_drop_is_seeded_and_keeps_about_density():
 def test_sign_agreement_sum_rule():
     weighted = torch.stack([T(0.5, 0, 0, -0.8, 0), T(-0.6, 0, 0, 0.4, 0), T(0, 0, 0.7, 0, -0.9)])
     # column sums -0.1, 0, 0.7, -0.4, -0.9 -> elected signs -, + (sum 0), +, -, -; zeros never agree
-    expected = torch.tensor([[0, 0, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 1, 0, 1]], dtype=torch.float64)
-    assert_close(kernels.sign_agreement(weighted), expected)
+    expected = torch.tensor([[0, 0, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 1, 0, 1]], dtype=torch.bool)
+    positive = kernels.elect_sign(weighted)
+    assert positive.tolist() == [False, True, True, False, False]
+    kept = weighted.clone()
+    masks = torch.stack([kernels.agreeing_(kept[i], positive) for i in range(3)])
+    assert torch.equal(masks, expected)
+    assert_close(kept, weighted * expected)  # disagreeing entries zeroed in place
 
 
 def test_generalized_task_arithmetic_guards_the_divisors():

@@ -15,7 +15,7 @@ from typing import Sequence
 from torch import Tensor
 
 from hf_time.errors import ConfigError
-from hf_time.merges.kernels import DIVISOR_EPS
+from hf_time.merges.kernels import DIVISOR_EPS, weighted_sum
 from hf_time.merges.registry import TensorContext, param, register
 
 
@@ -31,6 +31,7 @@ class LinearConfig:
     paper="https://arxiv.org/abs/2203.05482",
     uses_base=False,
     min_experts=1,
+    native_inputs=True,
 )
 def linear(base: Tensor | None, experts: Sequence[Tensor], config: LinearConfig, ctx: TensorContext) -> Tensor:
     """Weighted average of the experts (model soup); the base is ignored.
@@ -41,13 +42,10 @@ def linear(base: Tensor | None, experts: Sequence[Tensor], config: LinearConfig,
     weights = ctx.weights
     if len(weights) != len(experts):
         raise ValueError(f"{ctx.name}: got {len(weights)} weights for {len(experts)} experts")
-    # Accumulate instead of stacking: one output-sized buffer whatever the number of experts.
-    out = experts[0].mul(weights[0])
-    for w, expert in zip(weights[1:], experts[1:]):
-        out.add_(expert, alpha=w)
+    total = 1.0
     if config.normalize:
         total = float(sum(weights))
         if abs(total) < DIVISOR_EPS:
             raise ConfigError(f"linear merge of {ctx.name}: the weights sum to 0; set normalize=false or change them")
-        out.div_(total)
-    return out
+    # Accumulate instead of stacking: one float32 buffer whatever the number of experts or their dtype.
+    return weighted_sum(experts, [w / total for w in weights])

@@ -126,6 +126,7 @@ class MethodSpec:
     min_experts: int
     max_experts: int | None
     global_quantiles: Callable[[Any, Mapping[str, Any]], tuple[float, ...]] | None = None
+    native_inputs: bool = False
 
     # -- parameters -----------------------------------------------------------------------------
     def parameters(self) -> list[ParamInfo]:
@@ -297,8 +298,13 @@ def register(
     min_experts: int = 1,
     max_experts: int | None = None,
     global_quantiles: Callable[[Any, Mapping[str, Any]], tuple[float, ...]] | None = None,
+    native_inputs: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a merge method under ``name`` (decorator). The function itself is returned unchanged.
+
+    ``native_inputs=True`` declares that the method accepts floating inputs of any dtype (e.g. the
+    checkpoint's bfloat16) and computes in float32 itself; the engine then skips converting its inputs,
+    which for memory-bound methods such as task arithmetic is most of the work.
 
     Raises:
         ValueError: the name is not lowercase snake case, already taken, the kind is unknown, or the
@@ -326,6 +332,7 @@ def register(
             min_experts=min_experts,
             max_experts=max_experts,
             global_quantiles=global_quantiles,
+            native_inputs=native_inputs,
         )
         return fn
 

@@ -109,7 +109,14 @@ class TaskArithmeticConfig:
     normalize: bool = param(False, "divide the weighted sum by the sum of the weights")
 
 
-@register("task_arithmetic", kind="dense", config=TaskArithmeticConfig, paper=PAPER, uses_base=True, min_experts=1)
+@register("task_arithmetic", kind="dense", config=TaskArithmeticConfig, paper=PAPER, uses_base=True, min_experts=1,
+          native_inputs=True)
 def task_arithmetic(base: Tensor | None, experts: Sequence[Tensor], config: TaskArithmeticConfig, ctx: TensorContext) -> Tensor:
     """Task arithmetic: θ_0 + λ·Σ w_i (θ_i − θ_0)."""
-    return run_recipe(TASK_ARITHMETIC, base, experts, config, ctx)
+    if base is None:
+        raise ValueError(f"{ctx.name}: task arithmetic needs a base model (θ_0)")
+    # θ_0 + Σ c_i (θ_i − θ_0) = (1 − Σ c_i)·θ_0 + Σ c_i·θ_i with c_i = λ w_i / (Σ w if normalize):
+    # the same numbers as the generalized kernel, without stacking n task vectors.
+    total = float(sum(ctx.weights)) if config.normalize else 1.0
+    coefs = [config.lambda_ * w / (total if abs(total) >= kernels.DIVISOR_EPS else 1.0) for w in ctx.weights]
+    return kernels.weighted_sum(experts, coefs, start=base, start_coef=1.0 - sum(coefs))
