@@ -170,3 +170,24 @@ def test_make_config_reports_every_problem_at_once():
         get("ties").make_config({"density": 2, "lambda": "x", "nope": 1})
     assert len(err.value.problems) == 3
     assert math.isclose(get("ties").make_config({"density": "0.5"}).density, 0.5)
+
+
+NATIVE = [s for s in DENSE if s.native_inputs]
+
+
+@pytest.mark.parametrize("spec", NATIVE, ids=[s.name for s in NATIVE])
+def test_native_input_methods_match_float32_inputs(spec):
+    """Methods that read bf16 checkpoints directly must give what they give on float32 copies."""
+    base, experts, ctx = _inputs(spec, shape=(64, 33))
+    config = spec.make_config({"density": 0.5} if "density" in {p.name for p in spec.parameters()} else {})
+    b16 = None if base is None else base.bfloat16()
+    e16 = [e.bfloat16() for e in experts]
+    native = spec.fn(b16, e16, config, ctx)
+    converted = spec.fn(None if b16 is None else b16.float(), [e.float() for e in e16], config, ctx)
+    assert native.dtype == torch.float32
+    torch.testing.assert_close(native, converted, rtol=0, atol=0)
+
+
+def test_the_memory_bound_family_reads_stored_dtypes():
+    assert {s.name for s in NATIVE} >= {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs",
+                                        "breadcrumbs_ties"}

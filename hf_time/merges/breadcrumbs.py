@@ -34,14 +34,16 @@ class BreadcrumbsConfig:
     threshold_scope: str = param("tensor", SCOPE_HELP, choices=("tensor", "global"))
 
 
-@register("breadcrumbs", kind="dense", config=BreadcrumbsConfig, paper=PAPER, uses_base=True, global_quantiles=band_quantiles)
+@register("breadcrumbs", kind="dense", config=BreadcrumbsConfig, paper=PAPER, uses_base=True,
+          global_quantiles=band_quantiles, native_inputs=True)
 def breadcrumbs(base: Tensor | None, experts: Sequence[Tensor], config: BreadcrumbsConfig, ctx: TensorContext) -> Tensor:
     """Breadcrumbs: drop the top-gamma outliers, keep the next density of |τ|, sum."""
     return run_recipe(BREADCRUMBS, base, experts, config, ctx)
 
 
 @register(
-    "breadcrumbs_ties", kind="dense", config=BreadcrumbsConfig, paper=PAPER, uses_base=True, global_quantiles=band_quantiles
+    "breadcrumbs_ties", kind="dense", config=BreadcrumbsConfig, paper=PAPER, uses_base=True,
+    global_quantiles=band_quantiles, native_inputs=True,
 )
 def breadcrumbs_ties(base: Tensor | None, experts: Sequence[Tensor], config: BreadcrumbsConfig, ctx: TensorContext) -> Tensor:
     """Breadcrumbs + TIES: magnitude band per expert, elect signs, disjoint sum."""

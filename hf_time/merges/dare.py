@@ -34,13 +34,13 @@ class DareConfig:
     seed: int = param(0, "seed of the drop masks (with the tensor name and expert index; same seed, same merge)", ge=0)
 
 
-@register("dare_linear", kind="dense", config=DareConfig, paper=PAPER, uses_base=True, min_experts=1)
+@register("dare_linear", kind="dense", config=DareConfig, paper=PAPER, uses_base=True, min_experts=1, native_inputs=True)
 def dare_linear(base: Tensor | None, experts: Sequence[Tensor], config: DareConfig, ctx: TensorContext) -> Tensor:
     """DARE + task arithmetic: randomly drop τ entries, rescale by 1/density, sum."""
     return run_recipe(DARE_LINEAR, base, experts, config, ctx)
 
 
-@register("dare_ties", kind="dense", config=DareConfig, paper=PAPER, uses_base=True, min_experts=1)
+@register("dare_ties", kind="dense", config=DareConfig, paper=PAPER, uses_base=True, min_experts=1, native_inputs=True)
 def dare_ties(base: Tensor | None, experts: Sequence[Tensor], config: DareConfig, ctx: TensorContext) -> Tensor:
     """DARE + TIES: randomly drop τ entries, rescale by 1/density, elect signs, disjoint sum."""
     return run_recipe(DARE_TIES, base, experts, config, ctx)

@@ -39,9 +39,20 @@ _NUMPY_SELECT_DTYPES = (torch.float16, torch.float32, torch.float64)
 DIVISOR_EPS = 1e-8  # |Σ w| below this is treated as 0 (mergekit's guard for the linear divisor)
 
 
+def compute_dtype(t: Tensor) -> torch.dtype:
+    """The dtype merges compute in: float32 for bf16/fp16/fp32 inputs, float64 stays float64."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
 def task_vectors(base: Tensor, experts: Sequence[Tensor]) -> Tensor:
-    """Stack τ_i = θ_i − θ_0 into one fresh ``(n, *shape)`` tensor (one allocation, inputs untouched)."""
-    out = torch.stack(list(experts))
+    """Stack τ_i = θ_i − θ_0 into one fresh ``(n, *shape)`` tensor (one allocation, inputs untouched).
+
+    Inputs of any floating dtype are converted while being copied into the stack, so bf16
+    checkpoints need no intermediate float32 copies. ``base`` should already be in the compute dtype.
+    """
+    out = torch.empty((len(experts), *base.shape), dtype=compute_dtype(base), device=base.device)
+    for i, expert in enumerate(experts):
+        out[i].copy_(expert)
     out.sub_(base)
     return out
 
@@ -182,14 +193,22 @@ def generalized_task_arithmetic(
         # buffers, instead of an (n, *shape) float agreement tensor.
         positive = elect_sign(weighted)
         mixed = torch.zeros_like(weighted[0])
-        divisor = torch.zeros_like(mixed) if normalize else None
+        uniform = len(set(weights)) == 1 and n < 256
+        divisor = None
+        if normalize:  # with equal weights Σ_agreeing w = w·count, and a uint8 count is 4x smaller
+            divisor = torch.zeros(mixed.shape, dtype=torch.uint8 if uniform else mixed.dtype, device=mixed.device)
         for i in range(n):
             agree = agreeing_(weighted[i], positive)
             mixed.add_(weighted[i])
             if divisor is not None:
-                divisor.add_(agree, alpha=float(weights[i]))
+                if uniform:
+                    divisor.add_(agree)
+                else:
+                    divisor.add_(agree, alpha=float(weights[i]))
         if divisor is not None:
             mixed.div_(divisor.masked_fill_(divisor == 0, 1))
+            if uniform and weights[0] not in (0, 1):
+                mixed.div_(float(weights[0]))
     else:
         mixed = weighted.sum(0)
         if normalize:

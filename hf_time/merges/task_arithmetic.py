@@ -48,6 +48,7 @@ def run_recipe(recipe: Recipe, base: Tensor | None, experts: Sequence[Tensor], c
     density = ctx.per_expert("density", getattr(config, "density", 1.0))
     gamma = ctx.per_expert("gamma", getattr(config, "gamma", 0.0))
     thresholds = _global_thresholds(config, ctx, n)
+    base = base.to(kernels.compute_dtype(base))  # no copy when already float32
     tvs = kernels.task_vectors(base, experts)
     for i in range(n):
         given = None if thresholds is None or density[i] >= 1 else _check_len(thresholds[i], recipe, ctx.name)

@@ -38,8 +38,7 @@ class TiesConfig:
     paper="https://arxiv.org/abs/2306.01708",
     uses_base=True,
     min_experts=1,
-    global_quantiles=topk_quantiles,
-)
+    global_quantiles=topk_quantiles, native_inputs=True)
 def ties(base: Tensor | None, experts: Sequence[Tensor], config: TiesConfig, ctx: TensorContext) -> Tensor:
     """TIES: keep top-density magnitudes, elect signs, average the agreeing entries."""
     return run_recipe(TIES, base, experts, config, ctx)
