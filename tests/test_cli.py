@@ -108,3 +108,37 @@ def test_hub_serve_command(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_mergekit_yaml_end_to_end(models, tmp_path):
+    """A mergekit config (base listed among the models, per-model density/weight, int8_mask) runs as is."""
+    import torch
+
+    from hf_time.io import Checkpoint
+
+    base, e1, e2 = models
+    cfg = tmp_path / "mergekit.yaml"
+    cfg.write_text(f"""
+models:
+  - model: {base}
+  - model: {e1}
+    parameters: {{density: 1.0, weight: 0.5}}
+  - model: {e2}
+    parameters: {{density: 1.0, weight: 0.5}}
+merge_method: ties
+base_model: {base}
+parameters:
+  normalize: false
+  int8_mask: true
+dtype: float32
+""")
+    out = tmp_path / "out"
+    assert main(["merge", str(cfg), "--out", str(out), "--quiet"]) == 0
+    b, x1, x2, m = (Checkpoint(p) for p in (base, e1, e2, out))
+    name = "model.layers.0.mlp.down_proj.weight"
+    t1, t2 = x1.get(name) - b.get(name), x2.get(name) - b.get(name)
+    # density 1 keeps everything; TIES still drops the entries disagreeing with the elected sign
+    s = 0.5 * t1 + 0.5 * t2
+    agree1, agree2 = (t1 * s > 0), (t2 * s > 0)
+    expected = b.get(name) + 0.5 * t1 * agree1 + 0.5 * t2 * agree2
+    torch.testing.assert_close(m.get(name), expected, rtol=0, atol=1e-6)
