@@ -161,26 +161,12 @@ class MethodSpec:
         Raises:
             ConfigError: unknown parameter, wrong type or out-of-range value (each named).
         """
-        params = dict(params or {})
         infos = {p.name: p for p in self.parameters()}
-        problems: list[str] = []
-        kwargs: dict[str, Any] = {}
-        for key, raw in params.items():
-            info = infos.get(key)
-            if info is None:
-                valid = ", ".join(infos) or "(none)"
-                problems.append(f"unknown parameter {key!r} for method {self.name!r} (valid: {valid})")
-                continue
-            try:
-                value = coerce(raw, info.type)
-            except ValueError as e:
-                problems.append(f"parameter {key!r} of {self.name!r}: {e}")
-                continue
-            problem = check_range(self.config_cls, info.field, value)
-            if problem:
-                problems.append(f"parameter {key!r} of {self.name!r} {problem}")
-                continue
-            kwargs[info.field] = value
+        valid = ", ".join(infos) or "(none)"
+        kwargs, problems = self._check_values(
+            dict(params or {}), infos, prefix="parameter",
+            unknown=lambda key: f"unknown parameter {key!r} for method {self.name!r} (valid: {valid})",
+        )
         if problems:
             raise ConfigError.from_problems(f"invalid parameters for {self.name!r}", problems)
         config = self.config_cls(**kwargs)
@@ -191,33 +177,46 @@ class MethodSpec:
         return config
 
     def check_expert_params(self, expert_params: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Validate per-expert overrides (only parameters declared ``per_expert``); return coerced copies."""
+        """Validate per-expert overrides (only parameters declared ``per_expert``); return coerced copies.
+
+        ``weight`` is skipped: the engine handles weights for every method.
+        """
         infos = {p.name: p for p in self.parameters() if p.per_expert}
+        valid = ", ".join(["weight", *infos])
         problems, out = [], []
         for i, ep in enumerate(expert_params):
-            clean = {}
-            for key, raw in ep.items():
-                if key == "weight":
-                    continue  # weights are handled by the engine for every method
-                info = infos.get(key)
-                if info is None:
-                    valid = ", ".join(["weight", *infos])
-                    problems.append(f"expert {i}: parameter {key!r} cannot be set per expert for {self.name!r} (valid: {valid})")
-                    continue
-                try:
-                    value = coerce(raw, info.type)
-                except ValueError as e:
-                    problems.append(f"expert {i}: parameter {key!r}: {e}")
-                    continue
-                problem = check_range(self.config_cls, info.field, value)
-                if problem:
-                    problems.append(f"expert {i}: parameter {key!r} {problem}")
-                    continue
-                clean[info.field] = value
+            values = {k: v for k, v in ep.items() if k != "weight"}
+            clean, found = self._check_values(
+                values, infos, prefix=f"expert {i}: parameter",
+                unknown=lambda key, i=i: f"expert {i}: parameter {key!r} cannot be set per expert for {self.name!r} (valid: {valid})",
+            )
+            problems += found
             out.append(clean)
         if problems:
             raise ConfigError.from_problems(f"invalid per-expert parameters for {self.name!r}", problems)
         return out
+
+    def _check_values(self, values: Mapping[str, Any], infos: Mapping[str, ParamInfo], *, prefix: str,
+                      unknown: Callable[[str], str]) -> tuple[dict[str, Any], list[str]]:
+        """Coerce and range-check public-name values; returns (field-name values, problems)."""
+        clean: dict[str, Any] = {}
+        problems: list[str] = []
+        for key, raw in values.items():
+            info = infos.get(key)
+            if info is None:
+                problems.append(unknown(key))
+                continue
+            try:
+                value = coerce(raw, info.type)
+            except ValueError as e:
+                problems.append(f"{prefix} {key!r} of {self.name!r}: {e}")
+                continue
+            problem = check_range(self.config_cls, info.field, value)
+            if problem:
+                problems.append(f"{prefix} {key!r} of {self.name!r} {problem}")
+                continue
+            clean[info.field] = value
+        return clean, problems
 
 
 def _type_name(tp: Any) -> str:
