@@ -85,3 +85,29 @@ class UnknownTaskError(ConfigError, KeyError):
 
 class TaskDataNotFoundError(HfTimeError, FileNotFoundError):
     """A built-in task's data package is not installed; the message names the pip command."""
+
+
+class UnsupportedAdapterError(HfTimeError, ValueError):
+    """A PEFT adapter uses a feature hf_time cannot merge exactly (DoRA, LoRA bias, modules_to_save...).
+
+    The message names the config field or tensor key and the fix; nothing is merged approximately.
+    """
+
+
+class MissingAdapterConfigError(HfTimeError, FileNotFoundError):
+    """An adapter repository or folder has adapter weights but no ``adapter_config.json``."""
+
+
+class UnknownExpertError(HfTimeError, KeyError):
+    """A reversible snapshot has no expert with the requested name or index; the message lists them."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class TimelineConflictError(HfTimeError, RuntimeError):
+    """A timeline repo already holds steps made from another config (their content keys differ).
+
+    Resuming would mix two timelines in one history; the message names the step and the fix (a new
+    ``name``, or deleting the repo).
+    """
