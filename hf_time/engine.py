@@ -135,10 +135,8 @@ class _Buffers:
         max_bytes = max((i.nbytes() for i in infos), default=0)
         max_numel = max((i.numel for i in infos if i.is_float), default=0)
         max_out = max((i.numel * torch.empty((), dtype=out_dtypes[i.name]).element_size() for i in infos), default=0)
-        # Methods that read the stored dtype directly keep using the raw buffers while the next tensor
-        # is read, so they get two raw sets and no compute copies; the others get one of each.
-        n_sets = 2 if native else 1
-        self.raw = [[torch.empty(max_bytes, dtype=torch.uint8) for _ in range(n_sources)] for _ in range(n_sets)]
+        # Methods that read the stored dtype directly need no compute copies of their inputs.
+        self.raw = [torch.empty(max_bytes, dtype=torch.uint8) for _ in range(n_sources)]
         self.compute = [] if native else [torch.empty(max_numel, dtype=compute_dtype, device=device) for _ in range(n_sources)]
         self.out = torch.empty(max_out, dtype=torch.uint8)
 
@@ -162,8 +160,9 @@ def run(
 ) -> None:
     """Merge every tensor of ``base`` with the experts' and stream the results to ``writer``.
 
-    Non-floating tensors (integer buffers) are copied from the base. While the method merges tensor
-    k, a background thread reads the raw bytes of tensor k+1 (reads release the GIL).
+    Non-floating tensors (integer buffers) are copied from the base. A background thread reads the
+    raw bytes of tensor k+1 while tensor k is merged (or, for methods that read the raw buffers
+    directly, while it is written); reads release the GIL.
     """
     spec, config = plan.spec, plan.config
     device = torch.device(plan.device)
@@ -180,29 +179,30 @@ def run(
     sources = [base, *experts]
     native = spec.native_inputs and device.type == "cpu"
     bufs = _Buffers(len(sources), list(base.infos.values()), plan.compute_dtype, device, out_dtypes, native=native)
-    n_sets = len(bufs.raw)
 
-    def load(name: str, k: int) -> list[torch.Tensor]:
-        raw = bufs.raw[k % n_sets]
+    def load(name: str) -> list[torch.Tensor]:
         if not base.infos[name].is_float:
-            return [base.read_into(name, raw[0])]
-        return [src.read_into(name, raw[j]) for j, src in enumerate(sources)]
+            return [base.read_into(name, bufs.raw[0])]
+        return [src.read_into(name, bufs.raw[j]) for j, src in enumerate(sources)]
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load, names[0], 0) if names else None
+        pending = pool.submit(load, names[0]) if names else None
         bar = tqdm(total=len(names), desc=f"merging ({spec.name})", unit="tensor", disable=not progress)
         for i, name in enumerate(names):
             raws = pending.result()
-            is_float = len(raws) > 1
-            if not is_float:  # integer buffer: copied from the base as is
+
+            def read_next() -> None:  # once the raw buffers are free: overlaps the next read
+                nonlocal pending  # with this tensor's merge (converted inputs) or write (native ones)
+                if i + 1 < len(names):
+                    pending = pool.submit(load, names[i + 1])
+
+            if len(raws) == 1:  # integer buffer: copied from the base as is
                 writer.write(name, raws[0])
-            elif native:
-                inputs = raws
+                read_next()
             else:
-                inputs = [bufs.as_compute(j, r) for j, r in enumerate(raws)]
-            if i + 1 < len(names):  # read the next tensor while this one is merged
-                pending = pool.submit(load, names[i + 1], i + 1)
-            if is_float:
+                inputs = raws if native else [bufs.as_compute(j, r) for j, r in enumerate(raws)]
+                if not native:
+                    read_next()
                 bt, ets = inputs[0], inputs[1:]
                 ctx = TensorContext(
                     name=name,
@@ -216,8 +216,11 @@ def run(
                 result = spec.fn(bt if spec.uses_base else None, ets, config, ctx)
                 if plan.lines is not None and spec.uses_base:
                     result = apply_lines(bt.to(result.dtype), result, ctx, *plan.lines)
+                del inputs, bt, ets
+                if native:
+                    read_next()
                 writer.write(name, bufs.as_output(result, out_dtypes[name]))
-                del result, inputs, bt, ets
+                del result
             bar.update(1)
         bar.close()
 

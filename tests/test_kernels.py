@@ -40,9 +40,22 @@ def test_trim_magnitude_keeps_top_k():
     assert_close(kernels.trim_magnitude_(tv.clone(), 0.4), T(0.5, 0, 0, -0.8, 0))
 
 
-def test_trim_magnitude_keeps_every_tie_at_the_threshold():
-    # k = 2 but three entries share the 2nd largest magnitude 0.5: all are kept (>= threshold)
-    assert_close(kernels.trim_magnitude_(T(0.5, -0.5, 0.5, 0.1), 0.5), T(0.5, -0.5, 0.5, 0))
+def test_trim_magnitude_keeps_exactly_k_with_ties_in_index_order():
+    # k = 2 but three entries share the 2nd largest magnitude 0.5: the first two (by index) are kept,
+    # so density means what it says even for bf16 task vectors full of equal values
+    assert_close(kernels.trim_magnitude_(T(0.5, -0.5, 0.5, 0.1), 0.5), T(0.5, -0.5, 0, 0))
+    assert_close(kernels.trim_magnitude_(T(0.1, 0.5, 0.9, 0.5, 0.5), 0.4), T(0, 0.5, 0.9, 0, 0))
+
+
+def test_top_mask_counts_exactly():
+    mag = torch.tensor([0.2, 0.2, 0.2, 0.2, 0.7, 0.0]).double()
+    assert kernels.top_mask(mag, 3).tolist() == [True, True, False, False, True, False]
+    assert kernels.top_mask(mag, 0).sum() == 0 and kernels.top_mask(mag, 6).all()
+    g = torch.Generator().manual_seed(0)
+    big = torch.randint(0, 5, (1000,), generator=g).double()  # heavy ties
+    for m in (1, 137, 500, 999):
+        mask = kernels.top_mask(big, m)
+        assert int(mask.sum()) == m and big[mask].min() >= big[~mask].max()
 
 
 def test_trim_magnitude_zero_count_and_full_density():

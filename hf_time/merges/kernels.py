@@ -14,12 +14,12 @@ agreeing with γ when electing), scaled by λ and added to θ_0.
 Conventions, and where they differ from mergekit:
 * kept counts are ``int(density * numel)`` as in mergekit; a count of 0 keeps nothing (mergekit
   raises) and ``density >= 1`` leaves τ untouched (no sort, no RNG draw), as in mergekit.
-* thresholds: an entry belongs to the top-m set when |τ| >= the m-th largest |τ|, so ties at the
-  threshold are all kept (mergekit sorts and keeps exactly m, breaking ties by position). A band
-  (Breadcrumbs) is top(m_hi) minus top(m_top): keep lo <= |τ| < hi. Per-tensor thresholds come
-  from a selection (numpy ``partition`` on CPU, ``torch.kthvalue`` elsewhere), not a sort; global
-  ones are the absolute values the engine computed over the whole model at the fractions of
-  :func:`topk_fractions` / :func:`band_fractions` (the same code path, thresholds given).
+* per-tensor trims keep exactly m entries (:func:`top_mask`: a selection — numpy ``partition`` on
+  CPU, ``torch.kthvalue`` elsewhere — not a sort; entries tied at the threshold are taken in index
+  order), as mergekit does (it breaks ties by its sort order). A band (Breadcrumbs) is
+  top(n_top + n_keep) minus top(n_top). Global thresholds are the absolute values the engine computed
+  over the whole model at the fractions of :func:`topk_fractions` / :func:`band_fractions`; there an
+  entry is kept when lo <= |τ| < hi, ties included.
 * Breadcrumbs with ``int(gamma * numel) == 0`` drops no outlier; mergekit's slice ``[n_bot:-0]``
   drops the whole tensor there (small tensors), which we do not reproduce.
 * DARE rescales survivors by 1/density (the DARE paper and mergekit before its l1 ``rescale_norm``);
@@ -85,6 +85,29 @@ def kth_largest(values: Tensor, m: int) -> float:
     return float(torch.kthvalue(flat, idx + 1).values)
 
 
+def top_mask(mag: Tensor, m: int) -> Tensor:
+    """A bool mask of exactly the ``m`` largest entries of ``mag`` (flat, any shape).
+
+    Entries tied with the m-th largest value are taken in index order until the count is met, so a
+    ``density`` always keeps ``int(density * numel)`` entries. This matters for bf16 checkpoints: their
+    task vectors take few distinct values, and at density 0.5 a fifth of the entries can sit exactly at
+    the threshold (keeping all of them would keep ~65%). mergekit also keeps exactly m, breaking ties
+    by its (unstable) sort order, so the two tools agree except on which tied entries are kept.
+    """
+    flat = mag.reshape(-1)
+    if m <= 0:
+        return torch.zeros(mag.shape, dtype=torch.bool, device=mag.device)
+    if m >= flat.numel():
+        return torch.ones(mag.shape, dtype=torch.bool, device=mag.device)
+    threshold = kth_largest(flat, m)
+    keep = flat > threshold
+    missing = m - int(keep.sum())
+    if missing > 0:
+        tied = (flat == threshold).nonzero().squeeze(1)
+        keep[tied[:missing]] = True
+    return keep.view(mag.shape)
+
+
 def topk_fractions(density: float) -> tuple[float, ...]:
     """The quantile of |τ| a top-``density`` trim needs (empty when nothing is trimmed)."""
     return () if density >= 1 else (1.0 - density,)
@@ -113,9 +136,9 @@ def trim_magnitude_(tv: Tensor, density: float, threshold: float | None = None) 
     if density >= 1:
         return tv
     mag = tv.abs()
-    if threshold is None:
-        threshold = kth_largest(mag, kept_count(density, tv.numel()))
-    return tv.mul_(mag.ge_(threshold))  # multiplying by a bool mask is ~5x faster than masked_fill_ on CPU
+    if threshold is None:  # per tensor: exactly int(density * numel) entries (see top_mask)
+        return tv.mul_(top_mask(mag, kept_count(density, tv.numel())))
+    return tv.mul_(mag.ge_(threshold))  # multiplying by a mask is ~5x faster than masked_fill_ on CPU
 
 
 def trim_band_(tv: Tensor, density: float, gamma: float, thresholds: Sequence[float] | None = None) -> Tensor:
@@ -127,11 +150,11 @@ def trim_band_(tv: Tensor, density: float, gamma: float, thresholds: Sequence[fl
     if density >= 1:
         return tv
     mag = tv.abs()
-    if thresholds is None:
+    if thresholds is None:  # per tensor: exactly the entries ranked n_top+1 .. n_top+n_keep
         n = tv.numel()
         n_keep, n_top = kept_count(density, n), kept_count(gamma, n)
         n_top = min(n_top, n - n_keep)  # mergekit: drop fewer outliers rather than keep less
-        lo, hi = kth_largest(mag, n_top + n_keep), kth_largest(mag, n_top)
+        return tv.mul_(top_mask(mag, n_top + n_keep).logical_and_(~top_mask(mag, n_top)))
     else:
         lo, hi = thresholds
         if gamma <= 0:
