@@ -146,6 +146,11 @@ def merge(
         raise ConfigError("no output folder given; pass --out DIR")
     push_to = push_to or config.push_to
     tag = tag or config.tag
+    if get(config.method).kind == "lowrank":  # LoRA factors in, adapter or RMM snapshot out: hf_time.lowrank
+        from hf_time.lowrank.api import merge_lowrank
+
+        return merge_lowrank(config, out=out, push_to=push_to, tag=tag, private=private, overwrite=overwrite,
+                             allow_pickle=allow_pickle, hub=hub, progress=progress, title=title)
     spec, method_config, expert_params = _validate(config)
     out_dtype = parse_dtype(config.dtype)
     if Path(out).exists() and not overwrite:
@@ -157,23 +162,34 @@ def merge(
     # 1. Pin every reference, then check compatibility from configs and headers only.
     base_res = hub.resolve(config.base)
     expert_res = [hub.resolve(e.ref) for e in config.experts]
+    # PEFT adapters among the experts (adapter_config.json) enter as base + ΔW (hf_time.lowrank.sources).
+    from hf_time.lowrank.sources import LoraExpertSource, check_adapters, open_lora_experts
+
+    lora = open_lora_experts(hub, expert_res, allow_pickle=allow_pickle)
+    full = [i for i in range(len(expert_res)) if i not in lora]
     metas = []
-    for res in [base_res, *expert_res]:
+    for res in [base_res, *(expert_res[i] for i in full)]:
         infos = hub.tensor_infos(res)
         if infos is None:
             require_weights(infos, res, allow_pickle, hub.list_files(res))
         metas.append((str(res.ref), hub.read_json(res, "config.json"), infos))
     if all(m[2] is not None for m in metas):
         check_compatible(metas[0][0], metas[0][1], metas[0][2], metas[1:])
+    if lora and metas[0][2] is not None:
+        lora_targets = dict(zip(lora, check_adapters(base_res, metas[0][2], list(lora.values()))))
 
     # 2. Download only what a merge needs, at the pinned shas.
     patterns = MODEL_PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
     base_dir = hub.download(base_res, patterns)
-    expert_dirs = [hub.download(r, ["config.json", "*.safetensors", "*.safetensors.index.json"] + (PICKLE_PATTERNS if allow_pickle else [])) for r in expert_res]
+    expert_dirs = [hub.download(expert_res[i], ["config.json", "*.safetensors", "*.safetensors.index.json"] + (PICKLE_PATTERNS if allow_pickle else [])) for i in full]
     base_ck = Checkpoint(base_dir, allow_pickle=allow_pickle)
-    expert_cks = [Checkpoint(d, allow_pickle=allow_pickle) for d in expert_dirs]
+    full_cks = [Checkpoint(d, allow_pickle=allow_pickle) for d in expert_dirs]
     if any(m[2] is None for m in metas):  # pickle inputs: check now that headers are readable
-        check_compatible(metas[0][0], metas[0][1], base_ck.infos, [(m[0], m[1], c.infos) for m, c in zip(metas[1:], expert_cks)])
+        check_compatible(metas[0][0], metas[0][1], base_ck.infos, [(m[0], m[1], c.infos) for m, c in zip(metas[1:], full_cks)])
+    if lora and metas[0][2] is None:
+        lora_targets = dict(zip(lora, check_adapters(base_res, base_ck.infos, list(lora.values()))))
+    expert_cks = [LoraExpertSource.from_adapter(base_ck, lora[i], lora_targets[i]) if i in lora
+                  else full_cks[full.index(i)] for i in range(len(expert_res))]
 
     plan = engine.MergePlan(
         spec=spec, config=method_config, weights=tuple(e.weight for e in config.experts),

@@ -19,7 +19,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -324,6 +324,22 @@ class ShardedSafetensorsWriter:
             (self.folder / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
             files.append(SAFE_INDEX)
         return files
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                      metadata: Mapping[str, str] | None = None) -> None:
+    """Write one safetensors file with byte-for-byte reproducible content.
+
+    ``safetensors.torch.save_file`` serializes ``__metadata__`` from a hash map, so two runs can
+    order its keys differently; content hashes (idempotent publishing, resume) need identical bytes.
+    Tensors are stored in the given order, metadata keys sorted.
+    """
+    infos = [TensorInfo(k, _TORCH_TO_ST[t.dtype], tuple(t.shape)) for k, t in tensors.items()]
+    meta = {"format": "pt", **dict(sorted((metadata or {}).items()))}
+    with open(path, "wb") as f:
+        f.write(_header_bytes(infos, meta))
+        for t in tensors.values():
+            f.write(memoryview(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()))
 
 
 @contextlib.contextmanager

@@ -25,6 +25,12 @@ from hf_time.merges import (  # noqa: E402,F401  (imported for registration)
     model_stock,
     magmax,
     slerp,
+    ema,
+    continual,
+    opcm,
+    lora_cat,
+    lora_svd,
+    rmm,
 )
 
 __all__ = [
