@@ -1,0 +1,148 @@
+"""The timeline's tasks: loaded once, each with a content key that changes exactly when its data does.
+
+A task is a built-in offline task, a local folder/file, or a dataset on the Hub (pinned to the commit
+sha it was read at). Its *key* hashes what the task's examples depend on — the data (package
+version, file hashes or commit sha), the columns, the label descriptions and the split settings —
+so an expert trained on it is reused on a re-run exactly when the same examples would be drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hf_time.errors import ConfigError, HfTimeError
+from hf_time.tasks import TextTask, get_task_spec, load_task, task_from_dataset
+from hf_time.timeline.config import TaskConfig, TimelineConfig
+
+logger = logging.getLogger(__name__)
+
+
+def content_key(*parts: Any) -> str:
+    """sha256 of the canonical JSON of ``parts``: the key every timeline artefact is stored under."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedTask:
+    """A task of the timeline, its content key and where its data came from."""
+
+    task: TextTask
+    key: str
+    source: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+
+def _files_digest(path: Path) -> str:
+    from hf_time.cards import sha256_file
+
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return content_key([(str(f.relative_to(path)) if path.is_dir() else f.name, sha256_file(f)) for f in files])
+
+
+def _download_dataset(hub, ref: str) -> tuple[Path, dict[str, Any]]:
+    """Pin a Hub dataset ``org/name[@rev]`` to a commit sha and download its files at that sha.
+
+    This is the one Hub call outside :mod:`hf_time.hub` (which knows models only); it goes through the
+    same client (endpoint and token) and belongs there once datasets are a first-class input.
+    """
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    from hf_time.errors import RepoNotFoundError
+
+    repo_id, _, revision = ref.partition("@")
+    try:
+        sha = hub.api.dataset_info(repo_id, revision=revision or None).sha
+        folder = hub.api.snapshot_download(repo_id, repo_type="dataset", revision=sha)
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise RepoNotFoundError(f"dataset {ref!r} not found on {hub.endpoint}; check the id and revision, "
+                                "or set HF_TOKEN to a token that can read it") from None
+    return Path(folder), {"dataset": repo_id, "revision": revision or None, "sha": sha}
+
+
+def load_one(spec: TaskConfig, config: TimelineConfig, path: str, hub=None) -> LoadedTask:
+    """Load one task of the config; ``path`` (``tasks[2]``) prefixes every problem.
+
+    Raises:
+        ConfigError: missing columns or labels that do not fit, each naming its key path.
+    """
+    n_train = spec.n_train if spec.n_train is not None else config.data.n_train
+    n_test = spec.n_test if spec.n_test is not None else config.data.n_test
+    seed = config.data.seed
+    split = {"n_train": n_train, "n_test": n_test, "seed": seed}
+    if spec.dataset is None:
+        pkg = get_task_spec(spec.name).package
+        try:
+            version = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            version = None  # load_task raises the error that names the pip command
+        task = load_task(spec.name, n_train=n_train, n_test=n_test, seed=seed)
+        source = {"builtin": spec.name, "package": pkg, "version": version}
+        return LoadedTask(task, content_key("task", source, split, task.label_descriptions), source)
+    local = Path(os.path.expanduser(spec.dataset))
+    try:
+        if local.exists():
+            folder, source = local, {"path": str(local.absolute()), "digest": _files_digest(local)}
+            # The digest, not the path, is what the key reads: moving the data keeps the experts.
+            key_source = {"digest": source["digest"]}
+        else:
+            if hub is None:
+                raise ConfigError(f"{path}.dataset: {spec.dataset!r} is not a local path and no Hub client was given")
+            folder, source = _download_dataset(hub, spec.dataset)
+            key_source = {"dataset": source["dataset"], "sha": source["sha"]}
+        task = task_from_dataset(spec.name, folder, spec.text_column, spec.label_column, spec.label_descriptions,
+                                 label_names=spec.label_names, n_train=n_train, n_test=n_test, seed=seed)
+    except ConfigError as e:
+        raise ConfigError.from_problems(f"cannot load task {spec.name!r}", [_name_key(p, spec, path) for p in e.problems]) from None
+    columns = {"text": spec.text_column, "label": spec.label_column}
+    return LoadedTask(task, content_key("task", key_source, columns, task.label_names, task.label_descriptions, split), source)
+
+
+def _name_key(problem: str, spec: TaskConfig, path: str) -> str:
+    """Prefix a task problem with the key path of the setting it is about."""
+    if f"column {spec.text_column!r}" in problem:
+        return f"{path}.text_column: {problem}"
+    if f"column {spec.label_column!r}" in problem:
+        return f"{path}.label_column: {problem}"
+    if "description" in problem:
+        return f"{path}.label_descriptions: {problem}"
+    if "label" in problem:
+        return f"{path}.label_column: {problem}"
+    return f"{path}.dataset: {problem}"
+
+
+def load_tasks(config: TimelineConfig, hub=None) -> tuple[list[LoadedTask], list[LoadedTask], list[LoadedTask]]:
+    """Load the adaptation, held-out and base-replay tasks, reporting every problem at once.
+
+    Returns:
+        ``(adaptation, held_out, base_replay)`` lists in config order.
+
+    Raises:
+        ConfigError: one problem per task that cannot be loaded, each naming its key path.
+    """
+    problems: list[str] = []
+    groups: list[list[LoadedTask]] = []
+    base_specs = [TaskConfig(name=n) for n in config.replay.base_tasks]
+    for label, specs in (("tasks", config.tasks), ("held_out", config.held_out), ("replay.base_tasks", base_specs)):
+        loaded = []
+        for i, spec in enumerate(specs):
+            try:
+                loaded.append(load_one(spec, config, f"{label}[{i}]", hub))
+            except ConfigError as e:
+                problems += e.problems
+            except HfTimeError as e:  # data package missing, dataset not on the Hub
+                problems.append(f"{label}[{i}]: {e}")
+        groups.append(loaded)
+    if problems:
+        raise ConfigError.from_problems("cannot load the timeline's tasks", problems)
+    logger.info("loaded %d adaptation, %d held-out tasks", len(groups[0]), len(groups[1]))
+    return groups[0], groups[1], groups[2]

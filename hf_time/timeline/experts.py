@@ -1,0 +1,180 @@
+"""Making the expert of a step: reuse it by key, or finetune it with replay and push it with a card.
+
+The trainer is pluggable (:data:`Trainer`): the default wraps :func:`hf_time.training.finetune`
+(head-free, full weights or LoRA); tests pass a deterministic fake that writes known experts.
+
+Replay (TIME mixes pretraining data and a buffer of past tasks into every batch):
+
+* past tasks: ``replay.past_fraction`` of each batch comes from the training data of tasks 1..t−1
+  (``replay.examples_per_task`` each, with their own label descriptions);
+* base domain: ``replay.base_fraction`` comes from ``replay.base_tasks``, built-in tasks standing in
+  for the base's pretraining data, which does not ship offline for MiniLM. Default 0.
+
+Both pools are merged into one and sized in the ratio of the two fractions, because
+:func:`hf_time.training.plan_batches` draws replay examples uniformly from a single pool.
+
+LoRA experts (``training.lora``): the adapter is what is pushed (small, ``base_model_name_or_path``
+= the init repo at its pinned sha); a dense copy (init + scale·B·A, merged by PEFT) is cached
+locally for merging and evaluation, and rebuilt from the adapter when a run resumes elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import datasets
+
+from hf_time import __version__
+from hf_time.cards import LINEAGE_FILE, render_expert_card, write_json
+from hf_time.io import atomic_output_dir, copy_files
+from hf_time.timeline.config import TimelineConfig
+from hf_time.timeline.data import LoadedTask
+from hf_time.timeline.state import NodeRecord
+from hf_time.timeline.store import NodeStore, read_meta
+from hf_time.timeline.strategies import StepPlan
+from hf_time.training import STATS_FILE, replay_pool
+
+logger = logging.getLogger(__name__)
+
+Trainer = Callable[..., Path]
+# Deterministic facts of a training run kept in the timeline state (seconds are not: they stay local).
+_FACTS = ("steps", "examples", "replay_examples", "tokens", "first_loss", "final_loss", "trainable_parameters")
+
+
+def default_trainer(init_dir: Path, task, config, out_dir: Path, *, replay=None, device=None) -> Path:
+    from hf_time.training import finetune
+
+    return finetune(init_dir, task, config, out_dir, replay=replay, device=device, overwrite=True)
+
+
+def densify(adapter_dir: Path, init_dir: Path, out: Path) -> Path:
+    """Merge a PEFT adapter into its init model and save the full weights (atomically)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    from hf_time.api import CARRIED_FILES
+
+    model = AutoModel.from_pretrained(str(init_dir), dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    with atomic_output_dir(out, overwrite=True) as tmp:
+        model.save_pretrained(str(tmp))
+        copy_files(init_dir, tmp, [f for f in CARRIED_FILES if f != "config.json"])
+    return out
+
+
+class ExpertMaker:
+    """Finds or trains, then publishes, the expert of each step."""
+
+    def __init__(self, config: TimelineConfig, store: NodeStore, trainer: Trainer):
+        self.config = config
+        self.store = store
+        self.trainer = trainer
+        self.tasks: list[LoadedTask] = []
+        self.base_pool: list[LoadedTask] = []
+
+    def set_tasks(self, adaptation: Sequence[LoadedTask], base_pool: Sequence[LoadedTask]) -> None:
+        self.tasks = list(adaptation)
+        self.base_pool = list(base_pool)
+
+    def replay(self, step: int) -> datasets.Dataset | None:
+        """The replay pool of step ``step`` (None when the step's replay fraction is 0)."""
+        r = self.config.replay
+        past = [t.task for t in self.tasks[: step - 1]] if r.past_fraction else []
+        base = [t.task for t in self.base_pool] if r.base_fraction else []
+        if not past and not base:
+            return None
+        seed = self.config.training.seed + step
+        pools = []
+        if past:
+            pools.append((replay_pool(past, n_per_task=r.examples_per_task, seed=seed), r.past_fraction))
+        if base:
+            pools.append((replay_pool(base, n_per_task=r.examples_per_task, seed=seed), r.base_fraction))
+        if len(pools) == 2:
+            # Size the pools in the ratio of their fractions: the trainer samples the union uniformly.
+            (p, fp), (b, fb) = pools
+            scale = min(len(p) / fp, len(b) / fb)
+            pools = [(p.select(range(max(1, int(scale * fp)))), fp), (b.select(range(max(1, int(scale * fb)))), fb)]
+        return datasets.concatenate_datasets([p for p, _ in pools])
+
+    def make(self, sp: StepPlan, init_dir: Path, init_record: NodeRecord | None, timer) -> tuple[Path, NodeRecord, dict]:
+        """The expert of step ``sp``: (local dense folder, pinned Hub record, training facts)."""
+        node = sp.expert
+        lora = self.config.training.lora is not None
+        folder = self.store.local(node)
+        with timer.phase("resolve"):
+            record = self.store.find(node)
+        if folder is None and record is not None:
+            with timer.phase("resolve"):
+                downloaded = self.store.download(record)
+                if lora:
+                    folder = densify(downloaded, init_dir, self.store.path(node))
+                    write_json(folder / LINEAGE_FILE, read_meta(downloaded))
+                else:
+                    folder = downloaded
+            self.store.remember(node, folder)
+        publish_dir = self.store.path(node, "-adapter") if lora else folder
+        if folder is None:
+            folder, publish_dir = self._train(sp, init_dir, init_record, timer)
+        if record is None:
+            if lora and not (publish_dir / "adapter_config.json").exists():
+                raise RuntimeError(f"{node.label}: the adapter folder {publish_dir} is missing; delete {folder} to retrain")
+            with timer.phase("push_expert"):
+                record = self.store.publish(node, publish_dir, self.store.repos.experts, private=self.config.private,
+                                            message=f"Expert {sp.step}: {sp.task}")
+        meta = read_meta(folder)
+        return folder, record, meta.get("stats", {})
+
+    def _train(self, sp: StepPlan, init_dir: Path, init_record: NodeRecord | None, timer) -> tuple[Path, Path]:
+        node = sp.expert
+        task = next(t for t in self.tasks if t.name == sp.task)
+        lora = self.config.training.lora is not None
+        out = self.store.path(node, "-adapter" if lora else "")
+        with timer.phase("train"):
+            replay = self.replay(sp.step)
+            trained = Path(self.trainer(init_dir, task.task, sp.training, out, replay=replay, device=self.config.device))
+        with timer.phase("push_expert"):
+            stats_path = trained / STATS_FILE
+            stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+            timer.tokens += int(stats.get("tokens", 0))
+            timer.train_loop += float(stats.get("seconds", 0.0))
+            facts = {k: stats[k] for k in _FACTS if k in stats}
+            init = dataclasses.asdict(init_record) if init_record else {"kind": sp.init.kind, "step": sp.init.step}
+            meta = {"hf_time_version": __version__, "kind": "timeline-expert", "timeline": self.store.repos.timeline,
+                    "node": {"kind": node.kind, "step": node.step, "key": node.key}, "task": sp.task,
+                    "task_key": task.key, "init": init, "training": sp.training.to_dict(), "stats": facts}
+            if lora:
+                self._point_adapter_at(trained, init_record)
+            write_json(trained / LINEAGE_FILE, meta)
+            base = {"ref": init_record.pinned if init_record and init_record.pinned else sp.init.label,
+                    "repo_id": init_record.repo_id if init_record else None, "sha": init_record.sha if init_record else None}
+            title = f"{self.store.repos.timeline.split('/')[-1]} expert {sp.step}: {sp.task}"
+            card = render_expert_card({"base": base, "task": sp.task, "training": _flat(sp.training.to_dict()),
+                                       "stats": facts}, title=title, adapter=lora)
+            (trained / "README.md").write_text(card)
+        if not lora:
+            return trained, trained
+        with timer.phase("train"):
+            dense = densify(trained, init_dir, self.store.path(node))
+            write_json(dense / LINEAGE_FILE, meta)
+        return dense, trained
+
+    @staticmethod
+    def _point_adapter_at(adapter_dir: Path, init_record: NodeRecord | None) -> None:
+        """Make the published adapter name its init model on the Hub (pinned), not a local path."""
+        path = adapter_dir / "adapter_config.json"
+        if init_record is None or not init_record.repo_id or not path.is_file():
+            return
+        cfg = json.loads(path.read_text())
+        cfg["base_model_name_or_path"] = init_record.repo_id
+        cfg["revision"] = init_record.sha
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def _flat(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in d.items() if v is not None}
+

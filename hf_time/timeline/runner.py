@@ -1,0 +1,373 @@
+"""The timeline runner: TIME's loop, one idempotent step at a time, with the Hub as its memory.
+
+Per step t: resolve the init checkpoint (pinned sha) -> finetune the expert (or find it) -> push it
+-> build the deployed model by the deploy strategy -> evaluate it on every task (seen, upcoming,
+held out) -> publish it as ONE commit tagged ``step-t`` (weights, card with model-index and plot,
+lineage, accuracy matrix, timeline state) -> save the state locally.
+
+Hub layout for ``namespace/name``:
+
+* ``{ns}/{name}`` — the deployed snapshots: one commit per step, tagged ``step-1..T``; the repo's
+  history *is* the timeline and ``{ns}/{name}@step-3`` is the model deployed after step 3. Each
+  commit holds the weights, config and tokenizer, ``hf_time.json`` (node key, lineage, accuracy
+  matrix, metrics, sha256 of the weights), ``timeline_state.json``, ``README.md`` and ``plot.png``,
+  plus ``merge_config.yaml`` (pinned Hub refs) when a dense merge made it.
+* ``{ns}/{name}-experts`` — expert t tagged ``step-t``: full weights, or a PEFT adapter with
+  ``training.lora`` (its ``base_model_name_or_path`` is the init repo, ``revision`` the pinned sha).
+* ``{ns}/{name}-running`` — a running merge the next step starts from when it is not the deployed
+  model (e.g. init ``ema`` with deploy ``latest``), tagged ``step-t``.
+
+Resume: every node and step has a content key known before anything runs
+(:mod:`hf_time.timeline.strategies`). A step whose tag exists with the same key is skipped; a node
+found in the local cache or on the Hub under its key is reused, so a killed run continues where it
+stopped and publishes byte-identical snapshots (timings are kept out of published files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hf_time import __version__
+from hf_time.cards import LINEAGE_FILE, sha256_file, write_json
+from hf_time.errors import TimelineConflictError
+from hf_time.hub import Hub
+from hf_time.io import atomic_output_dir
+from hf_time.timeline.card import PLOT_FILE, plot_timeline, render_timeline_card
+from hf_time.timeline.config import TimelineConfig
+from hf_time.timeline.data import LoadedTask, content_key, load_tasks
+from hf_time.timeline.experts import ExpertMaker, Trainer, default_trainer
+from hf_time.timeline.state import STATE_FILE, TIMINGS_FILE, NodeRecord, StepRecord, TimelineState
+from hf_time.timeline.store import NodeStore, Repos, copy_tree, read_meta
+from hf_time.timeline.strategies import Node, Plan, StepPlan, build_plan, merge_product
+
+logger = logging.getLogger(__name__)
+
+Evaluator = Callable[..., dict]
+# Phases that are not the work itself (training, evaluation): the timeline's overhead.
+OVERHEAD_PHASES = ("resolve", "merge", "push_expert", "card", "publish", "state")
+# Files of a node folder that a snapshot replaces or must not carry (timings are not reproducible).
+_NODE_ONLY = ("README.md", LINEAGE_FILE, "merge_config.yaml", "training_stats.json", STATE_FILE, PLOT_FILE)
+
+
+def default_evaluator(model_dir, tasks, *, batch_size: int, max_length: int, device=None) -> dict[str, float]:
+    from hf_time.evaluation import evaluate_tasks
+
+    return evaluate_tasks(model_dir, tasks, batch_size=batch_size, max_length=max_length, device=device)
+
+
+@dataclass
+class StepTimings:
+    """Wall-clock seconds per phase of one step, and the step's total."""
+
+    step: int
+    phases: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    wall: float = 0.0
+    tokens: int = 0  # training tokens (for tokens/s)
+    train_loop: float = 0.0  # seconds of the optimizer loop alone (the "train" phase also loads the model)
+
+    @property
+    def overhead(self) -> float:
+        """Seconds spent outside training and evaluation."""
+        return sum(self.phases.get(p, 0.0) for p in OVERHEAD_PHASES)
+
+    @property
+    def overhead_fraction(self) -> float:
+        return self.overhead / self.wall if self.wall else 0.0
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] += time.perf_counter() - start
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "wall": round(self.wall, 3), "overhead": round(self.overhead, 3), "tokens": self.tokens,
+                "train_loop": round(self.train_loop, 3), "phases": {k: round(v, 3) for k, v in self.phases.items()}}
+
+
+@dataclass(frozen=True)
+class TimelineRun:
+    """What :func:`run_timeline` did: the final state, the steps it ran (and timed), those it skipped."""
+
+    state: TimelineState
+    timings: tuple[StepTimings, ...]
+    skipped: tuple[int, ...]
+    setup: StepTimings
+
+    @property
+    def repo_id(self) -> str:
+        return self.state.repo_id
+
+
+class TimelineRunner:
+    """Runs one timeline; see :func:`run_timeline` for the arguments."""
+
+    def __init__(self, config: TimelineConfig, *, hub: Hub | None = None, work_dir: str | os.PathLike = "runs/timeline",
+                 cache_dir: str | os.PathLike | None = None, trainer: Trainer | None = None,
+                 evaluator: Evaluator | None = None, progress: bool = True):
+        self.config = config
+        self.hub = hub or Hub()
+        self.work = Path(work_dir) / config.name
+        self.cache = Path(cache_dir) if cache_dir is not None else Path(work_dir) / "cache"
+        self.repos = Repos.for_timeline(config.repo_id)
+        self.store = NodeStore(self.hub, self.cache, self.repos)
+        self.evaluator = evaluator or default_evaluator
+        self.progress = progress
+        self.experts = ExpertMaker(config, self.store, trainer or default_trainer)
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _setup(self, timer: StepTimings) -> tuple[Plan, TimelineState]:
+        with timer.phase("resolve"):
+            base_res = self.hub.resolve(self.config.base_ref)
+            base_dir = self.hub.download(base_res)
+            if base_res.sha:
+                base_key = content_key("base", base_res.ref.repo_id, base_res.sha)
+            else:  # a local folder: its weights and config are its identity, not its path
+                base_key = content_key("base", sorted((p.name, sha256_file(p)) for p in base_dir.glob("*")
+                                                      if p.suffix in (".safetensors", ".json") and p.is_file()))
+            adaptation, held_out, base_pool = load_tasks(self.config, self.hub)
+        self.tasks: dict[str, LoadedTask] = {t.name: t for t in adaptation + held_out}
+        self.eval_order = [t.name for t in adaptation + held_out]
+        self.experts.set_tasks(adaptation, base_pool)
+        eval_key = content_key("eval", [self.tasks[n].key for n in self.eval_order], self.config.evaluation.max_length)
+        self.eval_key = eval_key
+        plan = build_plan(self.config, base_key, {t.name: t.key for t in adaptation}, eval_key, [t.key for t in base_pool])
+        base_record = NodeRecord("base", 0, base_key, base_res.ref.repo_id, base_res.sha)
+        self.store.remember(plan.base, base_dir, base_record)
+        state = self._resume(plan, timer)
+        if state is None:
+            with timer.phase("evaluate"):
+                base_acc = self._evaluate(plan.base, base_dir)
+            state = TimelineState(self.config.repo_id, self.config.to_dict(), base_record,
+                                  tuple(t.name for t in adaptation), tuple(t.name for t in held_out), base_acc)
+        return plan, state
+
+    def _resume(self, plan: Plan, timer: StepTimings) -> TimelineState | None:
+        """The state of the last published step, if its keys match this plan; None for a fresh timeline."""
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        with timer.phase("resolve"):
+            try:
+                tags = {t.name for t in self.hub.api.list_repo_refs(self.repos.timeline).tags}
+            except RepositoryNotFoundError:  # a fresh timeline
+                return None
+            done = 0
+            while f"step-{done + 1}" in tags and done < len(plan.steps):
+                done += 1
+            if done == 0:
+                return None
+            res = self.hub.resolve(f"{self.repos.timeline}@step-{done}")
+            state = TimelineState.from_dict(self.hub.read_json(res, STATE_FILE))
+        for rec, sp in zip(state.steps, plan.steps):
+            if rec.key != sp.key:
+                raise TimelineConflictError(
+                    f"{self.repos.timeline}@step-{rec.step} was made by another config (step key {rec.key[:12]} != "
+                    f"{sp.key[:12]}); give the timeline a new `name`, or delete the repo to start over")
+        for rec, sp in zip(state.steps, plan.steps):
+            self.store.remember(sp.init, record=rec.init if rec.init.sha else None)
+            self.store.remember(sp.expert, record=rec.expert)
+        self.store.remember(plan.steps[done - 1].deploy, record=dataclasses.replace(
+            state.steps[-1].deployed, sha=res.sha))
+        logger.info("resuming %s after step %d of %d", self.repos.timeline, done, len(plan.steps))
+        return state
+
+    # -- nodes -------------------------------------------------------------------------------------
+    def _materialize(self, plan: Plan, node: Node, timer: StepTimings) -> Path:
+        """A local folder of ``node``: cached, downloaded by key, or computed from its inputs."""
+        folder = self.store.local(node)
+        if folder is not None:
+            return folder
+        with timer.phase("resolve"):
+            record = self.store.find(node) if node.kind != "base" else None
+            if record is not None:
+                folder = self.store.download(record)
+                self.store.remember(node, folder)
+                return folder
+        if node.kind == "expert":
+            raise RuntimeError(f"{node.label} is neither cached nor published; it is made by its own step")
+        inputs = plan.inputs(node)
+        folders = {plan.base.key: self.store.folders[plan.base.key]}
+        for n in inputs:
+            folders[n.key] = self._materialize(plan, n, timer)
+        previous = inputs[1] if node.kind == "chain" else None
+        fold_state = None
+        if plan.sequential and previous is not None and previous.kind != "base":
+            fold_state = read_meta(folders[previous.key]).get("node", {}).get("fold_state")
+        with timer.phase("merge"):
+            out = self.store.path(node)
+            with atomic_output_dir(out, overwrite=True) as tmp:
+                made, new_state, recipe = merge_product(plan, node, self.config, folders, tmp / "model",
+                                                        fold_state=fold_state, progress=self.progress)
+                for p in made.iterdir():
+                    if p.name not in _NODE_ONLY:
+                        os.replace(p, tmp / p.name)
+                write_json(tmp / LINEAGE_FILE, {
+                    "hf_time_version": __version__, "kind": "timeline-node", "timeline": self.repos.timeline,
+                    "node": {"kind": node.kind, "step": node.step, "key": node.key, "fold_state": new_state},
+                    "recipe": recipe, "inputs": {n.label: n.key for n in [plan.base, *inputs]}})
+                shutil.rmtree(tmp / "model")
+        self.store.remember(node, out)
+        return out
+
+    def _evaluate(self, node: Node, folder: Path) -> dict[str, float]:
+        """Accuracy of a node on every task, cached by (node key, evaluation key)."""
+        path = self.cache / "eval" / f"{content_key('eval-result', node.key, self.eval_key)[:24]}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        tasks = [self.tasks[n].task for n in self.eval_order]
+        ev = self.config.evaluation
+        acc = self.evaluator(folder, tasks, batch_size=ev.batch_size, max_length=ev.max_length, device=self.config.device)
+        acc = {n: round(float(acc[n]), 6) for n in self.eval_order}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(acc, indent=2, sort_keys=True) + "\n")
+        return acc
+
+    # -- one step ----------------------------------------------------------------------------------
+    def _step(self, plan: Plan, sp: StepPlan, state: TimelineState, timer: StepTimings) -> TimelineState:
+        init_dir = self._materialize(plan, sp.init, timer)
+        init_record = self.store.find(sp.init) if sp.init.kind != "base" else self.store.records[plan.base.key]
+        if init_record is None:  # only reachable with a local product that was never published
+            init_record = NodeRecord(sp.init.kind, sp.init.step, sp.init.key)
+        expert_dir, expert_record, facts = self.experts.make(sp, init_dir, init_record, timer)
+        deploy_dir = self._materialize(plan, sp.deploy, timer)
+        if sp.step < len(plan.steps):
+            nxt = plan.steps[sp.step].init
+            if nxt.is_product and nxt.key != sp.deploy.key:  # the next step starts from a merge not served here
+                folder = self._materialize(plan, nxt, timer)
+                if self.store.find(nxt) is None:
+                    with timer.phase("publish"):
+                        self.store.publish(nxt, folder, self.repos.running, private=self.config.private,
+                                           message=f"Running merge {nxt.label} (init of step {sp.step + 1})")
+        with timer.phase("evaluate"):
+            accuracy = self._evaluate(sp.deploy, deploy_dir)
+        deploy_meta = read_meta(deploy_dir)
+        fold_state = state.fold_state
+        if plan.sequential:
+            chain = plan.node("chain", sp.step)
+            chain_dir = self.store.local(chain)
+            fold_state = read_meta(chain_dir).get("node", {}).get("fold_state") if chain_dir else fold_state
+        record = StepRecord(sp.step, sp.task, sp.key, init_record, expert_record,
+                            NodeRecord(sp.deploy.kind, sp.deploy.step, sp.deploy.key, self.repos.timeline, None,
+                                       f"step-{sp.step}"), accuracy, facts)
+        new_state = state.with_step(record, fold_state)
+        with timer.phase("card"):
+            folder = self._snapshot(plan, sp, new_state, deploy_dir, deploy_meta)
+        with timer.phase("publish"):
+            pub = self.hub.publish(folder, self.repos.timeline, tag=f"step-{sp.step}", private=self.config.private or None,
+                                   commit_message=f"Step {sp.step}: {sp.task} ({self.config.strategy.label})")
+        self.store.remember(sp.deploy, record=dataclasses.replace(record.deployed, sha=pub.commit))
+        shutil.rmtree(folder, ignore_errors=True)
+        with timer.phase("state"):
+            new_state.save(self.work / STATE_FILE)
+        return new_state
+
+    def _snapshot(self, plan: Plan, sp: StepPlan, state: TimelineState, deploy_dir: Path, meta: dict) -> Path:
+        """The folder of the step's commit: the deployed weights plus lineage, state, card and plot."""
+        folder = self.work / "publish" / f"step-{sp.step}"
+        shutil.rmtree(folder, ignore_errors=True)
+        files = copy_tree(deploy_dir, folder, skip=_NODE_ONLY + ("adapter_config.json", "adapter_model.safetensors"))
+        recipe = meta.get("recipe")
+        weights = sorted(f for f in files if f.endswith(".safetensors"))
+        lineage = {
+            "hf_time_version": __version__, "kind": "timeline", "timeline": self.repos.timeline, "step": sp.step,
+            "node": meta.get("node") or {"kind": sp.deploy.kind, "step": sp.deploy.step, "key": sp.deploy.key},
+            "step_key": sp.key, "strategy": dict(state.config["strategy"]), "recipe": recipe,
+            "base": dataclasses.asdict(state.base),
+            "lineage": [{"step": s.step, "task": s.task, "init": dataclasses.asdict(s.init),
+                         "expert": dataclasses.asdict(s.expert)} for s in state.steps],
+            "base_accuracy": dict(state.base_accuracy), "accuracy": state.accuracy_matrix(), "metrics": state.metrics(),
+            "files": {f: sha256_file(folder / f) for f in weights},
+        }
+        lineage["node"]["key"] = sp.deploy.key
+        write_json(folder / LINEAGE_FILE, lineage)
+        state.save(folder / STATE_FILE)
+        if recipe and not plan.sequential:
+            self._merge_config(plan, sp.deploy, recipe, folder)
+        plot_timeline(state, folder / PLOT_FILE)
+        datasets = {name: t.source.get("dataset") or name for name, t in self.tasks.items()}
+        (folder / "README.md").write_text(render_timeline_card(state, recipe=recipe, datasets=datasets))
+        return folder
+
+    def _merge_config(self, plan: Plan, node: Node, recipe: dict, folder: Path) -> None:
+        """``merge_config.yaml`` with pinned Hub refs, so ``hf-time merge`` reproduces a dense snapshot."""
+        import yaml
+
+        from hf_time.config import ExpertSpec, MergeConfig
+
+        refs = [self.store.records.get(n.key) for n in [plan.base, *plan.inputs(node)]]
+        if any(r is None or r.pinned is None for r in refs):
+            return  # an input only exists locally (e.g. a local base): nothing to pin
+        config = MergeConfig(base=refs[0].pinned, method=recipe["method"], params=dict(self.config.strategy.params),
+                             experts=tuple(ExpertSpec(r.pinned, float(w)) for r, w in zip(refs[1:], recipe["weights"])))
+        (folder / "merge_config.yaml").write_text(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, on_step: Callable[[StepRecord, StepTimings], None] | None = None) -> TimelineRun:
+        setup = StepTimings(0)
+        start = time.perf_counter()
+        plan, state = self._setup(setup)
+        setup.wall = time.perf_counter() - start
+        skipped = tuple(range(1, state.done + 1))
+        timings = []
+        for sp in plan.steps[state.done:]:
+            timer = StepTimings(sp.step)
+            start = time.perf_counter()
+            state = self._step(plan, sp, state, timer)
+            timer.wall = time.perf_counter() - start
+            timings.append(timer)
+            self._save_timings(setup, timings)
+            logger.info("step %d/%d (%s) done in %.1f s, overhead %.1f%%", sp.step, len(plan.steps), sp.task,
+                        timer.wall, 100 * timer.overhead_fraction)
+            if on_step is not None:
+                on_step(state.steps[-1], timer)
+        if state.done:
+            state.save(self.work / STATE_FILE)
+        return TimelineRun(state, tuple(timings), skipped, setup)
+
+    def _save_timings(self, setup: StepTimings, timings: Sequence[StepTimings]) -> None:
+        data = {"setup": setup.to_dict(), "steps": [t.to_dict() for t in timings]}
+        (self.work / TIMINGS_FILE).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def run_timeline(config: TimelineConfig, *, hub: Hub | None = None, work_dir: str | os.PathLike = "runs/timeline",
+                 cache_dir: str | os.PathLike | None = None, trainer: Trainer | None = None,
+                 evaluator: Evaluator | None = None, on_step: Callable[[StepRecord, StepTimings], None] | None = None,
+                 progress: bool = True) -> TimelineRun:
+    """Run (or resume) a timeline end to end on the Hub.
+
+    Args:
+        config: the timeline.
+        hub: the Hub client (default: ``HF_ENDPOINT`` and the ambient token).
+        work_dir: local working folder; the state and timings go to ``work_dir/<name>/``.
+        cache_dir: content-addressed cache of models and evaluations (default ``work_dir/cache``);
+            timelines sharing it reuse identical experts and merges.
+        trainer: ``trainer(init_dir, task, training_config, out_dir, *, replay, device) -> folder``;
+            default :func:`hf_time.training.finetune`. Tests inject deterministic fakes here.
+        evaluator: ``evaluator(model_dir, tasks, *, batch_size, max_length, device) -> {task: acc}``;
+            default :func:`hf_time.evaluation.evaluate_tasks`.
+        on_step: called after each completed step with its record and timings.
+        progress: show the merges' progress bars (training and evaluation always show theirs).
+
+    Returns:
+        A :class:`TimelineRun`.
+
+    Raises:
+        ConfigError: tasks that cannot be loaded (each named by key path).
+        TimelineConflictError: the timeline repo holds steps of another config.
+        RepoNotFoundError, RevisionNotFoundError: the base or a dataset is missing.
+    """
+    runner = TimelineRunner(config, hub=hub, work_dir=work_dir, cache_dir=cache_dir, trainer=trainer,
+                            evaluator=evaluator, progress=progress)
+    return runner.run(on_step=on_step)

