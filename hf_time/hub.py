@@ -180,6 +180,38 @@ class Hub:
         )
         return Path(path)
 
+    def download_dataset(self, ref: str) -> tuple[Path, str]:
+        """Pin a Hub dataset ``org/name[@rev]`` to its commit sha and download its files there.
+
+        Returns:
+            (local folder, commit sha).
+
+        Raises:
+            RepoNotFoundError: the dataset or revision does not exist (or is not readable).
+        """
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import RepositoryNotFoundError
+        from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFound
+
+        repo_id, _, revision = ref.partition("@")
+        try:
+            sha = self.api.dataset_info(repo_id, revision=revision or None).sha
+            folder = snapshot_download(repo_id, repo_type="dataset", revision=sha, endpoint=self.endpoint,
+                                       token=self._token)
+        except (RepositoryNotFoundError, HfRevisionNotFound):
+            raise RepoNotFoundError(f"dataset {ref!r} not found on {self.endpoint}; check the id and revision, "
+                                    "or set HF_TOKEN to a token that can read it") from None
+        return Path(folder), sha
+
+    def list_tags(self, repo_id: str) -> dict[str, str] | None:
+        """Tag name -> commit sha of a model repo, or None when the repo does not exist."""
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        try:
+            return {t.name: t.target_commit for t in self.api.list_repo_refs(repo_id).tags}
+        except RepositoryNotFoundError:
+            return None
+
     # -- publishing -------------------------------------------------------------------------------
     def publish(
         self,

@@ -50,23 +50,10 @@ def _files_digest(path: Path) -> str:
 
 
 def _download_dataset(hub, ref: str) -> tuple[Path, dict[str, Any]]:
-    """Pin a Hub dataset ``org/name[@rev]`` to a commit sha and download its files at that sha.
-
-    This is the one Hub call outside :mod:`hf_time.hub` (which knows models only); it goes through the
-    same client (endpoint and token) and belongs there once datasets are a first-class input.
-    """
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    from hf_time.errors import RepoNotFoundError
-
+    """Pin a Hub dataset ``org/name[@rev]`` to a commit sha and download its files at that sha."""
+    folder, sha = hub.download_dataset(ref)
     repo_id, _, revision = ref.partition("@")
-    try:
-        sha = hub.api.dataset_info(repo_id, revision=revision or None).sha
-        folder = hub.api.snapshot_download(repo_id, repo_type="dataset", revision=sha)
-    except (RepositoryNotFoundError, RevisionNotFoundError):
-        raise RepoNotFoundError(f"dataset {ref!r} not found on {hub.endpoint}; check the id and revision, "
-                                "or set HF_TOKEN to a token that can read it") from None
-    return Path(folder), {"dataset": repo_id, "revision": revision or None, "sha": sha}
+    return folder, {"dataset": repo_id, "revision": revision or None, "sha": sha}
 
 
 def load_one(spec: TaskConfig, config: TimelineConfig, path: str, hub=None) -> LoadedTask:

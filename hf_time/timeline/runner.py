@@ -156,12 +156,9 @@ class TimelineRunner:
 
     def _resume(self, plan: Plan, timer: StepTimings) -> TimelineState | None:
         """The state of the last published step, if its keys match this plan; None for a fresh timeline."""
-        from huggingface_hub.errors import RepositoryNotFoundError
-
         with timer.phase("resolve"):
-            try:
-                tags = {t.name for t in self.hub.api.list_repo_refs(self.repos.timeline).tags}
-            except RepositoryNotFoundError:  # a fresh timeline
+            tags = self.hub.list_tags(self.repos.timeline)
+            if tags is None:  # a fresh timeline
                 return None
             done = 0
             while f"step-{done + 1}" in tags and done < len(plan.steps):
