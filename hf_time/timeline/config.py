@@ -35,7 +35,7 @@ import yaml
 
 from hf_time.errors import ConfigError
 from hf_time.timeline.schema import Reader, read_simple
-from hf_time.training import LoraSpec, TrainingConfig
+from hf_time.training_config import LoraSpec, TrainingConfig
 
 INITS = ("base", "latest", "merge_all", "ema")
 DEPLOYS = ("latest", "merge_all", "ema")
