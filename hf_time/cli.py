@@ -50,12 +50,26 @@ def _add_merge(sub) -> None:
     p.add_argument("--device", default=None, help="cpu (default) or cuda[:i]")
     p.add_argument("--max-shard-size", default="5GB", help="output shard size (default 5GB)")
     p.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin checkpoints (weights_only=True)")
+    add_publish_args(p)
+    p.set_defaults(func=cmd_merge)
+
+
+def add_publish_args(p: argparse.ArgumentParser) -> None:
+    """The options every command that writes a model shares: where to publish it, and quiet."""
     p.add_argument("--push-to", metavar="REPO_ID", help="publish the result to this Hub repo as one commit")
     p.add_argument("--tag", help="tag the published commit")
     p.add_argument("--private", action="store_true", default=None, help="create the Hub repo private")
     p.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_merge)
+
+
+def print_published(pub) -> None:
+    """One line per published commit (never the token)."""
+    if pub is None:
+        return
+    state = "new commit" if pub.changed else "unchanged, no new commit"
+    print(f"published -> {pub.repo_id}@{pub.commit} ({state}){' tag ' + pub.tag if pub.tag else ''}")
+    print(f"  {pub.url}")
 
 
 def cmd_merge(args) -> int:
@@ -96,11 +110,7 @@ def cmd_merge(args) -> int:
         progress=not args.quiet,
     )
     print(f"merged -> {result.out_dir}")
-    if result.published:
-        pub = result.published
-        state = "new commit" if pub.changed else "unchanged, no new commit"
-        print(f"published -> {pub.repo_id}@{pub.commit} ({state}){' tag ' + pub.tag if pub.tag else ''}")
-        print(f"  {pub.url}")
+    print_published(result.published)
     return 0
 
 

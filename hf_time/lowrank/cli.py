@@ -9,6 +9,7 @@ from __future__ import annotations
 
 def add_commands(sub) -> None:
     """Add the low-rank commands to the ``hf-time`` subparsers (called by :mod:`hf_time.cli`)."""
+    from hf_time.cli import add_publish_args
     p = sub.add_parser("revert", help="rebuild one expert from an RMM snapshot (a PEFT adapter, or --dense)",
                        description="Rebuild expert NAME_OR_INDEX of a reversible merge (made with `hf-time merge "
                        "--method rmm`) as a standard PEFT adapter, or with --dense merged into the base model.")
@@ -20,15 +21,12 @@ def add_commands(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder (only once the new one is complete)")
     p.add_argument("--allow-pickle", action="store_true", help="accept a pytorch_model.bin base with --dense (weights_only=True)")
     p.add_argument("--max-shard-size", default="5GB", help="output shard size with --dense (default 5GB)")
-    p.add_argument("--push-to", metavar="REPO_ID", help="publish the result to this Hub repo as one commit")
-    p.add_argument("--tag", help="tag the published commit")
-    p.add_argument("--private", action="store_true", default=None, help="create the Hub repo private")
-    p.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_publish_args(p)
     p.set_defaults(func=cmd_revert)
 
 
 def cmd_revert(args) -> int:
+    from hf_time.cli import print_published
     from hf_time.hub import Hub
     from hf_time.lowrank.revert import revert
 
@@ -40,9 +38,5 @@ def cmd_revert(args) -> int:
     lineage = result.lineage
     print(f"reverted expert {lineage['index']} ({lineage['expert']['name']}) -> {result.out_dir}")
     print(f"  relative ΔW reconstruction error {lineage['expert']['reconstruction_error']:.3e}")
-    if result.published:
-        pub = result.published
-        state = "new commit" if pub.changed else "unchanged, no new commit"
-        print(f"published -> {pub.repo_id}@{pub.commit} ({state}){' tag ' + pub.tag if pub.tag else ''}")
-        print(f"  {pub.url}")
+    print_published(result.published)
     return 0
