@@ -74,6 +74,48 @@ def _validate(config: MergeConfig):
     return spec, method_config, expert_params
 
 
+
+def _open_inputs(hub: Hub, config: MergeConfig, allow_pickle: bool):
+    """Pin every reference, check compatibility from configs and headers only, then download what a
+    merge needs and open one weight source per expert (a checkpoint, or base + ΔW for a PEFT adapter).
+
+    Returns:
+        (base_res, expert_res, base_dir, base checkpoint, expert weight sources)
+    """
+    base_res = hub.resolve(config.base)
+    expert_res = [hub.resolve(e.ref) for e in config.experts]
+    # PEFT adapters among the experts (adapter_config.json) enter as base + ΔW (hf_time.lowrank.sources).
+    from hf_time.lowrank.sources import LoraExpertSource, check_adapters, open_lora_experts
+
+    lora = open_lora_experts(hub, expert_res, allow_pickle=allow_pickle)
+    full = [i for i in range(len(expert_res)) if i not in lora]
+    metas = []
+    for res in [base_res, *(expert_res[i] for i in full)]:
+        infos = hub.tensor_infos(res)
+        if infos is None:
+            require_weights(infos, res, allow_pickle, hub.list_files(res))
+        metas.append((str(res.ref), hub.read_json(res, "config.json"), infos))
+    headers_known = all(m[2] is not None for m in metas)  # False only for pickle checkpoints
+    if headers_known:
+        check_compatible(metas[0][0], metas[0][1], metas[0][2], metas[1:])
+    if lora and metas[0][2] is not None:
+        lora_targets = dict(zip(lora, check_adapters(base_res, metas[0][2], list(lora.values()))))
+
+    pickles = PICKLE_PATTERNS if allow_pickle else []
+    base_dir = hub.download(base_res, MODEL_PATTERNS + pickles)
+    expert_dirs = [hub.download(expert_res[i], ["config.json", "*.safetensors", "*.safetensors.index.json"] + pickles)
+                   for i in full]
+    base_ck = Checkpoint(base_dir, allow_pickle=allow_pickle)
+    full_cks = [Checkpoint(d, allow_pickle=allow_pickle) for d in expert_dirs]
+    if not headers_known:  # pickle inputs: check now that their tensors are readable
+        check_compatible(metas[0][0], metas[0][1], base_ck.infos, [(m[0], m[1], c.infos) for m, c in zip(metas[1:], full_cks)])
+    if lora and metas[0][2] is None:
+        lora_targets = dict(zip(lora, check_adapters(base_res, base_ck.infos, list(lora.values()))))
+    experts = [LoraExpertSource.from_adapter(base_ck, lora[i], lora_targets[i]) if i in lora
+               else full_cks[full.index(i)] for i in range(len(expert_res))]
+    return base_res, expert_res, base_dir, base_ck, experts
+
+
 def merge(
     base: str | None = None,
     experts: Sequence[str | ExpertSpec] = (),
@@ -159,37 +201,7 @@ def merge(
         raise OutputExistsError(f"output directory {Path(out).absolute()} already exists; choose another --out or pass --overwrite")
 
     hub = hub or Hub()
-    # 1. Pin every reference, then check compatibility from configs and headers only.
-    base_res = hub.resolve(config.base)
-    expert_res = [hub.resolve(e.ref) for e in config.experts]
-    # PEFT adapters among the experts (adapter_config.json) enter as base + ΔW (hf_time.lowrank.sources).
-    from hf_time.lowrank.sources import LoraExpertSource, check_adapters, open_lora_experts
-
-    lora = open_lora_experts(hub, expert_res, allow_pickle=allow_pickle)
-    full = [i for i in range(len(expert_res)) if i not in lora]
-    metas = []
-    for res in [base_res, *(expert_res[i] for i in full)]:
-        infos = hub.tensor_infos(res)
-        if infos is None:
-            require_weights(infos, res, allow_pickle, hub.list_files(res))
-        metas.append((str(res.ref), hub.read_json(res, "config.json"), infos))
-    if all(m[2] is not None for m in metas):
-        check_compatible(metas[0][0], metas[0][1], metas[0][2], metas[1:])
-    if lora and metas[0][2] is not None:
-        lora_targets = dict(zip(lora, check_adapters(base_res, metas[0][2], list(lora.values()))))
-
-    # 2. Download only what a merge needs, at the pinned shas.
-    patterns = MODEL_PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
-    base_dir = hub.download(base_res, patterns)
-    expert_dirs = [hub.download(expert_res[i], ["config.json", "*.safetensors", "*.safetensors.index.json"] + (PICKLE_PATTERNS if allow_pickle else [])) for i in full]
-    base_ck = Checkpoint(base_dir, allow_pickle=allow_pickle)
-    full_cks = [Checkpoint(d, allow_pickle=allow_pickle) for d in expert_dirs]
-    if any(m[2] is None for m in metas):  # pickle inputs: check now that headers are readable
-        check_compatible(metas[0][0], metas[0][1], base_ck.infos, [(m[0], m[1], c.infos) for m, c in zip(metas[1:], full_cks)])
-    if lora and metas[0][2] is None:
-        lora_targets = dict(zip(lora, check_adapters(base_res, base_ck.infos, list(lora.values()))))
-    expert_cks = [LoraExpertSource.from_adapter(base_ck, lora[i], lora_targets[i]) if i in lora
-                  else full_cks[full.index(i)] for i in range(len(expert_res))]
+    base_res, expert_res, base_dir, base_ck, expert_cks = _open_inputs(hub, config, allow_pickle)
 
     plan = engine.MergePlan(
         spec=spec, config=method_config, weights=tuple(e.weight for e in config.experts),
