@@ -43,14 +43,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     if args.endpoint is None:
-        # The client reads these at import time (shared/design/hub-protocol.md §2): set them first.
-        from hf_time.hubserver import HubServer
+        # Before huggingface_hub is imported: the client reads its endpoint at import time.
+        from hf_time.hubserver import use_embedded_hub
 
-        server = HubServer(root=args.root, port=0).start()
-        os.environ.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
-                          NO_PROXY="127.0.0.1,localhost")
-        os.environ.setdefault("HF_TOKEN", "embedded-hub-local-token")  # any non-empty token may write
-        os.environ["HF_HOME"] = str(Path(args.work).absolute() / "hf_home")  # keep the user's cache clean
+        server = use_embedded_hub(args.root, hf_home=Path(args.work) / "hf_home")  # keeps the user's cache clean
         endpoint = server.url
     else:
         endpoint = args.endpoint

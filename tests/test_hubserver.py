@@ -6,6 +6,7 @@ Every test works in its own repository (``repo_name``) on the session server (``
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import pytest
@@ -309,3 +310,33 @@ def test_serve_forever_in_foreground_stops_cleanly(tmp_path):
     assert not runner.is_alive()
     with pytest.raises(RuntimeError):
         server.start()  # a stopped server cannot be restarted; a new one on the same root can
+
+
+def test_use_embedded_hub_points_a_fresh_process_at_it(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "from hf_time.hubserver import use_embedded_hub\n"
+        f"server = use_embedded_hub({str(tmp_path / 'hub')!r}, hf_home={str(tmp_path / 'home')!r})\n"
+        "from huggingface_hub import HfApi, constants\n"
+        "assert constants.ENDPOINT == server.url and constants.HF_HUB_DISABLE_XET\n"
+        "HfApi().create_repo('local/model')\n"
+        "HfApi().upload_file(path_or_fileobj=b'x' * 11, path_in_repo='w.bin', repo_id='local/model')\n"
+        "print(sorted(HfApi().list_repo_files('local/model')))\n"
+        "server.stop()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "'w.bin'" in out.stdout
+    assert (tmp_path / "hub").is_dir()
+
+
+def test_use_embedded_hub_refuses_after_the_client_was_imported(tmp_path):
+    import huggingface_hub  # noqa: F401
+
+    from hf_time.hubserver import use_embedded_hub
+
+    with pytest.raises(RuntimeError, match="before huggingface_hub"):
+        use_embedded_hub(tmp_path)

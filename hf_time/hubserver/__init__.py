@@ -7,10 +7,12 @@ against it unchanged (with ``HF_HUB_DISABLE_XET=1``). Layers, each usable alone:
 * :mod:`.storage` / :mod:`.commits` / :mod:`.blobs`: repositories on disk, no HTTP;
 * :mod:`.handler`: HTTP parsing, routing, auth, error mapping;
 * :mod:`.api_repos` / :mod:`.api_files`: the endpoints;
-* :mod:`.server`: :class:`HubServer`, the lifecycle.
+* :mod:`.server`: :class:`HubServer`, the lifecycle;
+* :mod:`.local`: :func:`use_embedded_hub`, a server plus this process's client pointed at it.
 """
 
+from .local import use_embedded_hub
 from .server import HubServer
 from .storage import HubStorage
 
-__all__ = ["HubServer", "HubStorage"]
+__all__ = ["HubServer", "HubStorage", "use_embedded_hub"]

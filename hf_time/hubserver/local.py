@@ -1,0 +1,46 @@
+"""Point this process's huggingface_hub client at an embedded Hub.
+
+The client reads its endpoint and Xet switch at import time (shared/design/hub-protocol.md §2), so
+:func:`use_embedded_hub` must run before huggingface_hub, transformers, peft or datasets is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .server import HubServer
+
+# Any non-empty token may write to an embedded Hub started without a token of its own.
+LOCAL_TOKEN = "embedded-hub-local-token"
+
+
+def use_embedded_hub(root: str | os.PathLike, *, hf_home: str | os.PathLike | None = None, port: int = 0) -> HubServer:
+    """Start an embedded Hub storing its repos under ``root`` and point this process's client at it.
+
+    Sets ``HF_ENDPOINT``, ``HF_HUB_DISABLE_XET=1`` (the embedded Hub speaks plain LFS),
+    ``HF_HUB_DISABLE_TELEMETRY``, ``NO_PROXY`` for loopback and, unless already set, ``HF_TOKEN``.
+
+    Args:
+        root: folder of the repos (created if missing; reused across runs).
+        hf_home: a separate ``HF_HOME`` (download cache), so the user's own cache stays untouched.
+        port: port to listen on (0 picks a free one).
+
+    Returns:
+        The running server (``.url``; call ``.stop()`` when done).
+
+    Raises:
+        RuntimeError: huggingface_hub was already imported, so it would keep its old endpoint.
+    """
+    import sys
+
+    if "huggingface_hub" in sys.modules:
+        raise RuntimeError("use_embedded_hub() must run before huggingface_hub (or transformers, peft, datasets) "
+                           "is imported: the client reads HF_ENDPOINT at import time")
+    server = HubServer(root=root, port=port).start()
+    os.environ.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
+                      NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    os.environ.setdefault("HF_TOKEN", LOCAL_TOKEN)
+    if hf_home is not None:
+        os.environ["HF_HOME"] = str(Path(hf_home).absolute())
+    return server
