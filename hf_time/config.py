@@ -176,11 +176,15 @@ def load_merge_config(path: str | os.PathLike) -> MergeConfig:
     Raises:
         ConfigError: unreadable YAML or invalid content (all problems listed).
     """
+    return merge_config_from_dict(read_yaml(path, "merge config"), source=os.fspath(path))
+
+
+def read_yaml(path: str | os.PathLike, what: str) -> Any:
+    """Parse a YAML file; a missing file or bad YAML becomes a ConfigError naming ``what`` and the path."""
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            return yaml.safe_load(f)
     except FileNotFoundError:
-        raise ConfigError(f"merge config {os.fspath(path)!r} not found") from None
+        raise ConfigError(f"{what} {os.fspath(path)!r} not found") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"merge config {os.fspath(path)!r} is not valid YAML: {e}") from None
-    return merge_config_from_dict(data, source=os.fspath(path))
+        raise ConfigError(f"{what} {os.fspath(path)!r} is not valid YAML: {e}") from None

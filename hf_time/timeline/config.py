@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from hf_time.config import read_yaml
 from hf_time.errors import ConfigError
 from hf_time.timeline.schema import Reader, read_simple
 from hf_time.training_config import LoraSpec, TrainingConfig
@@ -393,13 +394,7 @@ def load_timeline_config(path: str | os.PathLike, overrides: Sequence[str] = ())
     Raises:
         ConfigError: unreadable YAML or invalid content (all problems listed, each with its key path).
     """
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"timeline config {os.fspath(path)!r} not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"timeline config {os.fspath(path)!r} is not valid YAML: {e}") from None
+    data = read_yaml(path, "timeline config")
     if isinstance(data, Mapping) and overrides:
         data = apply_overrides(data, overrides)
     return timeline_config_from_dict(data, source=os.fspath(path))
