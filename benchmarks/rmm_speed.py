@@ -21,7 +21,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import torch  # noqa: E402
 
-from hf_time.lowrank.factors import LoraModule  # noqa: E402
+from hf_time.merges.factors import LoraModule  # noqa: E402
 from hf_time.merges import TensorContext, get  # noqa: E402
 
 LLAMA_7B = {"q_proj": (4096, 4096), "k_proj": (4096, 4096), "v_proj": (4096, 4096), "o_proj": (4096, 4096),

@@ -1,124 +1,27 @@
-"""The Python API: merge experts given by Hub id or folder, and optionally publish the result.
+"""The Python API: merge, fold and revert models given by Hub id or folder, optionally publishing them.
 
-``merge`` is the function the CLI calls. The data flows one way:
-refs -> pinned shas -> compatibility from headers -> download (allow-patterns) -> streaming engine
--> lineage + card -> atomic rename -> one Hub commit.
+Every function here builds a request and hands it to :mod:`hf_time.pipeline`, the one chain of
+resolve -> plan -> execute -> artifact -> snapshot -> publish that every kind of method runs
+through; ``hf-time merge`` and ``hf-time revert`` call the same functions.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
-from hf_time import __version__, engine
-from hf_time.cards import LINEAGE_FILE, render_merge_card, sha256_file, write_json
-from hf_time.compat import check_compatible
 from hf_time.config import ExpertSpec, MergeConfig
 from hf_time.errors import ConfigError
-from hf_time.hub import MODEL_PATTERNS, PICKLE_PATTERNS, Hub, PublishResult, require_weights
-from hf_time.io import Checkpoint, atomic_output_dir, copy_files, parse_dtype, parse_size
+from hf_time.hub import Hub
 from hf_time.merges import get
-from hf_time.refs import ResolvedRef
+from hf_time.pipeline import MergeResult, RunOptions, run, run_revert
 
-logger = logging.getLogger(__name__)
-
-# Files carried over from the base so the output loads with from_pretrained (config, tokenizer).
-CARRIED_FILES = (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-    "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model",
-    "added_tokens.json", "chat_template.jinja", "sentencepiece.bpe.model", "spiece.model",
-)
-
-
-@dataclass(frozen=True)
-class MergeResult:
-    """What :func:`merge` produced.
-
-    Attributes:
-        out_dir: the merged model folder.
-        lineage: the content of its ``hf_time.json``.
-        published: the Hub commit, when ``push_to`` was given.
-    """
-
-    out_dir: Path
-    lineage: dict[str, Any]
-    published: PublishResult | None = None
-
-
-def _ref_record(res: ResolvedRef) -> dict[str, Any]:
-    ref = res.ref
-    if ref.is_local:
-        return {"ref": str(ref.path), "repo_id": None, "revision": None, "sha": None}
-    return {"ref": str(ref), "repo_id": ref.repo_id, "revision": ref.revision, "sha": res.sha}
-
-
-def _validate(config: MergeConfig):
-    spec = get(config.method)
-    if spec.kind != "dense":
-        raise ConfigError(f"method {spec.name!r} is of kind {spec.kind!r}; `merge` runs dense methods (see `hf-time ls`)")
-    n = len(config.experts)
-    if n < spec.min_experts or (spec.max_experts is not None and n > spec.max_experts):
-        want = f"exactly {spec.min_experts}" if spec.min_experts == spec.max_experts else (
-            f"at least {spec.min_experts}" + (f" and at most {spec.max_experts}" if spec.max_experts else ""))
-        raise ConfigError(f"method {spec.name!r} needs {want} expert(s), got {n}")
-    method_config = spec.make_config(config.params)
-    expert_params = spec.check_expert_params([e.params for e in config.experts])
-    if any(not (w == w and abs(w) != float("inf")) for w in (e.weight for e in config.experts)):
-        raise ConfigError("expert weights must be finite numbers")
-    return spec, method_config, expert_params
-
-
-
-def _open_inputs(hub: Hub, config: MergeConfig, allow_pickle: bool):
-    """Pin every reference, check compatibility from configs and headers only, then download what a
-    merge needs and open one weight source per expert (a checkpoint, or base + ΔW for a PEFT adapter).
-
-    Returns:
-        (base_res, expert_res, base_dir, base checkpoint, expert weight sources)
-    """
-    base_res = hub.resolve(config.base)
-    expert_res = [hub.resolve(e.ref) for e in config.experts]
-    # PEFT adapters among the experts (adapter_config.json) enter as base + ΔW (hf_time.lowrank.sources).
-    from hf_time.lowrank.sources import LoraExpertSource, check_adapters, open_lora_experts
-
-    lora = open_lora_experts(hub, expert_res, allow_pickle=allow_pickle)
-    full = [i for i in range(len(expert_res)) if i not in lora]
-    metas = []
-    for res in [base_res, *(expert_res[i] for i in full)]:
-        infos = hub.tensor_infos(res)
-        if infos is None:
-            require_weights(infos, res, allow_pickle, hub.list_files(res))
-        metas.append((str(res.ref), hub.read_json(res, "config.json"), infos))
-    headers_known = all(m[2] is not None for m in metas)  # False only for pickle checkpoints
-    if headers_known:
-        check_compatible(metas[0][0], metas[0][1], metas[0][2], metas[1:])
-    if lora and metas[0][2] is not None:
-        lora_targets = dict(zip(lora, check_adapters(base_res, metas[0][2], list(lora.values()))))
-
-    pickles = PICKLE_PATTERNS if allow_pickle else []
-    base_dir = hub.download(base_res, MODEL_PATTERNS + pickles)
-    expert_dirs = [hub.download(expert_res[i], ["config.json", "*.safetensors", "*.safetensors.index.json"] + pickles)
-                   for i in full]
-    base_ck = Checkpoint(base_dir, allow_pickle=allow_pickle)
-    full_cks = [Checkpoint(d, allow_pickle=allow_pickle) for d in expert_dirs]
-    if not headers_known:  # pickle inputs: check now that their tensors are readable
-        check_compatible(metas[0][0], metas[0][1], base_ck.infos, [(m[0], m[1], c.infos) for m, c in zip(metas[1:], full_cks)])
-    if lora and metas[0][2] is None:
-        lora_targets = dict(zip(lora, check_adapters(base_res, base_ck.infos, list(lora.values()))))
-    experts = [LoraExpertSource.from_adapter(base_ck, lora[i], lora_targets[i]) if i in lora
-               else full_cks[full.index(i)] for i in range(len(expert_res))]
-    return base_res, expert_res, base_dir, base_ck, experts
+__all__ = ["MergeResult", "fold", "merge", "revert"]
 
 
 def merge(
-    base: str | None = None,
-    experts: Sequence[str | ExpertSpec] = (),
+    base: str | os.PathLike | None = None,
+    experts: Sequence[str | os.PathLike | ExpertSpec] = (),
     method: str = "linear",
     *,
     params: Mapping[str, Any] | None = None,
@@ -127,21 +30,24 @@ def merge(
     dtype: str | None = None,
     device: str = "cpu",
     lines: tuple[float, float] | None = None,
+    previous: str | os.PathLike | None = None,
     config: MergeConfig | None = None,
     push_to: str | None = None,
     tag: str | None = None,
     private: bool | None = None,
     overwrite: bool = False,
     allow_pickle: bool = False,
-    max_shard_size: int | str = "5GB",
+    max_shard_size: int | str | None = None,
     hub: Hub | None = None,
     progress: bool = True,
     title: str | None = None,
 ) -> MergeResult:
-    """Merge ``experts`` onto ``base`` with a registry method, write a model folder, optionally publish.
+    """Merge ``experts`` onto ``base`` with any registry method, write the snapshot, optionally publish it.
 
-    Either pass the pieces (``base``, ``experts``, ``method``, ``params``...) or a ready
-    :class:`MergeConfig` as ``config``.
+    Dense methods merge full experts and LoRA adapters (as base + ΔW) into a full model; low-rank
+    methods merge adapters into an adapter or an RMM snapshot; sequential methods fold one expert
+    into ``previous`` (a snapshot an earlier fold wrote, whose lineage carries the method's state),
+    or into the base at the first step. Either pass the pieces or a ready :class:`MergeConfig`.
 
     Args:
         base: θ_0 as ``org/name[@rev]`` or a folder.
@@ -152,104 +58,99 @@ def merge(
         out: output folder (must not exist unless ``overwrite``).
         dtype: output dtype of floating tensors (default: the base's).
         device: ``cpu`` or ``cuda[:i]``.
-        lines: LiNeS (alpha, beta) for task-vector methods.
+        lines: LiNeS (alpha, beta) for methods that read θ_0.
+        previous: the previous snapshot of a sequential merge.
         push_to: Hub repo id to publish the result to as one commit.
         tag: tag to put on that commit.
         allow_pickle: accept ``pytorch_model.bin`` checkpoints (loaded with ``weights_only=True``).
-        max_shard_size: output shard size ("5GB", "500MB" or bytes).
+        max_shard_size: output shard size of a full model ("5GB", "500MB" or bytes).
         hub: the :class:`Hub` client to use (default: ``HF_ENDPOINT`` and ambient token).
 
     Returns:
-        A :class:`MergeResult`.
+        A :class:`MergeResult` (folder, :class:`~hf_time.lineage.Lineage`, published commit).
 
     Raises:
-        ConfigError, UnknownMethodError: bad method or parameters (before any network call).
+        ConfigError, UnknownMethodError: bad method, parameters or options (before any network call).
         OutputExistsError: ``out`` exists and ``overwrite`` is False (before any network call).
         RepoNotFoundError, RevisionNotFoundError, IncompatibleExpertsError, UnsafeCheckpointError:
             found from metadata, before any weight is downloaded.
     """
     if config is None:
-        if base is None and method != "linear":
-            raise ConfigError(f"a base model is required for {method!r}")
-        specs = [e if isinstance(e, ExpertSpec) else ExpertSpec(ref=str(e)) for e in experts]
+        specs = [e if isinstance(e, ExpertSpec) else ExpertSpec(ref=os.fspath(e)) for e in experts]
         if weights is not None:
             if len(weights) != len(specs):
                 raise ConfigError(f"got {len(weights)} weights for {len(specs)} experts; give one --weight per expert")
-            specs = [ExpertSpec(s.ref, float(w), s.params) for s, w in zip(specs, weights)]
+            specs = [ExpertSpec(s.ref, w, s.params) for s, w in zip(specs, weights)]
         if not specs:
             raise ConfigError("no experts given; pass at least one --expert")
-        config = MergeConfig(
-            base=str(base if base is not None else specs[0].ref), experts=tuple(specs), method=method,
-            params=dict(params or {}), dtype=dtype, device=device, lines=lines, out=None if out is None else str(out),
-            push_to=push_to, tag=tag,
-        )
-    out = out if out is not None else config.out
-    if out is None:
-        raise ConfigError("no output folder given; pass --out DIR")
-    push_to = push_to or config.push_to
-    tag = tag or config.tag
-    if get(config.method).kind == "lowrank":  # LoRA factors in, adapter or RMM snapshot out: hf_time.lowrank
-        from hf_time.lowrank.api import merge_lowrank
+        if base is None:  # a soup of full experts needs no θ_0; the first expert gives the file layout
+            spec = get(method)
+            if getattr(spec, "uses_base", True):
+                raise ConfigError(f"a base model is required for {method!r}; pass --base")
+            base = specs[0].ref
+        config = MergeConfig(base=os.fspath(base), experts=tuple(specs), method=method, params=dict(params or {}),
+                             dtype=dtype, device=device, lines=lines,
+                             previous=None if previous is None else os.fspath(previous))
+    options = RunOptions(out=os.fspath(out) if out is not None else config.out, overwrite=overwrite,
+                         allow_pickle=allow_pickle, max_shard_size=max_shard_size, push_to=push_to or config.push_to,
+                         tag=tag or config.tag, private=private, title=title, progress=progress)
+    return run(config, options, hub=hub)
 
-        return merge_lowrank(config, out=out, push_to=push_to, tag=tag, private=private, overwrite=overwrite,
-                             allow_pickle=allow_pickle, hub=hub, progress=progress, title=title)
-    spec, method_config, expert_params = _validate(config)
-    out_dtype = parse_dtype(config.dtype)
-    if Path(out).exists() and not overwrite:
-        from hf_time.errors import OutputExistsError
 
-        raise OutputExistsError(f"output directory {Path(out).absolute()} already exists; choose another --out or pass --overwrite")
+def fold(previous: str | os.PathLike | None, base: str | os.PathLike, expert: str | os.PathLike | ExpertSpec,
+         method: str, out: str | os.PathLike, *, params: Mapping[str, Any] | None = None,
+         state: Mapping[str, Any] | None = None, dtype: str | None = None, device: str = "cpu",
+         overwrite: bool = False, push_to: str | None = None, tag: str | None = None, hub: Hub | None = None,
+         progress: bool = True) -> MergeResult:
+    """Fold one new expert into the running merge of a sequential method (one step of a chain).
 
-    hub = hub or Hub()
-    base_res, expert_res, base_dir, base_ck, expert_cks = _open_inputs(hub, config, allow_pickle)
+    ``previous`` is the snapshot θ^(t−1) an earlier fold wrote (a folder or ``org/name@rev``), None
+    at the first step; its ``hf_time.json`` holds the state the fold continues from. This is
+    :func:`merge` with a sequential method and ``previous``, so ``hf-time merge --method opcm
+    --previous REF`` does the same, and so does a timeline.
 
-    plan = engine.MergePlan(
-        spec=spec, config=method_config, weights=tuple(e.weight for e in config.experts),
-        expert_params=tuple(expert_params), dtype=out_dtype, device=config.device, lines=config.lines,
-    )
-    pinned = MergeConfig(
-        base=base_res.pinned, experts=tuple(ExpertSpec(r.pinned, e.weight, dict(e.params)) for r, e in zip(expert_res, config.experts)),
-        method=config.method, params=dict(config.params), dtype=config.dtype, device=config.device, lines=config.lines,
-    )
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        writer = engine.make_writer(tmp, base_ck.infos, out_dtype, parse_size(max_shard_size), {"hf_time": __version__})
-        engine.run(base_ck, expert_cks, plan, writer, progress=progress)
-        weight_files = writer.close()
-        copy_files(base_dir, tmp, CARRIED_FILES)
-        if out_dtype is not None and (tmp / "config.json").is_file():
-            cfg = json.loads((tmp / "config.json").read_text())
-            cfg["dtype"] = str(out_dtype).removeprefix("torch.")
-            cfg.pop("torch_dtype", None)
-            (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        resolved_params = {p.name: getattr(method_config, p.field) for p in spec.parameters()}
-        lineage = {
-            "hf_time_version": __version__,
-            "kind": "merge",
-            "method": spec.name,
-            "summary": spec.summary,
-            "paper": spec.paper,
-            "parameters": resolved_params,
-            "lines": list(config.lines) if config.lines else None,
-            "dtype": config.dtype,
-            "device": config.device,
-            "base": _ref_record(base_res),
-            "experts": [
-                {**_ref_record(r), "weight": e.weight, "parameters": dict(e.params)} for r, e in zip(expert_res, config.experts)
-            ],
-            "files": {f: sha256_file(tmp / f) for f in weight_files},
-        }
-        config_yaml = pinned.to_yaml_dict()
-        write_json(tmp / LINEAGE_FILE, lineage)
-        (tmp / "merge_config.yaml").write_text(yaml.safe_dump(config_yaml, sort_keys=False))
-        card_title = title or (push_to.split("/")[-1] if push_to else None)
-        (tmp / "README.md").write_text(render_merge_card(lineage, config_yaml, title=card_title))
-    out_dir = Path(out).absolute()
-    logger.info("merged %d experts with %s into %s", len(expert_res), spec.name, out_dir)
-    published = None
-    if push_to:
-        published = hub.publish(
-            out_dir, push_to, tag=tag, private=private,
-            commit_message=f"hf_time: {spec.name} merge of {len(expert_res)} expert(s)",
-            commit_description=f"Base {base_res.pinned}; experts " + ", ".join(r.pinned for r in expert_res),
-        )
-    return MergeResult(out_dir=out_dir, lineage=lineage, published=published)
+    Args:
+        params: method parameters by public name; must equal those of the earlier folds.
+        state: the incoming state, when the previous snapshot does not carry it (or to override it).
+
+    Raises:
+        ConfigError: a method that is not sequential, bad parameters, or a state that is missing, from
+            another method or parameters, or lacks a key (each named).
+    """
+    spec = get(method)
+    if spec.kind != "sequential":
+        raise ConfigError(f"method {spec.name!r} is of kind {spec.kind!r}; fold runs sequential methods "
+                          "(see `hf-time ls --kind sequential`)")
+    one = expert if isinstance(expert, ExpertSpec) else ExpertSpec(os.fspath(expert))
+    config = MergeConfig(base=os.fspath(base), experts=(one,), method=method, params=dict(params or {}), dtype=dtype,
+                         device=device, previous=None if previous is None else os.fspath(previous))
+    options = RunOptions(out=os.fspath(out), overwrite=overwrite, push_to=push_to, tag=tag, progress=progress)
+    return run(config, options, hub=hub, state=state)
+
+
+def revert(ref: str | os.PathLike, expert: int | str, *, out: str | os.PathLike, dense: bool = False,
+           dtype: str | None = None, push_to: str | None = None, tag: str | None = None, private: bool | None = None,
+           overwrite: bool = False, allow_pickle: bool = False, max_shard_size: int | str | None = None,
+           hub: Hub | None = None, progress: bool = True, title: str | None = None) -> MergeResult:
+    """Rebuild expert ``expert`` of an RMM snapshot as a PEFT adapter (or, ``dense``, merged into the base).
+
+    Args:
+        ref: the snapshot, ``org/name[@rev]`` or a folder.
+        expert: 0-based index, or the expert's name / reference as listed in the snapshot's card.
+        out: output folder (must not exist unless ``overwrite``).
+        dense: write base + ΔW_i as a transformers folder instead of an adapter.
+        dtype: output dtype (default: the adapter's float32, or the base's for ``dense``).
+        push_to, tag, private: publish the result as one commit.
+
+    Returns:
+        A :class:`MergeResult` whose lineage has kind ``revert``.
+
+    Raises:
+        ConfigError: ``ref`` is not an RMM snapshot.
+        UnknownExpertError: no such expert (index out of range or unknown name).
+        OutputExistsError: ``out`` exists and ``overwrite`` is False (before any network call).
+    """
+    options = RunOptions(out=os.fspath(out), overwrite=overwrite, allow_pickle=allow_pickle,
+                         max_shard_size=max_shard_size, push_to=push_to, tag=tag, private=private, title=title,
+                         progress=progress)
+    return run_revert(ref, expert, options, dense=dense, dtype=dtype, hub=hub)

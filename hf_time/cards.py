@@ -1,23 +1,22 @@
-"""Model cards and lineage metadata for published snapshots.
+"""Model cards of merged and trained snapshots, rendered from their :class:`~hf_time.lineage.Lineage`.
 
 Cards are rendered from the templates in ``model_cards/`` through huggingface_hub's
 ``ModelCard``/``ModelCardData`` (so the YAML header is what the Hub expects: ``base_model`` as a
-list, ``base_model_relation: merge``, tags). Rendering never touches the network: whether a
-reference is a Hub model is known from the reference itself.
+list, ``base_model_relation: merge``, tags). Rendering never touches the network: whether an input
+is a Hub model is known from its lineage record. Low-rank outputs have their own renderers in
+:mod:`hf_time.lowrank.cards`; :func:`hf_time.pipeline.cards.render_card` picks the one that fits.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from importlib import resources
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
-LINEAGE_FILE = "hf_time.json"
+from hf_time.lineage import Lineage, RefRecord
 
 
 def template_text(name: str) -> str:
@@ -33,78 +32,90 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _model_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
-    repo_id, sha = entry.get("repo_id"), entry.get("sha")
-    link = f"[{repo_id}](/{repo_id})" if repo_id else f"`{entry['ref']}`"
-    return {**entry, "link": link, "short_sha": sha[:10] if sha else None}
+def model_entry(record: RefRecord, **extra: Any) -> dict[str, Any]:
+    """What a template shows of one input: its link (endpoint-relative for Hub models), short sha..."""
+    link = f"[{record.repo_id}](/{record.repo_id})" if record.repo_id else f"`{record.ref}`"
+    return {"ref": record.ref, "repo_id": record.repo_id, "revision": record.revision, "sha": record.sha,
+            "link": link, "short_sha": record.sha[:10] if record.sha else None,
+            "load_id": record.repo_id or record.ref, "name": record.short_name, **extra}
 
 
-def render_merge_card(lineage: Mapping[str, Any], config_yaml: Mapping[str, Any], title: str | None = None) -> str:
-    """Render the README.md of a merged snapshot.
+def hub_ids(*records: RefRecord | None) -> list[str]:
+    """The distinct Hub repo ids among ``records`` (the Hub rejects local paths in ``base_model``)."""
+    return list(dict.fromkeys(r.repo_id for r in records if r is not None and r.repo_id))
+
+
+def config_yaml(lineage: Lineage) -> str:
+    config = lineage.merge_config()
+    return yaml.safe_dump(config, sort_keys=False) if config else ""
+
+
+def render_merge_card(lineage: Lineage, title: str | None = None) -> str:
+    """README.md of a merged (or folded) full model.
 
     Args:
-        lineage: the ``hf_time.json`` content (see :func:`hf_time.api.merge`).
-        config_yaml: the reproducible mergekit-style config (pinned references).
-        title: card title; defaults to the target repo name or "Merged model".
-
-    Returns:
-        The card text (YAML header + markdown body).
+        lineage: a ``merge`` or ``fold`` lineage with a ``model`` output.
+        title: card title; defaults to "Merged model".
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    base = _model_entry(lineage["base"])
-    experts = [_model_entry(e) for e in lineage["experts"]]
-    hub_ids = [m["repo_id"] for m in [base, *experts] if m.get("repo_id")]
+    method = lineage.method
+    experts = [model_entry(e, weight=e.weight) for e in lineage.experts]
+    previous = model_entry(lineage.previous) if lineage.previous else None
     data = ModelCardData(
-        base_model=list(dict.fromkeys(hub_ids)) or None,
+        base_model=hub_ids(lineage.base, lineage.previous, *lineage.experts) or None,
         library_name="transformers",
-        tags=["hf_time", "merge", lineage["method"]],
+        tags=["hf_time", "merge", method.name],
         base_model_relation="merge",
     )
     card = ModelCard.from_template(
         data,
         template_str=template_text("merge"),
         title=title or "Merged model",
-        method=lineage["method"],
-        summary=lineage.get("summary"),
-        paper=lineage.get("paper"),
-        parameters=lineage.get("parameters") or {},
-        lines=lineage.get("lines"),
-        base=base,
+        method=method.name,
+        summary=method.summary,
+        paper=method.paper,
+        parameters=dict(method.parameters),
+        lines=method.lines,
+        base=model_entry(lineage.base),
         experts=experts,
-        config_yaml=yaml.safe_dump(dict(config_yaml), sort_keys=False),
+        previous=previous,
+        step=(lineage.state or {}).get("t"),
+        all_pinned=all(r.repo_id for r in lineage.inputs()),
+        config_yaml=config_yaml(lineage),
     )
     return str(card)
 
 
-def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+def _flat(d: Any) -> dict[str, Any]:
+    """Nested settings as one table row each (``lora`` as JSON); unset values left out."""
+    import json
+
+    return {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in dict(d).items() if v is not None}
 
 
-def render_expert_card(lineage: Mapping[str, Any], title: str, *, adapter: bool = False) -> str:
-    """Render the README.md of a finetuned expert (full weights or a PEFT adapter).
+def render_expert_card(lineage: Lineage, title: str, *, adapter: bool = False) -> str:
+    """README.md of a finetuned expert (full weights or a PEFT adapter), from a ``train`` lineage.
 
-    Args:
-        lineage: ``{"base": {ref, repo_id, sha}, "task": str, "training": {...}, "stats": {...}}``.
-        title: card title (usually the repo name).
-        adapter: the expert is a PEFT adapter (``base_model_relation: adapter``) instead of full weights.
+    ``details`` holds ``task``, ``training`` (flat settings) and ``stats`` (results).
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    base = lineage["base"]
+    base = lineage.base
+    task = lineage.details["task"]
     data = ModelCardData(
-        base_model=base.get("repo_id"),
+        base_model=base.repo_id,
         library_name="peft" if adapter else "transformers",
-        tags=["hf_time", "expert", str(lineage["task"])] + (["lora"] if adapter else []),
+        tags=["hf_time", "expert", str(task)] + (["lora"] if adapter else []),
         base_model_relation="adapter" if adapter else "finetune",
     )
     card = ModelCard.from_template(
         data,
         template_str=template_text("expert"),
         title=title,
-        base=base,
-        task=lineage["task"],
-        training=lineage.get("training") or {},
-        stats=lineage.get("stats") or {},
+        base=model_entry(base),
+        task=task,
+        training=_flat(lineage.details.get("training") or {}),
+        stats=dict(lineage.details.get("stats") or {}),
     )
     return str(card)

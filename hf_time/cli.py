@@ -44,11 +44,13 @@ def _add_merge(sub) -> None:
     p.add_argument("--param", action="append", default=[], type=_kv, metavar="K=V", help="method parameter (repeat)")
     p.add_argument("--weight", action="append", type=float, metavar="W", help="expert weight, one per --expert, in order")
     p.add_argument("--lines", nargs=2, type=float, metavar=("ALPHA", "BETA"), help="LiNeS layer scaling of the task vector")
+    p.add_argument("--previous", metavar="REF", help="sequential methods: the snapshot the previous fold wrote "
+                   "(its hf_time.json holds the state); omit at the first step")
     p.add_argument("--out", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder (only once the new one is complete)")
     p.add_argument("--dtype", help="output dtype: float32, bfloat16, float16 (default: the base's)")
     p.add_argument("--device", default=None, help="cpu (default) or cuda[:i]")
-    p.add_argument("--max-shard-size", default="5GB", help="output shard size (default 5GB)")
+    p.add_argument("--max-shard-size", default=None, help="output shard size of a full model (default 5GB)")
     p.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin checkpoints (weights_only=True)")
     add_publish_args(p)
     p.set_defaults(func=cmd_merge)
@@ -89,6 +91,8 @@ def cmd_merge(args) -> int:
             config = _replace(config, device=args.device)
         if args.lines:
             config = _replace(config, lines=tuple(args.lines))
+        if args.previous:
+            config = _replace(config, previous=args.previous)
     else:
         missing = [f for f, v in (("--base", args.base), ("--expert", args.expert), ("--method", args.method)) if not v]
         if missing:
@@ -101,7 +105,7 @@ def cmd_merge(args) -> int:
         config = MergeConfig(
             base=args.base, experts=tuple(ExpertSpec(e, w) for e, w in zip(args.expert, weights)), method=args.method,
             params=dict(args.param), dtype=args.dtype, device=args.device or "cpu",
-            lines=tuple(args.lines) if args.lines else None,
+            lines=tuple(args.lines) if args.lines else None, previous=args.previous,
         )
     result = merge(
         config=config, out=args.out, push_to=args.push_to, tag=args.tag, private=args.private,
@@ -109,7 +113,8 @@ def cmd_merge(args) -> int:
         hub=Hub(endpoint=args.endpoint) if (args.endpoint or args.push_to or not _all_local(config)) else None,
         progress=not args.quiet,
     )
-    print(f"merged -> {result.out_dir}")
+    verb = f"folded expert {result.state['t']}" if result.lineage.kind == "fold" else "merged"
+    print(f"{verb} -> {result.out_dir}")
     print_published(result.published)
     return 0
 
@@ -117,7 +122,8 @@ def cmd_merge(args) -> int:
 def _all_local(config) -> bool:
     from hf_time.refs import parse_ref
 
-    return all(parse_ref(r).is_local for r in [config.base, *(e.ref for e in config.experts)])
+    refs = [config.base, *(e.ref for e in config.experts), *([config.previous] if config.previous else [])]
+    return all(parse_ref(r).is_local for r in refs)
 
 
 def _replace(config, **changes):
@@ -139,13 +145,7 @@ def cmd_ls(args) -> int:
 
     specs = list_methods(args.kind)
     if args.json:
-        rows = [
-            {"name": s.name, "kind": s.kind, "summary": s.summary, "paper": s.paper,
-             "parameters": [{"name": p.name, "type": p.type, "default": p.default, "help": p.help,
-                             "per_expert": p.per_expert, "bounds": p.bounds} for p in s.parameters()]}
-            for s in specs
-        ]
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([s.describe() for s in specs], indent=2))
         return 0
     if args.markdown:
         print(methods_markdown(specs))

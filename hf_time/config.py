@@ -20,7 +20,7 @@ from hf_time.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 _TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "device", "lines", "out", "push_to",
-             "tag", "tokenizer_source", "name", "out_dtype"}
+             "tag", "tokenizer_source", "name", "out_dtype", "previous"}
 _MODEL_KEYS = {"model", "parameters"}
 # mergekit knobs that change memory use, not results: accepted so mergekit configs run unchanged.
 _IGNORED_PARAMS = {"int8_mask"}
@@ -47,6 +47,7 @@ class MergeConfig:
         dtype: output dtype of floating tensors (None keeps the base's).
         device: where to compute.
         lines: (alpha, beta) LiNeS layer scaling, or None.
+        previous: the snapshot a sequential method continues (None at its first step).
         out, push_to, tag: where the result goes.
     """
 
@@ -57,6 +58,7 @@ class MergeConfig:
     dtype: str | None = None
     device: str = "cpu"
     lines: tuple[float, float] | None = None
+    previous: str | None = None
     out: str | None = None
     push_to: str | None = None
     tag: str | None = None
@@ -73,6 +75,8 @@ class MergeConfig:
             d["dtype"] = self.dtype
         if self.lines:
             d["lines"] = {"alpha": self.lines[0], "beta": self.lines[1]}
+        if self.previous:
+            d["previous"] = self.previous
         return d
 
 
@@ -164,6 +168,7 @@ def merge_config_from_dict(data: Mapping[str, Any], source: str = "config") -> M
         dtype=dtype,
         device=str(data.get("device", "cpu")),
         lines=lines_t,
+        previous=data.get("previous"),
         out=data.get("out"),
         push_to=data.get("push_to"),
         tag=data.get("tag"),

@@ -1,7 +1,8 @@
-"""The streaming merge loop: for each tensor name, gather inputs, call the method, write the result.
+"""The streaming merge loop: for each tensor name, gather inputs, call one tensor operation, write it.
 
-The engine knows nothing about which method it runs beyond its registry spec, and nothing about
-where checkpoints come from: it reads tensors from *weight sources* (anything with ``infos`` and
+The engine knows nothing about which method it runs — an executor hands it a :class:`StreamJob`
+whose ``op`` maps the tensors of one name to the output tensor — and nothing about where
+checkpoints come from: it reads tensors from *weight sources* (anything with ``infos`` and
 ``get(name)``, e.g. :class:`hf_time.io.Checkpoint`) and streams results into a
 :class:`~hf_time.io.ShardedSafetensorsWriter`. Memory stays at (experts + 2) tensors of the largest
 size, plus one prefetched set, whatever the model size.
@@ -14,14 +15,13 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from hf_time.io import ShardedSafetensorsWriter, TensorInfo, plan_shards
-from hf_time.merges import MethodSpec, TensorContext, tensor_seed
-from hf_time.merges.lines import apply_lines
+from hf_time.merges.registry import TensorContext
 
 logger = logging.getLogger(__name__)
 
@@ -45,29 +45,32 @@ class WeightSource(Protocol):
     def read_into(self, name: str, buffer: torch.Tensor) -> torch.Tensor: ...
 
 
+TensorOp = Callable[[torch.Tensor, Sequence[torch.Tensor], TensorContext], torch.Tensor]
+
+
 @dataclass(frozen=True)
-class MergePlan:
-    """Everything the engine needs to know about *how* to merge, already validated.
+class StreamJob:
+    """Everything the engine needs to stream one output, already validated by the caller.
 
     Attributes:
-        spec: the registry entry of the method.
-        config: the method's config dataclass instance.
-        weights: one weight per expert.
-        expert_params: per-expert parameter overrides (field names), one dict per expert.
-        dtype: output dtype of floating tensors (None keeps the base's dtype).
-        device: where the method runs ("cpu", "cuda", "cuda:1").
-        compute_dtype: dtype the method computes in (float32 by default; merging in bf16 loses bits).
-        lines: (alpha, beta) for LiNeS layer scaling of the merged task vector, or None.
+        op: ``op(base, inputs, ctx) -> tensor`` for one floating tensor name (pure; inputs read-only).
+        weights: one weight per input (given to ``op`` in ``ctx.weights``).
+        expert_params: per-input parameter overrides, one mapping per input (``ctx.expert_params``).
+        device: where ``op`` runs ("cpu", "cuda", "cuda:1").
+        compute_dtype: dtype inputs are converted to (float32: merging in bf16 loses bits).
+        native_inputs: ``op`` accepts inputs in their stored dtype and converts them itself.
+        thresholds: per input, global magnitude thresholds (``ctx.magnitude_thresholds``), or None.
+        label: what the progress bar says.
     """
 
-    spec: MethodSpec
-    config: Any
+    op: TensorOp
     weights: tuple[float, ...]
     expert_params: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
-    dtype: torch.dtype | None = None
     device: str = "cpu"
     compute_dtype: torch.dtype = torch.float32
-    lines: tuple[float, float] | None = None
+    native_inputs: bool = False
+    thresholds: tuple[tuple[float, ...], ...] | None = None
+    label: str = "merging"
 
 
 def layer_index(name: str) -> int | None:
@@ -87,10 +90,10 @@ def output_infos(base: Mapping[str, TensorInfo], dtype: torch.dtype | None) -> l
     return out
 
 
-def global_magnitude_thresholds(
-    base: WeightSource, experts: Sequence[WeightSource], plan: MergePlan, *, progress: bool = True
+def magnitude_quantiles(
+    base: WeightSource, experts: Sequence[WeightSource], fractions: Sequence[Sequence[float]], *, progress: bool = True
 ) -> tuple[tuple[float, ...], ...]:
-    """Per expert, the |τ_i| values at the fractions the method asks for, over the whole model.
+    """Per expert, the |τ_i| values at ``fractions[i]`` over the whole model (τ_i = θ_i − θ_0).
 
     This is the "global threshold" of TIME's reference code: one cut-off per expert for all tensors.
     It holds |τ_i| of every floating tensor of one expert in memory at a time (float32), so it costs
@@ -98,9 +101,8 @@ def global_magnitude_thresholds(
     """
     names = [n for n, i in base.infos.items() if i.is_float]
     out = []
-    for idx, expert in enumerate(experts):
-        fractions = plan.spec.global_quantiles(plan.config, plan.expert_params[idx] if plan.expert_params else {})
-        if not fractions:
+    for idx, (expert, wanted) in enumerate(zip(experts, fractions)):
+        if not wanted:
             out.append(())
             continue
         parts = [
@@ -109,7 +111,7 @@ def global_magnitude_thresholds(
         ]
         flat = torch.cat(parts) if parts else torch.zeros(1)
         del parts
-        out.append(quantile_values(flat, fractions))
+        out.append(quantile_values(flat, wanted))
     return tuple(out)
 
 
@@ -152,42 +154,35 @@ class _Buffers:
 
 def run(
     base: WeightSource,
-    experts: Sequence[WeightSource],
-    plan: MergePlan,
+    sources: Sequence[WeightSource],
+    job: StreamJob,
     writer: ShardedSafetensorsWriter,
     *,
     progress: bool = True,
 ) -> None:
-    """Merge every tensor of ``base`` with the experts' and stream the results to ``writer``.
+    """Stream every tensor of ``base`` and ``sources`` through ``job.op`` into ``writer``.
 
     Non-floating tensors (integer buffers) are copied from the base. A background thread reads the
-    raw bytes of tensor k+1 while tensor k is merged (or, for methods that read the raw buffers
-    directly, while it is written); reads release the GIL.
+    raw bytes of tensor k+1 while tensor k is merged (or, for native-input ops, while it is
+    written); reads release the GIL.
     """
-    spec, config = plan.spec, plan.config
-    device = torch.device(plan.device)
+    device = torch.device(job.device)
     names = list(base.infos)
     layers = {n: layer_index(n) for n in names}
     num_layers = max((i for i in layers.values() if i is not None), default=-1) + 1 or None
-    thresholds = None
-    if getattr(config, "threshold_scope", "tensor") == "global" and spec.global_quantiles is not None:
-        wanted = [spec.global_quantiles(config, ep) for ep in (plan.expert_params or [{}] * len(experts))]
-        if any(wanted):  # () means this expert needs no statistics (e.g. density 1: nothing trimmed)
-            thresholds = global_magnitude_thresholds(base, experts, plan, progress=progress)
-    seed = int(getattr(config, "seed", 0) or 0)
     out_dtypes = {i.name: i.torch_dtype for i in writer_infos(writer)}
-    sources = [base, *experts]
-    native = spec.native_inputs and device.type == "cpu"
-    bufs = _Buffers(len(sources), list(base.infos.values()), plan.compute_dtype, device, out_dtypes, native=native)
+    inputs_all = [base, *sources]
+    native = job.native_inputs and device.type == "cpu"
+    bufs = _Buffers(len(inputs_all), list(base.infos.values()), job.compute_dtype, device, out_dtypes, native=native)
 
     def load(name: str) -> list[torch.Tensor]:
         if not base.infos[name].is_float:
             return [base.read_into(name, bufs.raw[0])]
-        return [src.read_into(name, bufs.raw[j]) for j, src in enumerate(sources)]
+        return [src.read_into(name, bufs.raw[j]) for j, src in enumerate(inputs_all)]
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load, names[0]) if names else None
-        bar = tqdm(total=len(names), desc=f"merging ({spec.name})", unit="tensor", disable=not progress)
+        bar = tqdm(total=len(names), desc=job.label, unit="tensor", disable=not progress)
         for i, name in enumerate(names):
             raws = pending.result()
 
@@ -203,20 +198,10 @@ def run(
                 inputs = raws if native else [bufs.as_compute(j, r) for j, r in enumerate(raws)]
                 if not native:
                     read_next()
-                bt, ets = inputs[0], inputs[1:]
-                ctx = TensorContext(
-                    name=name,
-                    weights=plan.weights,
-                    expert_params=plan.expert_params,
-                    layer=layers[name],
-                    num_layers=num_layers,
-                    seed=tensor_seed(seed, name),
-                    magnitude_thresholds=thresholds,
-                )
-                result = spec.fn(bt if spec.uses_base else None, ets, config, ctx)
-                if plan.lines is not None and spec.uses_base:
-                    result = apply_lines(bt.to(result.dtype), result, ctx, *plan.lines)
-                del inputs, bt, ets
+                ctx = TensorContext(name=name, weights=job.weights, expert_params=job.expert_params,
+                                    layer=layers[name], num_layers=num_layers, magnitude_thresholds=job.thresholds)
+                result = job.op(inputs[0], inputs[1:], ctx)
+                del inputs
                 if native:
                     read_next()
                 writer.write(name, bufs.as_output(result, out_dtypes[name]))

@@ -10,20 +10,19 @@ renamed into place only when complete (:func:`atomic_output_dir`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
 
-from hf_time.errors import MissingWeightsError, OutputExistsError, UnsafeCheckpointError
+from hf_time.atomic import atomic_output_dir, atomic_write_text  # noqa: F401  (kept importable from here)
+from hf_time.errors import MissingWeightsError, UnsafeCheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -340,36 +339,6 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tenso
         f.write(_header_bytes(infos, meta))
         for t in tensors.values():
             f.write(memoryview(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()))
-
-
-@contextlib.contextmanager
-def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``out_dir``; on success it is renamed to ``out_dir``.
-
-    On any error (or KeyboardInterrupt) the temporary directory is removed, so no partial output is
-    ever visible at ``out_dir``. With ``overwrite`` an existing ``out_dir`` is replaced only after the
-    new one is complete.
-
-    Raises:
-        OutputExistsError: ``out_dir`` exists and ``overwrite`` is False (checked before any work).
-    """
-    out = Path(out_dir).absolute()
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"output directory {out} already exists; choose another --out or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def copy_files(src: Path, dst: Path, names: Iterable[str]) -> list[str]:

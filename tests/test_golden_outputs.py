@@ -125,7 +125,7 @@ def test_lowrank(models, tmp_path, golden, method):
 
 def test_rmm_revert(models, tmp_path, golden):
     from hf_time.api import merge
-    from hf_time.lowrank.revert import revert
+    from hf_time.api import revert
 
     base, _, adapters = models
     snap = merge(str(base), [str(a) for a in adapters], "rmm", params={"p": 1}, out=tmp_path / "s", progress=False).out_dir
@@ -137,7 +137,7 @@ def test_rmm_revert(models, tmp_path, golden):
 
 @pytest.mark.parametrize("method", sorted(SEQUENTIAL_PARAMS))
 def test_sequential(models, tmp_path, golden, method):
-    from hf_time.sequential import fold
+    from hf_time.api import fold
 
     base, experts, _ = models
     previous = state = None

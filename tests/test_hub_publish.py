@@ -8,6 +8,7 @@ import torch
 
 from hf_time.api import merge
 from hf_time.errors import IncompatibleExpertsError, PublishError, RepoNotFoundError, RevisionNotFoundError
+from hf_time.lineage import Lineage
 from hf_time.hub import Hub
 from tiny import save_tiny_llama
 from conftest import HUB_TOKEN
@@ -49,8 +50,8 @@ def test_merge_by_hub_id_publish_and_pull(hub, hub_models, tmp_path):
     # lineage pins each input to the commit sha it was read at (v1, not main's newer commit)
     v1 = next(t.target_commit for t in api.list_repo_refs("pub/e1").tags if t.name == "v1")
     lineage = res.lineage
-    assert lineage["experts"][0]["sha"] == v1 and lineage["experts"][0]["revision"] == "v1"
-    assert lineage["base"]["sha"] == api.model_info("pub/base").sha
+    assert lineage.experts[0].sha == v1 and lineage.experts[0].revision == "v1"
+    assert lineage.base.sha == api.model_info("pub/base").sha
     # numbers: θ_0 + 0.5·(τ_1 + τ_2) with τ_1 from the v1 weights
     b, x1, x2, m = _state(hub_models["base"]), _state(hub_models["e1"]), _state(hub_models["e2"]), _state(res.out_dir)
     for n in b:
@@ -63,7 +64,7 @@ def test_merge_by_hub_id_publish_and_pull(hub, hub_models, tmp_path):
     files = set(api.list_repo_files("pub/merged", revision="step-1"))
     assert {"model.safetensors", "config.json", "hf_time.json", "README.md", "merge_config.yaml"} <= files
     remote_lineage = json.loads(open(api.hf_hub_download("pub/merged", "hf_time.json", revision="step-1")).read())
-    assert remote_lineage == lineage
+    assert Lineage.from_dict(remote_lineage) == lineage
     # the card's YAML parses back with the real client
     card = ModelCard.load("pub/merged")
     assert card.data.base_model == ["pub/base", "pub/e1", "pub/e2"]

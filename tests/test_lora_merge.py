@@ -10,6 +10,7 @@ from hf_time.api import merge
 from hf_time.cli import main
 from hf_time.errors import ConfigError, IncompatibleExpertsError
 from hf_time.io import Checkpoint
+from hf_time.lineage import Lineage
 from hf_time.merges import get
 from test_lora_adapters import IDS, peft_deltas, peft_model, save_tiny_lora
 from tiny import save_tiny_llama
@@ -47,7 +48,7 @@ def test_lora_cat_is_exact_in_delta_w_and_removable(lora, tmp_path):
     for path, delta in got.items():
         torch.testing.assert_close(delta, sum(w * e[path] for w, e in zip(weights, expected)), rtol=1e-5, atol=1e-6)
     # ranks add up (4 + 2 + 3 in the module with a rank_pattern); each expert owns a slice: dropping it removes it exactly
-    modules = res.lineage["modules"]
+    modules = res.lineage.output.details["modules"]
     assert modules["model.layers.1.self_attn.q_proj"]["rank"] == 9 and modules["model.layers.0.self_attn.q_proj"]["rank"] == 10
     tensors = load_file(res.out_dir / "adapter_model.safetensors")
     for path, info in modules.items():
@@ -68,7 +69,7 @@ def test_outputs_load_in_peft_with_the_dense_logits(lora, tmp_path):
     svd = merge(str(base), refs, "lora_svd", params={"rank": 10, "method_params": "lambda=0.7"}, out=tmp_path / "svd", progress=False)
     for out in (cat.out_dir, svd.out_dir):
         torch.testing.assert_close(peft_model(base, out)(IDS).logits, dense_logits, rtol=1e-5, atol=1e-5)
-    assert all(m["energy_kept"] == pytest.approx(1.0) for m in svd.lineage["modules"].values())
+    assert all(m["energy_kept"] == pytest.approx(1.0) for m in svd.lineage.output.details["modules"].values())
     card = (svd.out_dir / "README.md").read_text()
     assert "library_name: peft" in card and "base_model_relation: adapter" in card and "Energy of the merged" in card
 
@@ -88,7 +89,7 @@ def test_lora_svd_at_full_rank_equals_the_dense_merge(lora, tmp_path, method, pa
         torch.testing.assert_close(delta, m.get(name) - b.get(name), rtol=1e-4, atol=2e-5)
     # lower rank: the energy kept is reported per module, and is the SVD's
     low = merge(str(base), refs, "lora_svd", params={"rank": 2, "method": method, "method_params": params}, out=tmp_path / "low", progress=False)
-    for path, info in low.lineage["modules"].items():
+    for path, info in low.lineage.output.details["modules"].items():
         s = torch.linalg.svdvals(got[path].double())
         assert info["rank"] == 2 and info["energy_kept"] == pytest.approx(float((s[:2] ** 2).sum() / (s ** 2).sum()), rel=1e-4)
 
@@ -141,4 +142,4 @@ def test_cli_and_registry(lora, tmp_path, capsys):
                  "--out", str(out), "--quiet"])
     assert code == 0 and (out / "adapter_model.safetensors").is_file()
     assert main(["merge", str(out / "merge_config.yaml"), "--out", str(tmp_path / "again"), "--quiet"]) == 0
-    assert json.loads((tmp_path / "again" / "hf_time.json").read_text())["files"] == json.loads((out / "hf_time.json").read_text())["files"]
+    assert Lineage.load(tmp_path / "again").output.files == Lineage.load(out).output.files

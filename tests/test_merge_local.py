@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_time.api import merge
+from hf_time.lineage import Lineage
 from hf_time.errors import (
     ConfigError, IncompatibleExpertsError, OutputExistsError, UnknownMethodError, UnsafeCheckpointError,
 )
@@ -52,11 +53,11 @@ def test_lineage_records_hashes_and_parameters(models, tmp_path):
 
     d, base, e1, e2 = models
     res = merge(str(base), [str(e1), str(e2)], "ties", params={"density": 0.5}, out=tmp_path / "t", progress=False)
-    lineage = json.loads((res.out_dir / "hf_time.json").read_text())
-    assert lineage["method"] == "ties"
-    assert lineage["parameters"]["density"] == 0.5 and lineage["parameters"]["lambda"] == 1.0
-    assert lineage["files"]["model.safetensors"] == sha256_file(res.out_dir / "model.safetensors")
-    assert [e["weight"] for e in lineage["experts"]] == [1.0, 1.0]
+    lineage = Lineage.load(res.out_dir)
+    assert lineage == res.lineage and lineage.kind == "merge" and lineage.method.name == "ties"
+    assert lineage.method.parameters["density"] == 0.5 and lineage.method.parameters["lambda"] == 1.0
+    assert lineage.output.files["model.safetensors"] == sha256_file(res.out_dir / "model.safetensors")
+    assert [e.weight for e in lineage.experts] == [1.0, 1.0]
 
 
 def test_bf16_output_and_sharding(models, tmp_path):
@@ -109,9 +110,10 @@ def test_interrupted_merge_leaves_no_output(models, tmp_path, monkeypatch):
         return spec.fn(*args, **kwargs)
 
     import dataclasses
-    import hf_time.api as api_mod
 
-    monkeypatch.setattr(api_mod, "get", lambda name: dataclasses.replace(spec, fn=boom))
+    import hf_time.pipeline.plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "get", lambda name: dataclasses.replace(spec, fn=boom))
     with pytest.raises(KeyboardInterrupt):
         merge(str(base), [str(e1)], "task_arithmetic", out=tmp_path / "out", progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -132,7 +134,7 @@ def test_unknown_and_out_of_range_params_reported_together(models, tmp_path):
     with pytest.raises(ConfigError) as err:
         merge(str(base), [str(e1)], "ties", params={"densty": 0.5, "lambda": "abc"}, out=tmp_path / "o")
     assert len(err.value.problems) == 2
-    assert "densty" in str(err.value) and "valid: density" in str(err.value) and "lambda" in str(err.value)
+    assert "densty" in str(err.value) and "did you mean 'density'" in str(err.value) and "lambda" in str(err.value)
     with pytest.raises(ConfigError, match="density.*<= 1.0"):
         merge(str(base), [str(e1)], "ties", params={"density": 1.5}, out=tmp_path / "o")
     assert not (tmp_path / "o").exists()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from hf_time.merges import TensorContext, get, tensor_seed
+from hf_time.merges import TensorContext, get
 from hf_time.merges.lines import apply_lines, lines_scale
 
 D = torch.float64
@@ -22,13 +22,15 @@ TAUS = [T(0.5, -0.1, 0.3, -0.8, 0.0), T(-0.6, 0.2, 0.1, 0.4, -0.3), T(0.3, 0.1, 
 EXPERTS = [BASE + t for t in TAUS]
 
 
-def ctx(n, weights=None, seed=0, **kw):
-    return TensorContext(name="blocks.0.w", weights=tuple(weights or (1.0,) * n), seed=tensor_seed(seed, "blocks.0.w"), **kw)
+def ctx(n, weights=None, **kw):
+    return TensorContext(name="blocks.0.w", weights=tuple(weights or (1.0,) * n), **kw)
 
 
-def merge(name, base, experts, params=None, **ctx_kw):
+def merge(name, base, experts, params=None, seed=None, **ctx_kw):
+    """One tensor merged by ``name``; ``seed`` is DARE's config seed (masks derive from it and the tensor name)."""
     spec = get(name)
-    return spec.fn(base, experts, spec.make_config(params or {}), ctx(len(experts), **ctx_kw))
+    params = {**(params or {}), **({"seed": seed} if seed is not None else {})}
+    return spec.fn(base, experts, spec.make_config(params), ctx(len(experts), **ctx_kw))
 
 
 # -- linear / task arithmetic ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from hf_time.io import Checkpoint
 from hf_time.merges import TensorContext
 from hf_time.merges.opcm import is_projected, project_out, split_rank
-from hf_time.sequential import fold
+from hf_time.api import fold
 
 W = "model.layers.0.mlp.proj.weight"  # a linear weight inside a block: projected
 B = "model.layers.0.mlp.proj.bias"  # other parameter

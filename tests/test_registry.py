@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hf_time.errors import ConfigError, UnknownMethodError
-from hf_time.merges import TensorContext, get, list_methods, param, register, tensor_seed
+from hf_time.merges import TensorContext, get, list_methods, param, register
 
 DENSE = list_methods("dense")
 IDS = [s.name for s in DENSE]
@@ -22,7 +22,7 @@ def _inputs(spec, shape=(6, 5), dtype=torch.float32):
     n = spec.max_experts if spec.max_experts is not None else max(spec.min_experts, 3)
     base = torch.randn(shape, generator=g, dtype=dtype)
     experts = [base + torch.randn(shape, generator=g, dtype=dtype) for _ in range(n)]
-    ctx = TensorContext(name="model.layers.0.w", weights=(1.0,) * n, seed=tensor_seed(0, "model.layers.0.w"))
+    ctx = TensorContext(name="model.layers.0.w", weights=(1.0,) * n)
     return (base if spec.uses_base else None), experts, ctx
 
 

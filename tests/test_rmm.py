@@ -8,8 +8,8 @@ import torch
 from hf_time.api import merge
 from hf_time.cli import main
 from hf_time.errors import ConfigError, IncompatibleExpertsError, UnknownExpertError
-from hf_time.lowrank.factors import LoraModule
-from hf_time.lowrank.revert import revert
+from hf_time.merges.factors import LoraModule
+from hf_time.api import revert
 from hf_time.merges import TensorContext, get
 from hf_time.merges.rmm import factor_basis, reconstruct
 from test_lora_adapters import IDS, peft_deltas, peft_model, save_tiny_lora
@@ -79,7 +79,9 @@ def test_rmm_bad_configs():
     mods = _modules(3)
     with pytest.raises(ConfigError, match="p must be in 1..2"):
         spec.fn(mods, spec.make_config({"p": 3}), TensorContext(name="w", weights=(1.0,) * 3))
-    assert spec.make_config({"p": 3}).check_n_experts(3) and not spec.make_config({"p": 2}).check_n_experts(3)
+    assert spec.check(spec.make_config({"p": 3}), 3) and not spec.check(spec.make_config({"p": 2}), 3)
+    with pytest.raises(ConfigError, match="p must be at most n - 1 = 2"):
+        spec.make_config({"p": 3}, n_experts=3)
     uneven = mods[:2] + [LoraModule(torch.randn(2, 7), torch.randn(10, 2))]
     with pytest.raises(IncompatibleExpertsError, match="equal LoRA ranks"):
         spec.fn(uneven, spec.make_config({}), TensorContext(name="w", weights=(1.0,) * 3))
@@ -103,10 +105,11 @@ def test_rmm_snapshot_reverts_every_expert_exactly(rmm_inputs, tmp_path):
     d, base, adapters = rmm_inputs
     res = merge(str(base), [str(a) for a in adapters], "rmm", out=tmp_path / "rmm", progress=False)
     lineage = res.lineage
-    assert lineage["kind"] == "rmm" and lineage["p"] == 2 and lineage["centered"] is True
-    assert [e["name"] for e in lineage["experts"]] == ["sst", "qa", "code"]
-    assert all(e["reconstruction_error"] < 1e-5 for e in lineage["experts"])
-    assert lineage["storage"]["ratio"] == pytest.approx((2 * (4 + 3) + 4) / (4 * 3))
+    details = lineage.output.details
+    assert lineage.kind == "merge" and lineage.output.format == "rmm" and details["p"] == 2 and details["centered"] is True
+    assert [e.name for e in lineage.experts] == ["sst", "qa", "code"]
+    assert all(e.details["reconstruction_error"] < 1e-5 for e in lineage.experts)
+    assert details["storage"]["ratio"] == pytest.approx((2 * (4 + 3) + 4) / (4 * 3))
     assert sorted(p.name for p in res.out_dir.iterdir()) == ["README.md", "hf_time.json", "merge_config.yaml", "rmm.safetensors"]
     card = (res.out_dir / "README.md").read_text()
     assert "| 1 | `qa` |" in card and "Storage: **150.0%**" in card and "hf-time revert" in card
@@ -118,7 +121,7 @@ def test_rmm_snapshot_reverts_every_expert_exactly(rmm_inputs, tmp_path):
         torch.testing.assert_close(peft_model(base, rev.out_dir)(IDS).logits, peft_model(base, adapter)(IDS).logits, rtol=1e-5, atol=1e-5)
     # by name, merged into the base
     dense = revert(res.out_dir, "code", out=tmp_path / "dense", dense=True, progress=False)
-    assert dense.lineage["index"] == 2 and dense.lineage["dense"]
+    assert dense.lineage.kind == "revert" and dense.lineage.details["index"] == 2 and dense.lineage.details["dense"]
     torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(dense.out_dir)(IDS).logits,
                                peft_model(base, adapters[2])(IDS).logits, rtol=1e-5, atol=1e-5)
 
@@ -136,7 +139,7 @@ def test_rmm_below_n_minus_1_and_uncentred(rmm_inputs, tmp_path):
             num = sum(float((got[p] - expected[i][p]).double().square().sum()) for p in got)
             den = sum(float(expected[i][p].double().square().sum()) for p in got)
             errors.append((num / den) ** 0.5)
-        recorded = [e["reconstruction_error"] for e in res.lineage["experts"]]
+        recorded = [e.details["reconstruction_error"] for e in res.lineage.experts]
         assert recorded == pytest.approx(errors, rel=1e-3)
         assert min(errors) > 1e-3  # lossy: the recorded error is the real one, not a bound
 
@@ -146,7 +149,7 @@ def test_revert_bad_inputs(rmm_inputs, tmp_path, capsys):
     refs = [str(a) for a in adapters]
     with pytest.raises(ConfigError, match="p must be at most n - 1 = 2"):
         merge(str(base), refs, "rmm", params={"p": 3}, out=tmp_path / "x", progress=False)
-    with pytest.raises(ConfigError, match="weights do not apply"):
+    with pytest.raises(ConfigError, match="rmm does not weight its experts"):
         merge(str(base), refs, "rmm", weights=[1, 2, 1], out=tmp_path / "x", progress=False)
     uneven = save_tiny_lora(tmp_path / "r2", base, 4, r=2)
     with pytest.raises(IncompatibleExpertsError, match=r"equal LoRA ranks.*\[4, 2\]"):
@@ -160,7 +163,7 @@ def test_revert_bad_inputs(rmm_inputs, tmp_path, capsys):
     with pytest.raises(ConfigError, match="has no hf_time.json"):
         revert(adapters[0], 0, out=tmp_path / "r", progress=False)
     cat = merge(str(base), refs, "lora_cat", out=tmp_path / "cat", progress=False).out_dir
-    with pytest.raises(ConfigError, match="not an RMM snapshot .*kind='lowrank_merge'"):
+    with pytest.raises(ConfigError, match="not an RMM snapshot .*merge with adapter output"):
         revert(cat, 0, out=tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
     assert main(["revert", str(snap), "--expert", "-1", "--out", str(tmp_path / "r")]) == 1
@@ -172,28 +175,31 @@ def test_revert_bad_inputs(rmm_inputs, tmp_path, capsys):
 def test_cards_yaml_headers():
     from huggingface_hub import ModelCard
 
+    from hf_time.lineage import ExpertRecord, Lineage, MethodRecord, OutputRecord, RefRecord
     from hf_time.lowrank.cards import render_adapter_merge_card, render_rmm_card, render_revert_card
 
     sha = "a" * 40
-    base = {"ref": "org/base", "repo_id": "org/base", "revision": None, "sha": sha}
+    base = RefRecord("org/base", "org/base", None, sha)
     adapter = {"r": 8, "lora_alpha": 16, "use_rslora": False}
-    experts = [{"ref": "org/sst@v1", "repo_id": "org/sst", "revision": "v1", "sha": "1" * 40, "name": "sst", "weight": 1.0,
-                "adapter": adapter, "reconstruction_error": 0.25},
-               {"ref": "/data/qa", "repo_id": None, "revision": None, "sha": None, "name": "qa", "weight": 1.0,
-                "adapter": adapter, "reconstruction_error": 1e-7}]
-    lineage = {"method": "rmm", "summary": "RMM.", "paper": "https://arxiv.org/abs/2510.14163", "base": base,
-               "experts": experts, "p": 1, "centered": True, "storage": {"stored": 10, "original": 16, "ratio": 0.625},
+    experts = (ExpertRecord("org/sst@v1", "org/sst", "v1", "1" * 40, name="sst",
+                            details={"adapter": adapter, "reconstruction_error": 0.25}),
+               ExpertRecord("/data/qa", name="qa", details={"adapter": adapter, "reconstruction_error": 1e-7}))
+    method = MethodRecord("rmm", "lowrank", "RMM.", "https://arxiv.org/abs/2510.14163", {"p": 1, "centered": True})
+    details = {"p": 1, "centered": True, "storage": {"stored": 10, "original": 16, "ratio": 0.625},
                "modules": {"m": {"rank": 8}}, "tail_energy": 0.5}
-    card = ModelCard(render_rmm_card(lineage, {"merge_method": "rmm"}, title="t", repo="org/rmm"))
+    lineage = Lineage("merge", OutputRecord("rmm", {}, details=details), method, base, experts)
+    card = ModelCard(render_rmm_card(lineage, title="t", repo="org/rmm"))
     assert card.data.base_model == ["org/base", "org/sst"] and card.data.base_model_relation == "merge"
-    assert "| 0 | `sst` | [org/sst](https://huggingface.co/org/sst) | `1111111111` | 8 | 16 | 2.500e-01 |" in card.text
+    assert "| 0 | `sst` | [org/sst](/org/sst) | `1111111111` | 8 | 16 | 2.500e-01 |" in card.text
     assert "Storage: **62.5%**" in card.text and "hf-time revert org/rmm --expert 0" in card.text
-    merged = dict(lineage, method="lora_cat", modules={"m": {"rank": 16, "slices": [[0, 8], [8, 16]]}})
-    card = ModelCard(render_adapter_merge_card(merged, {"merge_method": "lora_cat"}))
+    merged = Lineage("merge", OutputRecord("adapter", {}, details={"modules": {"m": {"rank": 16, "slices": [[0, 8], [8, 16]]}}}),
+                     MethodRecord("lora_cat", "lowrank"), base, experts)
+    card = ModelCard(render_adapter_merge_card(merged))
     assert card.data.base_model == "org/base" and card.data.base_model_relation == "adapter" and card.data.library_name == "peft"
     assert "removable per expert" in card.text and 'revision="' + sha + '"' in card.text
-    revert_lineage = {"base": base, "source": {"ref": "org/rmm", "repo_id": "org/rmm", "sha": "b" * 40}, "expert": experts[0],
-                      "index": 0, "p": 1, "centered": True, "n_experts": 2, "dense": False}
-    card = ModelCard(render_revert_card(revert_lineage))
+    reverted = Lineage("revert", OutputRecord("adapter", {}), base=base, experts=experts[:1],
+                       source=RefRecord("org/rmm", "org/rmm", None, "b" * 40),
+                       details={"index": 0, "p": 1, "centered": True, "n_experts": 2, "dense": False})
+    card = ModelCard(render_revert_card(reverted))
     assert card.data.base_model == "org/base" and card.data.base_model_relation == "adapter"
     assert "hf-time revert org/rmm --expert 0 --out ./reverted" in card.text

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import HUB_TOKEN
+from hf_time.lineage import Lineage
 from hf_time.api import merge
 from hf_time.cli import main
 from hf_time.errors import IncompatibleExpertsError, MissingAdapterConfigError
@@ -49,8 +50,8 @@ def test_rmm_publish_and_revert_from_the_hub(hub, hub_lora, tmp_path):
     assert set(api.list_repo_files("lr/rmm", revision="step-1")) >= {"rmm.safetensors", "hf_time.json", "README.md", "merge_config.yaml"}
     lineage = res.lineage
     v1 = next(t.target_commit for t in api.list_repo_refs("lr/qa").tags if t.name == "v1")
-    assert lineage["experts"][1]["sha"] == v1 and lineage["base"]["sha"] == api.model_info("lr/base").sha
-    assert lineage["files"]["rmm.safetensors"] == api.get_paths_info("lr/rmm", ["rmm.safetensors"], revision="step-1")[0].lfs.sha256
+    assert lineage.experts[1].sha == v1 and lineage.base.sha == api.model_info("lr/base").sha
+    assert lineage.output.files["rmm.safetensors"] == api.get_paths_info("lr/rmm", ["rmm.safetensors"], revision="step-1")[0].lfs.sha256
     card = ModelCard.load("lr/rmm")
     assert card.data.base_model == ["lr/base", "lr/sst", "lr/qa", "lr/code"] and "rmm" in card.data.tags
     assert "hf-time revert lr/rmm --expert 0" in card.text
@@ -60,9 +61,9 @@ def test_rmm_publish_and_revert_from_the_hub(hub, hub_lora, tmp_path):
     assert code == 0
     path = snapshot_download("lr/qa-reverted")
     cfg = json.loads(open(f"{path}/adapter_config.json").read())
-    assert cfg["base_model_name_or_path"] == "lr/base" and cfg["revision"] == lineage["base"]["sha"] and cfg["use_rslora"]
-    reverted = json.loads(open(f"{path}/hf_time.json").read())
-    assert reverted["source"]["sha"] == pub.commit and reverted["expert"]["sha"] == v1
+    assert cfg["base_model_name_or_path"] == "lr/base" and cfg["revision"] == lineage.base.sha and cfg["use_rslora"]
+    reverted = Lineage.load(path)
+    assert reverted.source.sha == pub.commit and reverted.experts[0].sha == v1
     base = hub_lora["base"]
     torch.testing.assert_close(peft_model(base, path)(IDS).logits, peft_model(base, hub_lora["qa"])(IDS).logits, rtol=1e-5, atol=1e-5)
 
@@ -76,7 +77,7 @@ def test_hub_adapters_in_a_dense_merge_and_lora_cat(hub, hub_lora, tmp_path):
     torch.testing.assert_close(peft_model(hub_lora["base"], cat.out_dir)(IDS).logits,
                                AutoModelForCausalLM.from_pretrained(dense.out_dir)(IDS).logits, rtol=1e-5, atol=1e-5)
     cfg = json.loads((cat.out_dir / "adapter_config.json").read_text())
-    assert cfg["base_model_name_or_path"] == "lr/base" and cfg["revision"] == cat.lineage["base"]["sha"]
+    assert cfg["base_model_name_or_path"] == "lr/base" and cfg["revision"] == cat.lineage.base.sha
 
 
 def test_hub_bad_adapters(hub, hub_lora, tmp_path):

@@ -5,13 +5,15 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from hf_time import engine
 from hf_time.cards import sha256_file
 from hf_time.errors import ConfigError, IncompatibleExpertsError, OutputExistsError, UnknownMethodError
 from hf_time.io import Checkpoint
 from hf_time.merges import get, list_methods
-from hf_time.sequential import FoldResult, fold
+from hf_time.api import MergeResult, fold
+from hf_time.lineage import Lineage
 from tiny import save_tiny_llama
 
 
@@ -95,23 +97,27 @@ def test_output_reloads_and_lineage_records_method_params_t_state(models, tmp_pa
     base, experts = models
     results = _chain("opcm", base, experts, tmp_path)
     res = results[-1]
-    assert isinstance(res, FoldResult)
+    assert isinstance(res, MergeResult)
     files = sorted(p.name for p in res.out_dir.iterdir())
-    assert files == ["config.json", "generation_config.json", "hf_time.json", "model.safetensors"]
+    assert files == ["README.md", "config.json", "generation_config.json", "hf_time.json", "merge_config.yaml",
+                     "model.safetensors"]
     model = LlamaForCausalLM.from_pretrained(res.out_dir)
     ref = LlamaForCausalLM.from_pretrained(base)
     ref.load_state_dict(_state(res.out_dir), strict=False)
     ids = torch.tensor([[1, 5, 7, 9]])
     torch.testing.assert_close(model(ids).logits, ref(ids).logits)
 
-    lineage = json.loads((res.out_dir / "hf_time.json").read_text())
-    assert lineage["kind"] == "fold" and lineage["method"] == "opcm"
-    assert lineage["parameters"] == {"alpha": 0.5} and lineage["t"] == 3
-    assert lineage["state"] == res.state
+    lineage = Lineage.load(res.out_dir)
+    assert lineage == res.lineage and lineage.kind == "fold" and lineage.method.name == "opcm"
+    assert lineage.method.parameters == {"alpha": 0.5} and lineage.state["t"] == 3
+    assert lineage.state == res.state
     assert set(res.state) == {"method", "t", "params", "lambda", "norms"} and len(res.state["norms"]) == 3
-    assert lineage["previous"]["ref"] == str(results[1].out_dir)
-    assert lineage["expert"]["ref"] == str(experts[2].absolute())
-    assert lineage["files"]["model.safetensors"] == sha256_file(res.out_dir / "model.safetensors")
+    assert lineage.previous.ref == str(results[1].out_dir)
+    assert [e.ref for e in lineage.experts] == [str(experts[2].absolute())]
+    assert lineage.output.files["model.safetensors"] == sha256_file(res.out_dir / "model.safetensors")
+    config = yaml.safe_load((res.out_dir / "merge_config.yaml").read_text())
+    assert config["merge_method"] == "opcm" and config["previous"] == str(results[1].out_dir)
+    assert "Step 3 of a sequential **opcm** merge" in (res.out_dir / "README.md").read_text()
     assert not list(tmp_path.glob(".*"))  # no temp dir or scratch file left behind
 
 
@@ -122,8 +128,7 @@ def test_refolding_gives_byte_identical_weights(models, tmp_path, method):
     again = fold(results[1].out_dir, base, experts[2], method, tmp_path / "again", state=results[1].state,
                  progress=False)
     assert again.state == results[2].state
-    a = json.loads((results[2].out_dir / "hf_time.json").read_text())["files"]
-    b = json.loads((again.out_dir / "hf_time.json").read_text())["files"]
+    a, b = Lineage.load(results[2].out_dir).output.files, Lineage.load(again.out_dir).output.files
     assert a == b and a["model.safetensors"] == sha256_file(again.out_dir / "model.safetensors")
 
 
@@ -148,9 +153,9 @@ def test_fold_memory_is_a_fixed_set_of_buffers(models, tmp_path, monkeypatch):
         seen.append((made[-1], [x for x in (previous, base_t, expert) if x is not None]))
         return spec.fn(previous, base_t, expert, config, ctx, state)
 
-    import hf_time.sequential as seq
+    import hf_time.pipeline.plan as plan_mod
 
-    monkeypatch.setattr(seq, "get", lambda name: dataclasses.replace(spec, fn=spy))
+    monkeypatch.setattr(plan_mod, "get", lambda name: dataclasses.replace(spec, fn=spy))
     monkeypatch.setattr(Checkpoint, "get", lambda *a: pytest.fail("a fold must read into buffers, not fresh tensors"))
     results = _chain("opcm", base, experts, tmp_path)
     assert results[-1].state["t"] == 3
@@ -206,8 +211,8 @@ def test_bad_states_name_the_key(models, tmp_path):
     for state, method, needle in cases:
         with pytest.raises(ConfigError, match=needle):
             fold(prev, base, experts[1], method, tmp_path / "two", state=state, progress=False)
-    with pytest.raises(ConfigError, match="without its state"):
-        fold(prev, base, experts[1], "opcm", tmp_path / "two", progress=False)
+    with pytest.raises(ConfigError, match="without its state"):  # a previous snapshot no fold wrote
+        fold(experts[0], base, experts[1], "opcm", tmp_path / "two", progress=False)
     with pytest.raises(ConfigError, match="without `previous`"):
         fold(None, base, experts[1], "opcm", tmp_path / "two", state=first.state, progress=False)
     assert not (tmp_path / "two").exists()

@@ -62,7 +62,7 @@ def task_entry(name: str, path: Path) -> dict:
 
 def fake_trainer(init_dir, task, config, out_dir, *, replay=None, device=None) -> Path:
     """θ^s = init + DELTAS[task]: every floating tensor shifted by a known constant."""
-    from hf_time.api import CARRIED_FILES
+    from hf_time.pipeline.artifact import CARRIED_FILES
     from hf_time.io import atomic_output_dir, copy_files
 
     init_dir, out_dir = Path(init_dir), Path(out_dir)

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from test_timeline_common import base_tensors, fake_evaluator, fake_trainer, save_tiny_bert, timeline_dict
 
 from hf_time.hub import Hub
+from hf_time.lineage import Lineage
 from hf_time.timeline.config import timeline_config_from_dict
 from hf_time.timeline.runner import run_timeline
 
@@ -40,8 +41,12 @@ def test_layout_step_tags_hold_the_deployed_models(timeline):
             "merge_config.yaml", "vocab.txt"} <= files
     for t in (1, 2, 3):
         res = h.resolve(f"{config.repo_id}@step-{t}")
-        lineage = h.read_json(res, "hf_time.json")
-        assert lineage["step"] == t and lineage["node"]["kind"] == "chain" and len(lineage["accuracy"]) == t
+        lineage = Lineage.from_dict(h.read_json(res, "hf_time.json"))
+        # what was done: the EMA chain r_t = merge([θ_t, r_{t-1}]) with weights [w, 1-w], pinned inputs
+        assert lineage.kind == "merge" and lineage.method.name == "linear" and [e.weight for e in lineage.experts] == [0.5, 0.5]
+        assert all(e.sha for e in lineage.experts) and lineage.experts[0].repo_id == f"{config.repo_id}-experts"
+        section = lineage.timeline
+        assert section["step"] == t and section["node"]["kind"] == "chain" and len(section["accuracy"]) == t
         state = h.read_json(res, "timeline_state.json")
         assert len(state["steps"]) == t
     experts = h.api.list_repo_refs(f"{config.repo_id}-experts")
@@ -127,7 +132,7 @@ def test_cli_run_reports_config_errors_with_key_paths(tmp_path, capsys):
 
 def _noisy_trainer(init_dir, task, config, out_dir, *, replay=None, device=None):
     """θ^s = init + seeded Gaussian noise (a task vector with a real spectrum, unlike a constant)."""
-    from hf_time.api import CARRIED_FILES
+    from hf_time.pipeline.artifact import CARRIED_FILES
     from hf_time.io import atomic_output_dir, copy_files
 
     g = torch.Generator().manual_seed(sum(map(ord, task.name)))

@@ -11,6 +11,7 @@ import torch
 from test_timeline_common import save_tiny_bert, timeline_dict
 
 from hf_time.hub import Hub
+from hf_time.lineage import Lineage
 from hf_time.timeline.config import timeline_config_from_dict
 from hf_time.timeline.runner import run_timeline
 
@@ -73,5 +74,5 @@ def test_minilm_smoke(hub, tmp_path, request):
         "training": {"steps": 2}})
     run = run_timeline(config, hub=h, work_dir=tmp_path / "work", progress=False)
     assert run.state.done == 2 and run.state.final_metrics()["a_zs"] is not None
-    lineage = json.loads((h.download(h.resolve("tests/minilm-smoke@step-2"), ["hf_time.json"]) / "hf_time.json").read_text())
-    assert lineage["strategy"]["init"] == "ema" and len(lineage["accuracy"]) == 2
+    lineage = Lineage.load(h.download(h.resolve("tests/minilm-smoke@step-2"), ["hf_time.json"]))
+    assert lineage.timeline["strategy"]["init"] == "ema" and len(lineage.timeline["accuracy"]) == 2

@@ -28,7 +28,7 @@ import torch
 
 from hf_time.errors import IncompatibleExpertsError, MissingAdapterConfigError, UnsafeCheckpointError, UnsupportedAdapterError
 from hf_time.io import TensorInfo, _TORCH_TO_ST, read_safetensors_header
-from hf_time.lowrank.factors import LoraModule
+from hf_time.merges.factors import LoraModule
 
 logger = logging.getLogger(__name__)
 

@@ -20,15 +20,15 @@ def add_commands(sub) -> None:
     p.add_argument("--dtype", help="output dtype: float32, bfloat16, float16")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder (only once the new one is complete)")
     p.add_argument("--allow-pickle", action="store_true", help="accept a pytorch_model.bin base with --dense (weights_only=True)")
-    p.add_argument("--max-shard-size", default="5GB", help="output shard size with --dense (default 5GB)")
+    p.add_argument("--max-shard-size", default=None, help="output shard size with --dense (default 5GB)")
     add_publish_args(p)
     p.set_defaults(func=cmd_revert)
 
 
 def cmd_revert(args) -> int:
     from hf_time.cli import print_published
+    from hf_time.api import revert
     from hf_time.hub import Hub
-    from hf_time.lowrank.revert import revert
 
     result = revert(
         args.ref, args.expert, out=args.out, dense=args.dense, dtype=args.dtype, push_to=args.push_to, tag=args.tag,
@@ -36,7 +36,8 @@ def cmd_revert(args) -> int:
         hub=Hub(endpoint=args.endpoint) if args.endpoint else None, progress=not args.quiet,
     )
     lineage = result.lineage
-    print(f"reverted expert {lineage['index']} ({lineage['expert']['name']}) -> {result.out_dir}")
-    print(f"  relative ΔW reconstruction error {lineage['expert']['reconstruction_error']:.3e}")
+    expert = lineage.experts[0]
+    print(f"reverted expert {lineage.details['index']} ({expert.name}) -> {result.out_dir}")
+    print(f"  relative ΔW reconstruction error {expert.details['reconstruction_error']:.3e}")
     print_published(result.published)
     return 0

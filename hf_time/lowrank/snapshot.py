@@ -6,10 +6,11 @@ A snapshot folder holds:
   ``<path>.A.coefficients`` (n, p, in), ``<path>.B.basis`` (p, out, r), ``<path>.B.coefficients``
   (n, p, out) and, centred, ``<path>.A.mean`` (r, in) / ``<path>.B.mean`` (out, r)
   (see :mod:`hf_time.merges.rmm`). Factors are stored unscaled.
-* ``hf_time.json`` — lineage with ``kind: "rmm"``: the pinned base and experts, each expert's own
-  ``adapter_config`` (so a reverted expert keeps its PEFT scaling), the modules it did not adapt,
-  its reconstruction error, p, centring, storage ratio and file hashes; ``modules`` maps each
-  module path to its base tensor, rank and whether it is an embedding.
+* ``hf_time.json`` — a merge lineage whose output format is ``rmm``: the pinned base and experts,
+  each expert's own ``adapter_config`` (so a reverted expert keeps its PEFT scaling), the modules it
+  did not adapt and its reconstruction error (``experts[i].details``); p, centring, storage ratio
+  and ``modules`` (each module path's base tensor, rank and whether it is an embedding) in
+  ``output.details``.
 * ``README.md`` — the card, listing the experts it can revert to.
 
 Reading one expert touches the basis and means of each module and only that expert's slice of the
@@ -18,18 +19,15 @@ coefficients.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Mapping
 
 import torch
 
-from hf_time.cards import LINEAGE_FILE
-from hf_time.errors import ConfigError, UnknownExpertError
+from hf_time.errors import UnknownExpertError
+from hf_time.lineage import Lineage
 from hf_time.merges.rmm import reconstruct
 
 RMM_WEIGHTS = "rmm.safetensors"
-RMM_KIND = "rmm"
 
 
 def tensor_name(path: str, logical: str) -> str:
@@ -37,59 +35,52 @@ def tensor_name(path: str, logical: str) -> str:
     return f"{path}.{logical}"
 
 
-def check_lineage(lineage: Mapping[str, Any] | None, source: str) -> Mapping[str, Any]:
-    """The lineage of an RMM snapshot, or a ConfigError saying what ``source`` is instead."""
-    if lineage is None:
-        raise ConfigError(f"{source} has no {LINEAGE_FILE}; revert reads snapshots made with `hf-time merge --method rmm`")
-    if lineage.get("kind") != RMM_KIND:
-        raise ConfigError(f"{source} is not an RMM snapshot ({LINEAGE_FILE} has kind={lineage.get('kind')!r}); "
-                          "revert reads snapshots made with `hf-time merge --method rmm`")
-    return lineage
+def expert_names(lineage: Lineage) -> list[str]:
+    return [e.name or e.short_name for e in lineage.experts]
 
 
-def expert_names(lineage: Mapping[str, Any]) -> list[str]:
-    return [e["name"] for e in lineage["experts"]]
-
-
-def expert_index(lineage: Mapping[str, Any], expert: int | str) -> int:
+def expert_index(lineage: Lineage, expert: int | str) -> int:
     """Resolve an expert given by 0-based index, name, or reference as recorded in the lineage.
 
     Raises:
         UnknownExpertError: out of range or no such name (the message lists the experts).
     """
-    experts = lineage["experts"]
-    listing = ", ".join(f"{i}: {e['name']}" for i, e in enumerate(experts))
+    experts = lineage.experts
+    names = expert_names(lineage)
+    listing = ", ".join(f"{i}: {n}" for i, n in enumerate(names))
     text = str(expert).strip()
     if text.lstrip("-").isdigit():
         i = int(text)
         if not 0 <= i < len(experts):
             raise UnknownExpertError(f"expert index {i} is out of range: this snapshot holds {len(experts)} experts ({listing})")
         return i
-    matches = [i for i, e in enumerate(experts) if text in (e["name"], e.get("ref"), e.get("repo_id"))]
+    matches = [i for i, e in enumerate(experts) if text in (names[i], e.ref, e.repo_id)]
     if len(matches) != 1:
         what = "several experts match" if matches else "no expert matches"
         raise UnknownExpertError(f"{what} {text!r}; give an index or name among: {listing}")
     return matches[0]
 
 
+def expert_modules(lineage: Lineage, index: int) -> dict[str, str]:
+    """Snapshot module path -> the expert's own module path, for the modules the expert adapted."""
+    missing = set(lineage.experts[index].details.get("missing_modules") or ())
+    out = {}
+    for path, module in lineage.output.details["modules"].items():
+        own = module["expert_paths"][index] if module.get("expert_paths") else (None if path in missing else path)
+        if own is not None:
+            out[path] = own
+    return out
+
+
 class RmmSnapshot:
-    """Read access to an RMM snapshot folder.
+    """Read access to the factors of an RMM snapshot folder (its lineage read beforehand)."""
 
-    Raises:
-        ConfigError: the folder is not an RMM snapshot.
-    """
-
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, lineage: Lineage):
         from safetensors import safe_open
 
         self.folder = Path(folder)
-        path = self.folder / LINEAGE_FILE
-        self.lineage = check_lineage(json.loads(path.read_text()) if path.is_file() else None, str(self.folder))
+        self.lineage = lineage
         self._handle = safe_open(str(self.folder / RMM_WEIGHTS), framework="pt")
-
-    @property
-    def modules(self) -> Mapping[str, Mapping[str, Any]]:
-        return self.lineage["modules"]
 
     def _get(self, path: str, logical: str) -> torch.Tensor | None:
         name = tensor_name(path, logical)

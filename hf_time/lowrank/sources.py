@@ -29,7 +29,7 @@ from hf_time.io import TensorInfo
 from hf_time.lowrank.adapters import (
     ADAPTER_CONFIG, ADAPTER_PICKLE, ADAPTER_WEIGHTS, LoraAdapter, check_adapter_config, map_to_base,
 )
-from hf_time.lowrank.factors import LoraModule
+from hf_time.merges.factors import LoraModule
 from hf_time.refs import ResolvedRef, parse_ref
 
 logger = logging.getLogger(__name__)

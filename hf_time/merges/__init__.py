@@ -5,13 +5,17 @@ Use :func:`get` to look a method up by name and :func:`list_methods` to enumerat
 
 from hf_time.merges.registry import (
     KINDS,
+    DenseMethod,
+    LowRankMethod,
     MethodSpec,
     ParamInfo,
+    SequentialMethod,
     TensorContext,
     get,
     list_methods,
     param,
     register,
+    seeded_generator,
     tensor_seed,
 )
 
@@ -35,6 +39,10 @@ from hf_time.merges import (  # noqa: E402,F401  (imported for registration)
 
 __all__ = [
     "KINDS",
+    "DenseMethod",
+    "LowRankMethod",
+    "SequentialMethod",
+    "seeded_generator",
     "MethodSpec",
     "ParamInfo",
     "TensorContext",

@@ -11,7 +11,7 @@ https://arxiv.org/abs/2212.04089) and of the uniform model soup.
 * ``continual_average``: θ^(1) = θ_1, θ^(t) = ((t−1)·θ^(t−1) + θ_t)/t, the running mean of the experts
   (θ_0 is not part of it), as FusionBench's ``ContinualWeightAverageForCLIP``.
 
-Sequential contract: see :mod:`hf_time.sequential`.
+Sequential contract: :class:`hf_time.merges.registry.SequentialMethod`.
 """
 
 from __future__ import annotations

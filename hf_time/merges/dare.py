@@ -4,8 +4,8 @@ Paper: Yu et al., "Language Models are Super Mario: Absorbing Abilities from Hom
 Free Lunch", ICML 2024, https://arxiv.org/abs/2311.03099
 
 Each entry of τ_i survives with probability ``density`` (drop rate p = 1 − density); with ``rescale``
-survivors are divided by ``density`` so E[τ̃_i] = τ_i. Masks come from ``ctx.generator`` (seeded per
-tensor and per expert), so the same seed gives the same merge. Defaults are mergekit's (density 1.0,
+survivors are divided by ``density`` so E[τ̃_i] = τ_i. Masks come from :func:`~hf_time.merges.registry.seeded_generator` (seeded
+per tensor and per expert), so the same seed gives the same merge. Defaults are mergekit's (density 1.0,
 rescale true, normalize false, lambda 1.0). mergekit's current ``rescale`` matches the l1 norm of the
 survivors instead of dividing by density; we keep the paper's unbiased 1/density.
 """

@@ -9,7 +9,7 @@ average is kept, so memory does not grow with the number of experts.
 
 The parameter is called ``w`` as in the paper (and methods.md §1); ``weight`` is the name the dense
 engine gives to per-expert weights, which a fold does not have. Sequential contract: see
-:mod:`hf_time.sequential`.
+:class:`hf_time.merges.registry.SequentialMethod`.
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ module (recorded per module in ``hf_time.json``); drop rows ``start:end`` of ``l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Sequence
 
 import torch
 
-from hf_time.lowrank.factors import LoraModule, ModuleResult
+from hf_time.merges.factors import LoraModule, ModuleResult
 from hf_time.merges.registry import TensorContext, param, register
 
 STRICT_HELP = "error when the adapters target different modules (default: a module an adapter lacks has ΔW = 0)"
@@ -32,11 +32,8 @@ STRICT_HELP = "error when the adapters target different modules (default: a modu
 class LoraCatConfig:
     strict: bool = param(False, STRICT_HELP)
 
-    output: ClassVar[str] = "adapter"
-    requires_equal_ranks: ClassVar[bool] = False
 
-
-@register("lora_cat", kind="lowrank", config=LoraCatConfig, uses_base=False, min_experts=1)
+@register("lora_cat", kind="lowrank", config=LoraCatConfig, output="adapter")
 def lora_cat(modules: Sequence[LoraModule | None], config: LoraCatConfig, ctx: TensorContext) -> ModuleResult:
     """LoRA concatenation: stack the ranks of all adapters; ΔW = Σ w_i ΔW_i exactly, removable per expert."""
     blocks_a, blocks_b, slices = [], [], []

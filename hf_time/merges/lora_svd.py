@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from hf_time.errors import ConfigError
-from hf_time.lowrank.factors import LoraModule, ModuleResult, truncated_factors
+from hf_time.merges.factors import LoraModule, ModuleResult, truncated_factors
 from hf_time.merges.lora_cat import STRICT_HELP
-from hf_time.merges.registry import MethodSpec, TensorContext, get, param, register, tensor_seed
+from hf_time.merges.registry import MethodSpec, TensorContext, get, param, register
 
 
 @dataclass(frozen=True)
@@ -33,17 +33,16 @@ class LoraSvdConfig:
     method_params: str = param("", "that method's parameters as 'k=v,k=v', e.g. 'density=0.2,lambda=1'")
     strict: bool = param(False, STRICT_HELP)
 
-    output: ClassVar[str] = "adapter"
-    requires_equal_ranks: ClassVar[bool] = False
 
-    def validate(self) -> list[str]:
-        try:
-            inner_method(self.method, self.method_params)
-        except ConfigError as e:
-            return list(e.problems)
-        except KeyError as e:  # UnknownMethodError
-            return [str(e)]
-        return []
+def check_inner(config: LoraSvdConfig, n_experts: int | None) -> list[str]:
+    """Problems with the inner dense method and its parameters (checked before anything runs)."""
+    try:
+        inner_method(config.method, config.method_params)
+    except ConfigError as e:
+        return list(e.problems)
+    except KeyError as e:  # UnknownMethodError
+        return [str(e)]
+    return []
 
 
 @functools.lru_cache(maxsize=32)
@@ -68,24 +67,23 @@ def inner_method(name: str, params: str) -> tuple[MethodSpec, Any]:
     if problems:
         raise ConfigError.from_problems("invalid parameters for 'lora_svd'", problems)
     config = spec.make_config(pairs)
-    if getattr(config, "threshold_scope", "tensor") == "global":
+    if getattr(config, "threshold_scope", "tensor") == "global":  # a parameter of the inner method, if it has it
         raise ConfigError("lora_svd: threshold_scope=global is not supported in ΔW space; use threshold_scope=tensor")
     return spec, config
 
 
-@register("lora_svd", kind="lowrank", config=LoraSvdConfig, uses_base=False, min_experts=1)
+@register("lora_svd", kind="lowrank", config=LoraSvdConfig, output="adapter", check=check_inner)
 def lora_svd(modules: Sequence[LoraModule | None], config: LoraSvdConfig, ctx: TensorContext) -> ModuleResult:
     """Merge ΔW_i with any dense method, then re-factor to rank r by truncated SVD (energy kept reported)."""
     spec, inner = inner_method(config.method, config.method_params)
     present = [m for m in modules if m is not None]
     if not present:
         raise ValueError(f"{ctx.name}: no expert adapts this module")
-    shape = present[0].shape
-    deltas = [m.delta() if m is not None else torch.zeros(shape) for m in modules]
-    base = torch.zeros(shape) if spec.uses_base else None
-    # The inner method's own seed (DARE) and the tensor name give the same masks as a dense merge.
-    seed = tensor_seed(int(getattr(inner, "seed", 0) or 0), ctx.name)
-    inner_ctx = TensorContext(name=ctx.name, weights=ctx.weights, layer=ctx.layer, num_layers=ctx.num_layers, seed=seed)
+    shape, device = present[0].shape, present[0].a.device
+    deltas = [m.delta() if m is not None else torch.zeros(shape, device=device) for m in modules]
+    base = torch.zeros(shape, device=device) if spec.uses_base else None
+    # The same tensor name (and the inner method's own seed, for DARE) gives the masks of a dense merge.
+    inner_ctx = TensorContext(name=ctx.name, weights=ctx.weights, layer=ctx.layer, num_layers=ctx.num_layers)
     merged = spec.fn(base, deltas, inner, inner_ctx)
     rank = config.rank or max(m.rank for m in present)
     span = (torch.cat([m.b for m in present], 1), torch.cat([m.a for m in present], 0))

@@ -48,6 +48,7 @@ def mean_pairwise_cosine(tvs: Tensor) -> Tensor:
     paper="https://arxiv.org/abs/2403.19522",
     uses_base=True,
     min_experts=2,
+    uses_weights=False,
 )
 def model_stock(base: Tensor | None, experts: Sequence[Tensor], config: ModelStockConfig, ctx: TensorContext) -> Tensor:
     """Model Stock: θ_0 + t·mean(τ_i), t from the mean pairwise cosine of the task vectors."""

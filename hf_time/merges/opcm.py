@@ -12,8 +12,8 @@ Continual Model Merging", 2025, https://arxiv.org/abs/2501.09522
 * N gets ‖τ_t‖, n̄ = mean(N), λ_t = ‖S‖/n̄ over the whole model, and θ^(t) = θ_0 + S/λ_t.
 
 λ_t needs ‖S‖ over all tensors before any θ^(t) tensor can be written, so a fold with OPCM runs two
-streaming passes (:mod:`hf_time.sequential`): this module's per-tensor function returns S, and
-:meth:`OPCMConfig.next_state` turns the norms into λ_t. The state carried between folds is
+streaming passes (:mod:`hf_time.pipeline.executors.sequential`): this module's per-tensor function
+returns S, and :func:`next_state` turns the norms into λ_t. The state carried between folds is
 ``{"lambda": λ_t, "norms": N}``.
 
 Checked against the reference implementation, FusionBench (tanganke/fusion_bench,
@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -105,39 +105,44 @@ class OPCMConfig:
     alpha: float = param(0.5, "split threshold: r = first k whose cumulative singular-value share of Δ exceeds alpha",
                          ge=0.0, le=1.0)
 
-    # Sequential hooks (see hf_time.sequential): keys the state must carry, the passes, the next state.
-    state_keys: ClassVar[tuple[str, ...]] = ("lambda", "norms")
 
-    def two_pass(self, t: int) -> bool:
-        """Every step but the first needs the global rescale; θ^(1) = θ_1 is written directly."""
-        return t >= 2
-
-    def check_state(self, state: Mapping[str, Any]) -> list[str]:
-        """Problems with an incoming state (t ≥ 2), each naming its key."""
-        problems = []
-        lam, norms, t = state.get("lambda"), state.get("norms"), state.get("t")
-        if "lambda" in state and not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
-            problems.append(f"state key 'lambda' must be a positive number, got {lam!r}")
-        if "norms" in state and not (isinstance(norms, list) and all(isinstance(x, (int, float)) for x in norms)
-                                     and len(norms) == t):
-            problems.append(f"state key 'norms' must list one task-vector norm per folded expert ({t}), got {norms!r}")
-        return problems
-
-    def next_state(self, state: Mapping[str, Any], stats: Any) -> tuple[dict[str, Any], float | None]:
-        """N with ‖τ_t‖ appended, and λ_t = ‖S‖ / mean(N) (also the divisor of the second pass).
-
-        ``stats`` has ``task_vector_norm`` (‖τ_t‖) and ``update_norm`` (‖S‖, two-pass folds only).
-        """
-        norms = [*state.get("norms", []), float(stats.task_vector_norm)]
-        if int(state["t"]) == 1:
-            return {"lambda": 1.0, "norms": norms}, None
-        mean_norm = sum(norms) / len(norms)
-        # ‖S‖ = 0 only when every task vector so far is 0: θ^(t) = θ_0 whatever λ_t, so keep λ = 1.
-        lam = float(stats.update_norm) / mean_norm if stats.update_norm > 0 else 1.0
-        return {"lambda": lam, "norms": norms}, lam
+# Sequential declarations (see hf_time.merges.registry.SequentialMethod): the state, the passes.
+STATE_KEYS = ("lambda", "norms")
 
 
-@register("opcm", kind="sequential", config=OPCMConfig, paper=PAPER, uses_base=True)
+def two_pass(config: OPCMConfig, t: int) -> bool:
+    """Every step but the first needs the global rescale; θ^(1) = θ_1 is written directly."""
+    return t >= 2
+
+
+def check_state(config: OPCMConfig, state: Mapping[str, Any]) -> list[str]:
+    """Problems with an incoming state (t ≥ 2), each naming its key."""
+    problems = []
+    lam, norms, t = state.get("lambda"), state.get("norms"), state.get("t")
+    if "lambda" in state and not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
+        problems.append(f"state key 'lambda' must be a positive number, got {lam!r}")
+    if "norms" in state and not (isinstance(norms, list) and all(isinstance(x, (int, float)) for x in norms)
+                                 and len(norms) == t):
+        problems.append(f"state key 'norms' must list one task-vector norm per folded expert ({t}), got {norms!r}")
+    return problems
+
+
+def next_state(config: OPCMConfig, state: Mapping[str, Any], stats: Any) -> tuple[dict[str, Any], float | None]:
+    """N with ‖τ_t‖ appended, and λ_t = ‖S‖ / mean(N) (also the divisor of the second pass).
+
+    ``stats`` has ``task_vector_norm`` (‖τ_t‖) and ``update_norm`` (‖S‖, two-pass folds only).
+    """
+    norms = [*state.get("norms", []), float(stats.task_vector_norm)]
+    if int(state["t"]) == 1:
+        return {"lambda": 1.0, "norms": norms}, None
+    mean_norm = sum(norms) / len(norms)
+    # ‖S‖ = 0 only when every task vector so far is 0: θ^(t) = θ_0 whatever λ_t, so keep λ = 1.
+    lam = float(stats.update_norm) / mean_norm if stats.update_norm > 0 else 1.0
+    return {"lambda": lam, "norms": norms}, lam
+
+
+@register("opcm", kind="sequential", config=OPCMConfig, paper=PAPER, uses_base=True, state_keys=STATE_KEYS,
+          two_pass=two_pass, next_state=next_state, check_state=check_state)
 def opcm(previous: Tensor | None, base: Tensor, expert: Tensor, config: OPCMConfig, ctx: TensorContext,
          state: Mapping[str, Any]) -> Tensor:
     """OPCM: add each task vector projected off the merge's main singular directions; rescale to the mean norm."""

@@ -1,88 +1,58 @@
 """The merge registry: one way in (``@register``), checked on entry, queried by name.
 
-A method is a pure function plus a frozen config dataclass. Its parameters are declared with
-:func:`param`, which carries the help text, the valid range and (when the Python name differs, as for
-``lambda``) the public name. The CLI ``ls``, the README table and the contract tests are all derived
-from this registry, so there is no second list of methods anywhere.
+A method is a pure function plus a frozen config dataclass whose parameters are declared with
+:func:`param` (:func:`hf_time.schema.field`: help, range, public alias such as ``lambda``). What a
+method *can do* is declared when it registers and kept on its spec, one class per kind, so the
+pipeline asks the spec and never probes the config:
 
-Kinds and the function signature the engine calls:
+* :class:`DenseMethod` — ``fn(base, experts, config, ctx) -> Tensor`` for one tensor name; declares
+  ``uses_base`` (θ_0 is read, so LiNeS applies), ``native_inputs`` (reads stored bf16 directly),
+  ``global_quantiles`` (statistics a global magnitude threshold needs).
+* :class:`LowRankMethod` — ``fn(modules, config, ctx) -> ModuleResult`` for one adapted module
+  (:mod:`hf_time.merges.factors`); declares its ``output`` format (``adapter`` or ``rmm``) and
+  ``requires_equal_ranks``; its config has a ``strict`` field.
+* :class:`SequentialMethod` — ``fn(previous, base, expert, config, ctx, state) -> Tensor`` folding
+  one expert into a running merge; declares ``state_keys``, ``two_pass``, ``next_state``,
+  ``check_state`` (see :mod:`hf_time.pipeline.executors.sequential`).
 
-* ``dense``: ``fn(base, experts, config, ctx) -> Tensor`` for one tensor name. ``base`` is θ_0 (or
-  None for methods that ignore it), ``experts`` the θ_i, ``ctx`` a :class:`TensorContext`.
-* ``lowrank``: merges LoRA factors; see :mod:`hf_time.lowrank`.
-* ``sequential``: folds one new expert into a running state; see :mod:`hf_time.timeline`.
+Every kind declares ``uses_weights`` (False: per-expert weights are refused, not silently ignored)
+and an optional ``check(config, n_experts) -> problems`` for cross-field rules. The CLI ``ls``, the
+README table and the contract tests are all derived from this registry.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
-import math
 import re
-import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 
+from hf_time import schema
 from hf_time.errors import ConfigError, UnknownMethodError
 
-MethodKind = Literal["dense", "lowrank", "sequential"]
 KINDS: tuple[str, ...] = ("dense", "lowrank", "sequential")
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")
+OUTPUTS = ("adapter", "rmm")
 
-
-def param(
-    default: Any,
-    help: str,
-    *,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    lt: float | None = None,
-    choices: Sequence[Any] | None = None,
-    alias: str | None = None,
-    per_expert: bool = False,
-) -> Any:
-    """Declare a method parameter as a dataclass field with its help, range and public name.
-
-    Args:
-        default: default value.
-        help: one line for ``hf-time ls`` and the README.
-        ge, gt, le, lt: inclusive/exclusive numeric bounds.
-        choices: allowed values.
-        alias: the public name when it is not a valid Python identifier (``lambda``).
-        per_expert: the value may also be set per expert (mergekit's per-model ``parameters``).
-    """
-    meta = dict(help=help, ge=ge, gt=gt, le=le, lt=lt, choices=choices, alias=alias, per_expert=per_expert)
-    return dataclasses.field(default=default, metadata=meta)
-
-
-@dataclass(frozen=True)
-class ParamInfo:
-    """Public description of one method parameter."""
-
-    name: str
-    field: str
-    type: str
-    default: Any
-    help: str
-    per_expert: bool
-    bounds: str
+param = schema.field  # a method parameter is a schema field (help, range, alias, per_expert)
+ParamInfo = schema.FieldInfo
 
 
 @dataclass(frozen=True)
 class TensorContext:
-    """What a dense method may know about the tensor it merges, besides the tensors themselves.
+    """What a method may know about the tensor it merges, besides the tensors themselves.
 
     Attributes:
-        name: tensor name in the checkpoint.
+        name: tensor name in the checkpoint (seeds derive from it: same name, same masks).
         weights: one weight per expert (default 1.0).
         expert_params: per-expert parameter overrides (e.g. ``density``), one mapping per expert.
         layer, num_layers: transformer block index of this tensor and block count (None outside blocks).
-        seed: a per-tensor seed derived from the config seed and the tensor name (see :func:`tensor_seed`).
         magnitude_thresholds: with global thresholds, per expert the |τ| values at the fractions the
-            method asked for (:attr:`MethodSpec.global_quantiles`), computed over the whole model.
+            method asked for (:attr:`DenseMethod.global_quantiles`), computed over the whole model.
     """
 
     name: str
@@ -90,7 +60,6 @@ class TensorContext:
     expert_params: tuple[Mapping[str, Any], ...] = ()
     layer: int | None = None
     num_layers: int | None = None
-    seed: int = 0
     magnitude_thresholds: tuple[tuple[float, ...], ...] | None = None
 
     def per_expert(self, key: str, default: Any) -> tuple[Any, ...]:
@@ -99,12 +68,6 @@ class TensorContext:
         params = self.expert_params or ({},) * n
         return tuple(p.get(key, default) for p in params)
 
-    def generator(self, device: torch.device | str = "cpu", offset: int = 0) -> torch.Generator:
-        """A generator seeded for this tensor (and ``offset``, e.g. the expert index)."""
-        g = torch.Generator(device=device)
-        g.manual_seed((self.seed + 1_000_003 * offset) % (2**63 - 1))
-        return g
-
 
 def tensor_seed(seed: int, name: str) -> int:
     """Deterministic per-tensor seed: same config seed + same tensor name -> same random masks."""
@@ -112,202 +75,227 @@ def tensor_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") % (2**63 - 1)
 
 
+def seeded_generator(seed: int, name: str, *, offset: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded by (config seed, tensor name, offset such as the expert index)."""
+    g = torch.Generator(device=device)
+    g.manual_seed((tensor_seed(seed, name) + 1_000_003 * offset) % (2**63 - 1))
+    return g
+
+
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered merge method."""
+    """What every registered method declares, whatever its kind.
 
+    Attributes:
+        name: registry name (lowercase snake case).
+        fn: the pure function (its signature depends on the kind).
+        config_cls: the frozen config dataclass.
+        paper: link to the paper (or reference).
+        summary: first line of the function's docstring.
+        min_experts, max_experts: how many experts a merge takes (None: no upper bound).
+        uses_weights: whether per-expert weights change the result (False refuses weights != 1).
+        check: cross-field rules ``check(config, n_experts or None) -> problems``.
+    """
+
+    kind: ClassVar[str] = ""
     name: str
-    kind: str
     fn: Callable[..., Any]
     config_cls: type
     paper: str | None
     summary: str
-    uses_base: bool
-    min_experts: int
-    max_experts: int | None
-    global_quantiles: Callable[[Any, Mapping[str, Any]], tuple[float, ...]] | None = None
-    native_inputs: bool = False
+    min_experts: int = 1
+    max_experts: int | None = None
+    uses_weights: bool = True
+    check: Callable[[Any, int | None], list[str]] | None = None
 
     # -- parameters -----------------------------------------------------------------------------
     def parameters(self) -> list[ParamInfo]:
         """The public parameters of this method, in declaration order."""
-        hints = typing.get_type_hints(self.config_cls)
-        out = []
-        for f in dataclasses.fields(self.config_cls):
-            m = f.metadata
-            bounds = ", ".join(
-                f"{op} {m[k]}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if m.get(k) is not None
-            )
-            if m.get("choices"):
-                bounds = "one of " + "/".join(map(str, m["choices"]))
-            out.append(
-                ParamInfo(
-                    name=m.get("alias") or f.name,
-                    field=f.name,
-                    type=_type_name(hints[f.name]),
-                    default=f.default,
-                    help=m.get("help", ""),
-                    per_expert=bool(m.get("per_expert")),
-                    bounds=bounds,
-                )
-            )
-        return out
+        return list(schema.fields(self.config_cls))
 
-    def make_config(self, params: Mapping[str, Any] | None = None) -> Any:
+    def resolved_parameters(self, config: Any) -> dict[str, Any]:
+        """Every parameter's value in ``config`` by public name (defaults included)."""
+        return {p.name: getattr(config, p.attr) for p in self.parameters()}
+
+    def _unknown(self, path: str, valid: Sequence[str]) -> Callable[[str], str]:
+        def message(key: str) -> str:
+            close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(valid) or 'none'})"
+            where = f"{schema.key_path(path, key)}: " if path else ""
+            return f"{where}unknown parameter {key!r} for method {self.name!r}{hint}"
+        return message
+
+    def _label(self, path: str) -> Callable[[str], str]:
+        return (lambda key: schema.key_path(path, key)) if path else (lambda key: f"parameter {key!r} of {self.name!r}")
+
+    def collect_config(self, params: Mapping[str, Any] | None, problems: list[str], *, path: str = "",
+                       n_experts: int | None = None) -> Any | None:
+        """Build the method's config from public names, appending every problem to ``problems``.
+
+        Strings (from the CLI) are converted to the field's type; the method's own ``check`` runs
+        when the values are valid. Returns None when anything is wrong.
+        """
+        before = len(problems)
+        valid = [p.name for p in self.parameters()]
+        values = schema.read(self.config_cls, dict(params or {}), path=path, problems=problems, strings=True,
+                             label=self._label(path), unknown=self._unknown(path, valid))
+        if values is None or len(problems) > before:
+            return None
+        config = self.config_cls(**values)
+        extra = list(self.check(config, n_experts)) if self.check else []
+        problems.extend(f"{path}: {p}" if path else p for p in extra)
+        return None if extra else config
+
+    def make_config(self, params: Mapping[str, Any] | None = None, *, n_experts: int | None = None) -> Any:
         """Build the method's config from public parameter names, checking every value.
 
-        Strings (from the CLI) are converted to the field's type. All problems are reported at once.
-
         Raises:
-            ConfigError: unknown parameter, wrong type or out-of-range value (each named).
+            ConfigError: unknown parameter, wrong type or out-of-range value (each named, all at once).
         """
-        infos = {p.name: p for p in self.parameters()}
-        valid = ", ".join(infos) or "(none)"
-        kwargs, problems = self._check_values(
-            dict(params or {}), infos, prefix="parameter",
-            unknown=lambda key: f"unknown parameter {key!r} for method {self.name!r} (valid: {valid})",
-        )
+        problems: list[str] = []
+        config = self.collect_config(params, problems, n_experts=n_experts)
         if problems:
             raise ConfigError.from_problems(f"invalid parameters for {self.name!r}", problems)
-        config = self.config_cls(**kwargs)
-        # Cross-field checks live in the config's own `validate()` (returns a list of problems).
-        extra = getattr(config, "validate", lambda: [])()
-        if extra:
-            raise ConfigError.from_problems(f"invalid parameters for {self.name!r}", list(extra))
         return config
 
-    def check_expert_params(self, expert_params: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Validate per-expert overrides (only parameters declared ``per_expert``); return coerced copies.
+    def collect_expert_params(self, expert_params: Sequence[Mapping[str, Any]], problems: list[str], *,
+                              path: Callable[[int], str] | None = None) -> list[dict[str, Any]]:
+        """Per-expert overrides (only parameters declared ``per_expert``), converted; problems appended.
 
-        ``weight`` is skipped: the engine handles weights for every method.
+        ``weight`` is skipped: the pipeline handles weights for every method.
+
+        Args:
+            path: the key path of expert i's parameters in a config file (``models[1].parameters``);
+                None names them ``expert i``.
+
+        Returns:
+            One mapping of field names to values per expert.
         """
-        infos = {p.name: p for p in self.parameters() if p.per_expert}
-        valid = ", ".join(["weight", *infos])
-        problems, out = [], []
+        per_expert = {p.name for p in self.parameters() if p.per_expert}
+        valid = ["weight", *sorted(per_expert)]
+        out = []
         for i, ep in enumerate(expert_params):
+            where = path(i) if path else f"expert {i}"
+            label = (lambda k, w=where: f"{w}.{k}") if path else (lambda k, w=where: f"{w}: parameter {k!r}")
             values = {k: v for k, v in ep.items() if k != "weight"}
-            clean, found = self._check_values(
-                values, infos, prefix=f"expert {i}: parameter",
-                unknown=lambda key, i=i: f"expert {i}: parameter {key!r} cannot be set per expert for {self.name!r} (valid: {valid})",
-            )
-            problems += found
-            out.append(clean)
+            for key in [k for k in values if k not in per_expert]:
+                close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(valid)})"
+                problems.append(f"{label(key)}: cannot be set per expert for {self.name!r}{hint}")
+                values.pop(key)
+            clean = schema.read(self.config_cls, values, path=where, problems=problems, strings=True, label=label)
+            out.append(clean or {})
+        return out
+
+    def check_expert_params(self, expert_params: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`collect_expert_params`, raising one :class:`ConfigError` with every problem."""
+        problems: list[str] = []
+        out = self.collect_expert_params(expert_params, problems)
         if problems:
             raise ConfigError.from_problems(f"invalid per-expert parameters for {self.name!r}", problems)
         return out
 
-    def _check_values(self, values: Mapping[str, Any], infos: Mapping[str, ParamInfo], *, prefix: str,
-                      unknown: Callable[[str], str]) -> tuple[dict[str, Any], list[str]]:
-        """Coerce and range-check public-name values; returns (field-name values, problems)."""
-        clean: dict[str, Any] = {}
-        problems: list[str] = []
-        for key, raw in values.items():
-            info = infos.get(key)
-            if info is None:
-                problems.append(unknown(key))
-                continue
-            try:
-                value = coerce(raw, info.type)
-            except ValueError as e:
-                problems.append(f"{prefix} {key!r} of {self.name!r}: {e}")
-                continue
-            problem = check_range(self.config_cls, info.field, value)
-            if problem:
-                problems.append(f"{prefix} {key!r} of {self.name!r} {problem}")
-                continue
-            clean[info.field] = value
-        return clean, problems
+    def describe(self) -> dict[str, Any]:
+        """Plain data for ``hf-time ls --json``."""
+        return dict(name=self.name, kind=self.kind, summary=self.summary, paper=self.paper,
+                    parameters=[dict(name=p.name, type=p.type, default=p.default, help=p.help, per_expert=p.per_expert,
+                                     bounds=p.bounds) for p in self.parameters()])
 
 
-def _type_name(tp: Any) -> str:
-    if tp in (int, float, bool, str):
-        return tp.__name__
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if len(args) == 1 and args[0] in (int, float, bool, str):
-        return f"{args[0].__name__}?"  # optional
-    return str(tp)
+@dataclass(frozen=True)
+class DenseMethod(MethodSpec):
+    """A method merging n experts onto θ_0, one tensor name at a time.
+
+    Attributes:
+        uses_base: θ_0 is an input (task-vector methods); also what makes LiNeS applicable.
+        native_inputs: accepts floating inputs of any dtype (bf16 as stored) and computes in float32
+            itself, so the engine skips converting its inputs (most of the work of memory-bound methods).
+        global_quantiles: ``(config, expert_params) -> fractions`` of |τ| a global magnitude
+            threshold needs for one expert (empty: none, e.g. per-tensor scope).
+    """
+
+    kind: ClassVar[str] = "dense"
+    uses_base: bool = True
+    native_inputs: bool = False
+    global_quantiles: Callable[[Any, Mapping[str, Any]], tuple[float, ...]] | None = None
+
+    @property
+    def supports_lines(self) -> bool:
+        """LiNeS scales the merged task vector θ − θ_0, which exists only for methods reading θ_0."""
+        return self.uses_base
 
 
-def coerce(raw: Any, type_name: str) -> Any:
-    """Convert a CLI/YAML value to the declared parameter type. ``?`` types also accept none/null."""
-    optional = type_name.endswith("?")
-    base = type_name.rstrip("?")
-    if raw is None or (optional and isinstance(raw, str) and raw.lower() in ("none", "null", "")):
-        if optional:
-            return None
-        raise ValueError(f"a value is required (expected {base})")
-    if base == "bool":
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-            return raw.lower() in ("true", "1", "yes", "on")
-        raise ValueError(f"expected true/false, got {raw!r}")
-    if base == "int":
-        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise ValueError(f"expected an integer, got {raw!r}")
-        try:
-            return int(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected an integer, got {raw!r}") from None
-    if base == "float":
-        if isinstance(raw, bool):
-            raise ValueError(f"expected a number, got {raw!r}")
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {raw!r}") from None
-        if not math.isfinite(value):
-            raise ValueError(f"expected a finite number, got {raw!r}")
-        return value
-    if base == "str":
-        return str(raw)
-    return raw
+@dataclass(frozen=True)
+class LowRankMethod(MethodSpec):
+    """A method merging LoRA adapters module by module, in factor space.
+
+    Attributes:
+        output: ``adapter`` (a standard PEFT adapter: tensors ``A``/``B``) or ``rmm`` (a reversible snapshot).
+        requires_equal_ranks: every adapter must have the same rank per module (checked from headers).
+    """
+
+    kind: ClassVar[str] = "lowrank"
+    output: str = "adapter"
+    requires_equal_ranks: bool = False
 
 
-def check_range(config_cls: type, field_name: str, value: Any) -> str | None:
-    """Return a description of the violated bound, or None when ``value`` is allowed."""
-    meta = {f.name: f.metadata for f in dataclasses.fields(config_cls)}[field_name]
-    if value is None:
-        return None
-    if meta.get("choices") and value not in meta["choices"]:
-        return f"must be one of {', '.join(map(str, meta['choices']))}, got {value!r}"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for key, ok, op in (
-            ("ge", lambda v, b: v >= b, ">="),
-            ("gt", lambda v, b: v > b, ">"),
-            ("le", lambda v, b: v <= b, "<="),
-            ("lt", lambda v, b: v < b, "<"),
-        ):
-            bound = meta.get(key)
-            if bound is not None and not ok(value, bound):
-                return f"must be {op} {bound}, got {value}"
-    return None
+@dataclass(frozen=True)
+class SequentialMethod(MethodSpec):
+    """A method folding one new expert at a time into a running merge, in constant memory.
+
+    Attributes:
+        uses_base: θ_0 enters the formula (EMA from r_0 = θ_0, task vectors); False for averaging.
+        state_keys: keys (besides ``method``, ``t``, ``params``) a previous fold's state must carry.
+        two_pass: ``(config, t) -> bool``: fold t needs a global rescale (pass 1 writes S, pass 2 θ_0 + S/λ_t).
+        next_state: ``(config, state, stats) -> (keys of the next state, divisor or None)``.
+        check_state: ``(config, state) -> problems`` with an incoming state.
+    """
+
+    kind: ClassVar[str] = "sequential"
+    uses_base: bool = True
+    state_keys: tuple[str, ...] = ()
+    two_pass: Callable[[Any, int], bool] | None = None
+    next_state: Callable[[Any, Mapping[str, Any], Any], tuple[dict[str, Any], float | None]] | None = None
+    check_state: Callable[[Any, Mapping[str, Any]], list[str]] | None = None
 
 
+_SPEC_CLASSES: dict[str, type[MethodSpec]] = {"dense": DenseMethod, "lowrank": LowRankMethod, "sequential": SequentialMethod}
+_COMMON = {f.name for f in dataclasses.fields(MethodSpec)}
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register(
-    name: str,
-    *,
-    kind: MethodKind,
-    config: type,
-    paper: str | None = None,
-    uses_base: bool = True,
-    min_experts: int = 1,
-    max_experts: int | None = None,
-    global_quantiles: Callable[[Any, Mapping[str, Any]], tuple[float, ...]] | None = None,
-    native_inputs: bool = False,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _check_spec(spec: MethodSpec) -> None:
+    """Registration-time checks of what a spec declares (raise ValueError naming the method)."""
+    where = f"method {spec.name!r}"
+    if spec.min_experts < 1 or (spec.max_experts is not None and spec.max_experts < spec.min_experts):
+        raise ValueError(f"{where}: expert counts must satisfy 1 <= min_experts <= max_experts")
+    if isinstance(spec, LowRankMethod):
+        if spec.output not in OUTPUTS:
+            raise ValueError(f"{where}: output must be one of {OUTPUTS}, got {spec.output!r}")
+        if "strict" not in {f.attr for f in schema.fields(spec.config_cls)}:
+            raise ValueError(f"{where}: a low-rank method's config declares a `strict` parameter")
+    if isinstance(spec, SequentialMethod):
+        if spec.two_pass is not None and spec.next_state is None:
+            raise ValueError(f"{where}: a two-pass sequential method must define next_state (it gives the divisor)")
+        if spec.uses_weights or spec.min_experts != 1 or spec.max_experts != 1:
+            raise ValueError(f"{where}: a sequential method folds exactly one unweighted expert")
+
+
+def register(name: str, *, kind: str, config: type, paper: str | None = None, **declared: Any) -> Callable:
     """Register a merge method under ``name`` (decorator). The function itself is returned unchanged.
 
-    ``native_inputs=True`` declares that the method accepts floating inputs of any dtype (e.g. the
-    checkpoint's bfloat16) and computes in float32 itself; the engine then skips converting its inputs,
-    which for memory-bound methods such as task arithmetic is most of the work.
+    Args:
+        name: lowercase snake case, unique.
+        kind: ``dense``, ``lowrank`` or ``sequential``.
+        config: the frozen config dataclass (fields declared with :func:`param`).
+        paper: link to the paper.
+        **declared: the capabilities of that kind (fields of :class:`DenseMethod`,
+            :class:`LowRankMethod` or :class:`SequentialMethod`) and the common ones (``min_experts``,
+            ``max_experts``, ``uses_weights``, ``check``).
 
     Raises:
-        ValueError: the name is not lowercase snake case, already taken, the kind is unknown, or the
-            config is not a frozen dataclass.
+        ValueError: a bad or taken name, an unknown kind, a capability the kind does not have, a
+            config that is not a frozen dataclass, or inconsistent declarations.
     """
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -315,24 +303,23 @@ def register(
             raise ValueError(f"method name {name!r} must be lowercase snake_case")
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is already registered (by {_REGISTRY[name].fn.__module__})")
-        if kind not in KINDS:
+        if kind not in _SPEC_CLASSES:
             raise ValueError(f"method {name!r}: kind must be one of {KINDS}, got {kind!r}")
         if not (dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen):
             raise ValueError(f"method {name!r}: config {config!r} must be a frozen dataclass")
+        cls = _SPEC_CLASSES[kind]
+        allowed = {f.name for f in dataclasses.fields(cls)} - {"name", "fn", "config_cls", "paper", "summary"}
+        extra = sorted(set(declared) - allowed)
+        if extra:
+            raise ValueError(f"method {name!r}: {kind} methods do not declare {', '.join(extra)} "
+                             f"(valid: {', '.join(sorted(allowed))})")
+        if kind == "sequential":
+            declared.setdefault("uses_weights", False)
+            declared.setdefault("max_experts", 1)
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _REGISTRY[name] = MethodSpec(
-            name=name,
-            kind=kind,
-            fn=fn,
-            config_cls=config,
-            paper=paper,
-            summary=summary,
-            uses_base=uses_base,
-            min_experts=min_experts,
-            max_experts=max_experts,
-            global_quantiles=global_quantiles,
-            native_inputs=native_inputs,
-        )
+        spec = cls(name=name, fn=fn, config_cls=config, paper=paper, summary=summary, **declared)
+        _check_spec(spec)
+        _REGISTRY[name] = spec
         return fn
 
     return decorator
@@ -342,13 +329,15 @@ def get(name: str) -> MethodSpec:
     """Look up a method by name.
 
     Raises:
-        UnknownMethodError: with the list of valid names.
+        UnknownMethodError: with the closest name and the list of valid ones.
     """
     try:
         return _REGISTRY[name]
-    except KeyError:
-        valid = ", ".join(sorted(_REGISTRY))
-        raise UnknownMethodError(f"unknown merge method {name!r}; valid methods: {valid}") from None
+    except (KeyError, TypeError):
+        valid = sorted(_REGISTRY)
+        close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownMethodError(f"unknown merge method {name!r}{hint}; valid methods: {', '.join(valid)}") from None
 
 
 def list_methods(kind: str | None = None) -> list[MethodSpec]:

@@ -30,13 +30,13 @@ Stored tensors per module (logical names; positions last so expert i's coefficie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from hf_time.errors import ConfigError, IncompatibleExpertsError
-from hf_time.lowrank.factors import LoraModule, ModuleResult
+from hf_time.merges.factors import LoraModule, ModuleResult
 from hf_time.merges.lora_cat import STRICT_HELP
 from hf_time.merges.registry import TensorContext, param, register
 
@@ -50,19 +50,17 @@ class RmmConfig:
     centered: bool = param(True, "subtract the experts' mean before the SVD (the paper's); false: uncentred variant")
     strict: bool = param(False, STRICT_HELP)
 
-    output: ClassVar[str] = "rmm"
-    requires_equal_ranks: ClassVar[bool] = True
-    uses_weights: ClassVar[bool] = False  # every expert is kept; there is nothing to weight
-
     def basis_size(self, n: int) -> int:
         """The p used for ``n`` experts (n − 1 when not set)."""
         return self.p if self.p is not None else n - 1
 
-    def check_n_experts(self, n: int) -> list[str]:
-        """Problems with p for ``n`` experts (checked before anything is downloaded)."""
-        if self.p is not None and self.p >= n:
-            return [f"p must be at most n - 1 = {n - 1} for {n} experts, got p = {self.p} (p = n - 1 already reverts exactly)"]
-        return []
+
+def check_p(config: RmmConfig, n_experts: int | None) -> list[str]:
+    """Problems with p for ``n`` experts (checked before anything is downloaded)."""
+    n = n_experts
+    if n is not None and config.p is not None and config.p >= n:
+        return [f"p must be at most n - 1 = {n - 1} for {n} experts, got p = {config.p} (p = n - 1 already reverts exactly)"]
+    return []
 
 
 def factor_basis(x: Tensor, p: int, centered: bool = True) -> tuple[Tensor | None, Tensor, Tensor, float]:
@@ -150,11 +148,13 @@ def _delta_errors(xa: Tensor, xb: Tensor, a_hat: Tensor, bt_hat: Tensor, scaling
     nn = torch.cat([a_hat, e_a], 1)  # (n, 2r, in)
     err = (torch.bmm(m.transpose(1, 2), m).double() * torch.bmm(nn, nn.transpose(1, 2)).double()).sum((1, 2))
     norm = (torch.bmm(xb, b).double() * torch.bmm(xa, xa.transpose(1, 2)).double()).sum((1, 2))
-    s2 = torch.tensor([s * s for s in scalings], dtype=torch.float64)
+    s2 = torch.tensor([s * s for s in scalings], dtype=torch.float64, device=err.device)
     return (err.clamp_min(0) * s2).tolist(), (norm.clamp_min(0) * s2).tolist()
 
 
-@register("rmm", kind="lowrank", config=RmmConfig, paper=PAPER, uses_base=False, min_experts=2)
+# Every expert is kept (that is what makes it reversible): there is nothing to weight.
+@register("rmm", kind="lowrank", config=RmmConfig, paper=PAPER, min_experts=2, output="rmm", requires_equal_ranks=True,
+          uses_weights=False, check=check_p)
 def rmm(modules: Sequence[LoraModule | None], config: RmmConfig, ctx: TensorContext) -> ModuleResult:
     """RMM: per-position basis + per-expert coefficients from which every adapter can be reverted."""
     n = len(modules)

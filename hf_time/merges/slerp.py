@@ -54,6 +54,7 @@ def slerp_tensors(t: float, v0: Tensor, v1: Tensor) -> Tensor:
     uses_base=True,
     min_experts=1,
     max_experts=1,
+    uses_weights=False,
 )
 def slerp(base: Tensor | None, experts: Sequence[Tensor], config: SlerpConfig, ctx: TensorContext) -> Tensor:
     """SLERP between the base (t=0) and one expert (t=1); lerp when nearly colinear."""

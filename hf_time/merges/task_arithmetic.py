@@ -19,7 +19,7 @@ from typing import Any, Literal, Mapping, Sequence
 from torch import Tensor
 
 from hf_time.merges import kernels
-from hf_time.merges.registry import TensorContext, param, register
+from hf_time.merges.registry import TensorContext, param, register, seeded_generator
 
 PAPER = "https://arxiv.org/abs/2212.04089"
 SCOPE_HELP = "where magnitude thresholds are computed: per tensor, or over the whole model (TIME's code)"
@@ -37,7 +37,7 @@ def run_recipe(recipe: Recipe, base: Tensor | None, experts: Sequence[Tensor], c
     """Merge one tensor with ``recipe``, reading the parameters the config declares.
 
     Config fields read when present: ``density`` and ``gamma`` (per expert), ``rescale``,
-    ``normalize``, ``lambda_``, ``threshold_scope``.
+    ``normalize``, ``lambda_``, ``threshold_scope``, ``seed`` (random drops).
 
     Raises:
         ValueError: no base, or global thresholds asked for but not supplied by the engine.
@@ -57,7 +57,8 @@ def run_recipe(recipe: Recipe, base: Tensor | None, experts: Sequence[Tensor], c
         elif recipe.sparsify == "band":
             kernels.trim_band_(tvs[i], density[i], gamma[i], given)
         elif recipe.sparsify == "random":
-            kernels.random_drop_(tvs[i], density[i], ctx.generator(device=tvs.device, offset=i))
+            generator = seeded_generator(config.seed, ctx.name, offset=i, device=tvs.device)
+            kernels.random_drop_(tvs[i], density[i], generator)
     scales = None
     if recipe.sparsify == "random" and getattr(config, "rescale", False):
         scales = [1.0 / d if d < 1 else 1.0 for d in density]

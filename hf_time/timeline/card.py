@@ -9,6 +9,7 @@ accuracy matrix; both are pure functions of the state, so re-rendering gives the
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -28,9 +29,10 @@ def _fmt(x: float | None) -> str:
 
 
 def _link(record) -> str:
+    # Endpoint-relative links: they work on huggingface.co and on any other Hub (an embedded one).
     if record.repo_id and record.sha:
         where = f"{record.repo_id}@{record.tag}" if record.tag else record.repo_id
-        return f"[{where}](https://huggingface.co/{record.repo_id}/tree/{record.sha}) `{record.sha[:10]}`"
+        return f"[{where}](/{record.repo_id}/tree/{record.sha}) `{record.sha[:10]}`"
     return f"`{record.label}`"
 
 
@@ -145,7 +147,14 @@ def render_timeline_card(state: TimelineState, *, title: str | None = None, reci
 
 
 def plot_timeline(state: TimelineState, path: str | os.PathLike) -> Path:
-    """Write the PNG: the A_KA / A_ZS / GM trajectory (step 0 = base) and the accuracy matrix."""
+    """Write the plot of :func:`plot_png` to ``path``."""
+    path = Path(path)
+    path.write_bytes(plot_png(state))
+    return path
+
+
+def plot_png(state: TimelineState) -> bytes:
+    """The PNG: the A_KA / A_ZS / GM trajectory (step 0 = base) and the accuracy matrix."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,8 +192,8 @@ def plot_timeline(state: TimelineState, path: str | os.PathLike) -> Path:
     ax2.set_title("accuracy matrix (* held out)")
     fig.colorbar(im, ax=ax2, fraction=0.03)
     fig.tight_layout()
-    path = Path(path)
+    buffer = io.BytesIO()
     # No Software/date metadata: the same state always gives the same bytes (resume compares hashes).
-    fig.savefig(path, dpi=90, metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
     plt.close(fig)
-    return path
+    return buffer.getvalue()

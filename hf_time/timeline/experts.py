@@ -20,7 +20,6 @@ locally for merging and evaluation, and rebuilt from the adapter when a run resu
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -28,13 +27,16 @@ from typing import Any, Callable, Sequence
 
 import datasets
 
-from hf_time import __version__
-from hf_time.cards import LINEAGE_FILE, render_expert_card, write_json
-from hf_time.io import atomic_output_dir, copy_files
+from hf_time.atomic import atomic_output_dir
+from hf_time.io import copy_files
+from hf_time.lineage import Lineage, RefRecord
+from hf_time.pipeline import record_training
+from hf_time.pipeline.artifact import CARRIED_FILES, training_lineage
+from hf_time.pipeline.snapshot import write_snapshot
 from hf_time.timeline.config import TimelineConfig
 from hf_time.timeline.data import LoadedTask
 from hf_time.timeline.state import NodeRecord
-from hf_time.timeline.store import NodeStore, read_meta
+from hf_time.timeline.store import NodeStore, node_section
 from hf_time.timeline.strategies import StepPlan
 from hf_time.training import STATS_FILE, replay_pool
 
@@ -51,19 +53,23 @@ def default_trainer(init_dir: Path, task, config, out_dir: Path, *, replay=None,
     return finetune(init_dir, task, config, out_dir, replay=replay, device=device, overwrite=True)
 
 
-def densify(adapter_dir: Path, init_dir: Path, out: Path) -> Path:
-    """Merge a PEFT adapter into its init model and save the full weights (atomically)."""
+def densify(adapter_dir: Path, init_dir: Path, out: Path, lineage: Lineage | None) -> Path:
+    """Merge a PEFT adapter into its init model and save the full weights (atomically), a local cache copy
+    for merging and evaluation; it keeps the adapter's lineage (what was trained) with its own files."""
     import torch
     from peft import PeftModel
     from transformers import AutoModel
-
-    from hf_time.api import CARRIED_FILES
 
     model = AutoModel.from_pretrained(str(init_dir), dtype=torch.float32)
     model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     with atomic_output_dir(out, overwrite=True) as tmp:
         model.save_pretrained(str(tmp))
         copy_files(init_dir, tmp, [f for f in CARRIED_FILES if f != "config.json"])
+        if lineage is not None:
+            files = sorted(p.name for p in tmp.glob("*.safetensors"))
+            dense = training_lineage(lineage.base, tmp, files, fmt="model", details=lineage.details,
+                                     timeline=lineage.timeline)
+            write_snapshot(tmp, dense, card=None)
     return out
 
 
@@ -112,8 +118,7 @@ class ExpertMaker:
             with timer.phase("resolve"):
                 downloaded = self.store.download(record)
                 if lora:
-                    folder = densify(downloaded, init_dir, self.store.path(node))
-                    write_json(folder / LINEAGE_FILE, read_meta(downloaded))
+                    folder = densify(downloaded, init_dir, self.store.path(node), Lineage.load(downloaded))
                 else:
                     folder = downloaded
             self.store.remember(node, folder)
@@ -126,8 +131,8 @@ class ExpertMaker:
             with timer.phase("push_expert"):
                 record = self.store.publish(node, publish_dir, self.store.repos.experts, private=self.config.private,
                                             message=f"Expert {sp.step}: {sp.task}")
-        meta = read_meta(folder)
-        return folder, record, meta.get("stats", {})
+        lineage = Lineage.load(folder)
+        return folder, record, dict(lineage.details.get("stats") or {}) if lineage else {}
 
     def _train(self, sp: StepPlan, init_dir: Path, init_record: NodeRecord | None, timer) -> tuple[Path, Path]:
         node = sp.expert
@@ -143,24 +148,19 @@ class ExpertMaker:
             timer.tokens += int(stats.get("tokens", 0))
             timer.train_loop += float(stats.get("seconds", 0.0))
             facts = {k: stats[k] for k in _FACTS if k in stats}
-            init = dataclasses.asdict(init_record) if init_record else {"kind": sp.init.kind, "step": sp.init.step}
-            meta = {"hf_time_version": __version__, "kind": "timeline-expert", "timeline": self.store.repos.timeline,
-                    "node": {"kind": node.kind, "step": node.step, "key": node.key}, "task": sp.task,
-                    "task_key": task.key, "init": init, "training": sp.training.to_dict(), "stats": facts}
             if lora:
                 self._point_adapter_at(trained, init_record)
-            write_json(trained / LINEAGE_FILE, meta)
-            base = {"ref": init_record.pinned if init_record and init_record.pinned else sp.init.label,
-                    "repo_id": init_record.repo_id if init_record else None, "sha": init_record.sha if init_record else None}
+            init = RefRecord(init_record.pinned if init_record and init_record.pinned else sp.init.label,
+                             init_record.repo_id if init_record else None, init_record.tag if init_record else None,
+                             init_record.sha if init_record else None)
             title = f"{self.store.repos.timeline.split('/')[-1]} expert {sp.step}: {sp.task}"
-            card = render_expert_card({"base": base, "task": sp.task, "training": _flat(sp.training.to_dict()),
-                                       "stats": facts}, title=title, adapter=lora)
-            (trained / "README.md").write_text(card)
+            lineage = record_training(trained, init, task=sp.task, training=sp.training.to_dict(), stats=facts,
+                                      adapter=lora, title=title, extra={"task_key": task.key, "init_node": sp.init.label},
+                                      timeline=node_section(self.store.repos.timeline, node))
         if not lora:
             return trained, trained
         with timer.phase("train"):
-            dense = densify(trained, init_dir, self.store.path(node))
-            write_json(dense / LINEAGE_FILE, meta)
+            dense = densify(trained, init_dir, self.store.path(node), lineage)
         return dense, trained
 
     @staticmethod
@@ -173,8 +173,4 @@ class ExpertMaker:
         cfg["base_model_name_or_path"] = init_record.repo_id
         cfg["revision"] = init_record.sha
         path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-
-
-def _flat(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in d.items() if v is not None}
 

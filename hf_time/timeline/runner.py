@@ -37,17 +37,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hf_time import __version__
-from hf_time.cards import LINEAGE_FILE, sha256_file, write_json
+from hf_time.cards import sha256_file
 from hf_time.errors import TimelineConflictError
 from hf_time.hub import Hub
-from hf_time.io import atomic_output_dir
-from hf_time.timeline.card import PLOT_FILE, plot_timeline, render_timeline_card
+from hf_time.atomic import atomic_output_dir, atomic_write_text
+from hf_time.lineage import LINEAGE_FILE, Lineage
+from hf_time.pipeline.cards import render_card
+from hf_time.pipeline.snapshot import MERGE_CONFIG_FILE, write_snapshot
+from hf_time.timeline.card import PLOT_FILE, plot_png, render_timeline_card
 from hf_time.timeline.config import TimelineConfig
 from hf_time.timeline.data import LoadedTask, content_key, load_tasks
 from hf_time.timeline.experts import ExpertMaker, Trainer, default_trainer
 from hf_time.timeline.state import STATE_FILE, TIMINGS_FILE, NodeRecord, StepRecord, TimelineState
-from hf_time.timeline.store import NodeStore, Repos, copy_tree, read_meta
+from hf_time.timeline.store import NodeStore, Repos, copy_tree, node_section
 from hf_time.timeline.strategies import Node, Plan, StepPlan, build_plan, merge_product
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ Evaluator = Callable[..., dict]
 # Phases that are not the work itself (training, evaluation): the timeline's overhead.
 OVERHEAD_PHASES = ("resolve", "merge", "push_expert", "card", "publish", "state")
 # Files of a node folder that a snapshot replaces or must not carry (timings are not reproducible).
-_NODE_ONLY = ("README.md", LINEAGE_FILE, "merge_config.yaml", "training_stats.json", STATE_FILE, PLOT_FILE)
+_NODE_ONLY = ("README.md", LINEAGE_FILE, MERGE_CONFIG_FILE, "training_stats.json", STATE_FILE, PLOT_FILE)
 
 
 def default_evaluator(model_dir, tasks, *, batch_size: int, max_length: int, device=None) -> dict[str, float]:
@@ -198,23 +200,19 @@ class TimelineRunner:
         folders = {plan.base.key: self.store.folders[plan.base.key]}
         for n in inputs:
             folders[n.key] = self._materialize(plan, n, timer)
-        previous = inputs[1] if node.kind == "chain" else None
-        fold_state = None
-        if plan.sequential and previous is not None and previous.kind != "base":
-            fold_state = read_meta(folders[previous.key]).get("node", {}).get("fold_state")
+        refs, local = {}, {}
+        for n in [plan.base, *inputs]:  # pinned Hub refs where published (read from the local copy), else folders
+            record = self.store.records.get(n.key) if n.kind == "base" else self.store.find(n)
+            refs[n.key] = record.pinned if record is not None and record.pinned else str(folders[n.key])
+            if refs[n.key] != str(folders[n.key]):
+                local[refs[n.key]] = folders[n.key]
         with timer.phase("merge"):
             out = self.store.path(node)
             with atomic_output_dir(out, overwrite=True) as tmp:
-                made, new_state, recipe = merge_product(plan, node, self.config, folders, tmp / "model",
-                                                        fold_state=fold_state, progress=self.progress)
-                for p in made.iterdir():
-                    if p.name not in _NODE_ONLY:
-                        os.replace(p, tmp / p.name)
-                write_json(tmp / LINEAGE_FILE, {
-                    "hf_time_version": __version__, "kind": "timeline-node", "timeline": self.repos.timeline,
-                    "node": {"kind": node.kind, "step": node.step, "key": node.key, "fold_state": new_state},
-                    "recipe": recipe, "inputs": {n.label: n.key for n in [plan.base, *inputs]}})
-                shutil.rmtree(tmp / "model")
+                lineage = merge_product(plan, node, self.config, refs, local, self.hub, tmp, progress=self.progress)
+                lineage = lineage.with_timeline(node_section(self.repos.timeline, node))
+                write_snapshot(tmp, lineage, card=render_card(lineage, title=f"{self.repos.timeline.split('/')[-1]} "
+                                                                           f"{node.label}"))
         self.store.remember(node, out)
         return out
 
@@ -227,8 +225,7 @@ class TimelineRunner:
         ev = self.config.evaluation
         acc = self.evaluator(folder, tasks, batch_size=ev.batch_size, max_length=ev.max_length, device=self.config.device)
         acc = {n: round(float(acc[n]), 6) for n in self.eval_order}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(acc, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path, json.dumps(acc, indent=2, sort_keys=True) + "\n")  # shared caches never see half a file
         return acc
 
     # -- one step ----------------------------------------------------------------------------------
@@ -249,18 +246,17 @@ class TimelineRunner:
                                            message=f"Running merge {nxt.label} (init of step {sp.step + 1})")
         with timer.phase("evaluate"):
             accuracy = self._evaluate(sp.deploy, deploy_dir)
-        deploy_meta = read_meta(deploy_dir)
+        deployed = Lineage.load(deploy_dir)
         fold_state = state.fold_state
         if plan.sequential:
-            chain = plan.node("chain", sp.step)
-            chain_dir = self.store.local(chain)
-            fold_state = read_meta(chain_dir).get("node", {}).get("fold_state") if chain_dir else fold_state
+            chain_dir = self.store.local(plan.node("chain", sp.step))
+            fold_state = Lineage.load(chain_dir).state if chain_dir else fold_state
         record = StepRecord(sp.step, sp.task, sp.key, init_record, expert_record,
                             NodeRecord(sp.deploy.kind, sp.deploy.step, sp.deploy.key, self.repos.timeline, None,
                                        f"step-{sp.step}"), accuracy, facts)
         new_state = state.with_step(record, fold_state)
         with timer.phase("card"):
-            folder = self._snapshot(plan, sp, new_state, deploy_dir, deploy_meta)
+            folder = self._snapshot(plan, sp, new_state, deploy_dir, deployed)
         with timer.phase("publish"):
             pub = self.hub.publish(folder, self.repos.timeline, tag=f"step-{sp.step}", private=self.config.private or None,
                                    commit_message=f"Step {sp.step}: {sp.task} ({self.config.strategy.label})")
@@ -270,45 +266,30 @@ class TimelineRunner:
             new_state.save(self.work / STATE_FILE)
         return new_state
 
-    def _snapshot(self, plan: Plan, sp: StepPlan, state: TimelineState, deploy_dir: Path, meta: dict) -> Path:
-        """The folder of the step's commit: the deployed weights plus lineage, state, card and plot."""
+    def _snapshot(self, plan: Plan, sp: StepPlan, state: TimelineState, deploy_dir: Path, deployed: Lineage) -> Path:
+        """The folder of the step's commit: the deployed node's weights, its lineage with the step's
+        timeline section, the state, the card and the plot (written once, by the snapshot writer)."""
         folder = self.work / "publish" / f"step-{sp.step}"
         shutil.rmtree(folder, ignore_errors=True)
-        files = copy_tree(deploy_dir, folder, skip=_NODE_ONLY + ("adapter_config.json", "adapter_model.safetensors"))
-        recipe = meta.get("recipe")
-        weights = sorted(f for f in files if f.endswith(".safetensors"))
-        lineage = {
-            "hf_time_version": __version__, "kind": "timeline", "timeline": self.repos.timeline, "step": sp.step,
-            "node": meta.get("node") or {"kind": sp.deploy.kind, "step": sp.deploy.step, "key": sp.deploy.key},
-            "step_key": sp.key, "strategy": dict(state.config["strategy"]), "recipe": recipe,
-            "base": dataclasses.asdict(state.base),
-            "lineage": [{"step": s.step, "task": s.task, "init": dataclasses.asdict(s.init),
-                         "expert": dataclasses.asdict(s.expert)} for s in state.steps],
+        copy_tree(deploy_dir, folder, skip=_NODE_ONLY + ("adapter_config.json", "adapter_model.safetensors"))
+        section = {
+            **node_section(self.repos.timeline, sp.deploy), "step": sp.step, "step_key": sp.key,
+            "strategy": dict(state.config["strategy"]),
+            "steps": [{"step": s.step, "task": s.task, "init": dataclasses.asdict(s.init),
+                       "expert": dataclasses.asdict(s.expert)} for s in state.steps],
             "base_accuracy": dict(state.base_accuracy), "accuracy": state.accuracy_matrix(), "metrics": state.metrics(),
-            "files": {f: sha256_file(folder / f) for f in weights},
         }
-        lineage["node"]["key"] = sp.deploy.key
-        write_json(folder / LINEAGE_FILE, lineage)
-        state.save(folder / STATE_FILE)
-        if recipe and not plan.sequential:
-            self._merge_config(plan, sp.deploy, recipe, folder)
-        plot_timeline(state, folder / PLOT_FILE)
+        lineage = deployed.with_timeline(section)
+        recipe = None
+        if sp.deploy.is_product and lineage.method is not None:
+            labels = [n.label for n in plan.inputs(sp.deploy)]
+            recipe = {"method": lineage.method.name, "inputs": labels,
+                      "weights": None if plan.sequential else [e.weight for e in lineage.experts]}
         datasets = {name: t.source.get("dataset") or name for name, t in self.tasks.items()}
-        (folder / "README.md").write_text(render_timeline_card(state, recipe=recipe, datasets=datasets))
+        card = render_timeline_card(state, recipe=recipe, datasets=datasets)
+        extra = {STATE_FILE: state.to_json(), PLOT_FILE: plot_png(state)}
+        write_snapshot(folder, lineage, card=card, extra=extra)
         return folder
-
-    def _merge_config(self, plan: Plan, node: Node, recipe: dict, folder: Path) -> None:
-        """``merge_config.yaml`` with pinned Hub refs, so ``hf-time merge`` reproduces a dense snapshot."""
-        import yaml
-
-        from hf_time.config import ExpertSpec, MergeConfig
-
-        refs = [self.store.records.get(n.key) for n in [plan.base, *plan.inputs(node)]]
-        if any(r is None or r.pinned is None for r in refs):
-            return  # an input only exists locally (e.g. a local base): nothing to pin
-        config = MergeConfig(base=refs[0].pinned, method=recipe["method"], params=dict(self.config.strategy.params),
-                             experts=tuple(ExpertSpec(r.pinned, float(w)) for r, w in zip(refs[1:], recipe["weights"])))
-        (folder / "merge_config.yaml").write_text(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, on_step: Callable[[StepRecord, StepTimings], None] | None = None) -> TimelineRun:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from hf_time.atomic import atomic_write_text
 from hf_time.metrics import time_metrics, trajectory
 
 STATE_FILE = "timeline_state.json"
@@ -131,14 +132,13 @@ class TimelineState:
         return cls(**{**data, "base": NodeRecord(**data["base"]), "steps": steps,
                       "adaptation_tasks": tuple(data["adaptation_tasks"]), "held_out_tasks": tuple(data["held_out_tasks"])})
 
+    def to_json(self) -> str:
+        """The state as the JSON text of ``timeline_state.json`` (keys sorted: the same state, the same bytes)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the state as JSON atomically (a killed run never leaves half a state file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TimelineState":

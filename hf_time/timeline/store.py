@@ -1,7 +1,7 @@
 """Where timeline nodes live: a local cache keyed by content, and their published copies on the Hub.
 
-A node folder is a complete model folder whose ``hf_time.json`` carries ``{"node": {"kind", "step",
-"key"}}``. The local cache (``CACHE/nodes/<label>-<key[:16]>``) is written atomically and may be
+A node folder is a complete model folder whose lineage (``hf_time.json``) has a ``timeline`` section
+naming the node: ``{"node": {"kind", "step", "key"}}``. The local cache (``CACHE/nodes/<label>-<key[:16]>``) is written atomically and may be
 shared by several timelines (a grid reuses the experts of identical steps); the Hub copy is found by
 tag (``step-t``) in the repos of :class:`Repos` and trusted only if its recorded key matches. Every
 Hub call goes through :class:`hf_time.hub.Hub`.
@@ -9,17 +9,16 @@ Hub call goes through :class:`hf_time.hub.Hub`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
-from hf_time.cards import LINEAGE_FILE
-from hf_time.errors import RepoNotFoundError, RevisionNotFoundError
+from hf_time.errors import ConfigError, RepoNotFoundError, RevisionNotFoundError
 from hf_time.hub import MODEL_PATTERNS, Hub
+from hf_time.lineage import LINEAGE_FILE, Lineage
 from hf_time.timeline.state import NodeRecord
 from hf_time.timeline.strategies import Node
 
@@ -49,13 +48,16 @@ class Repos:
         return [(self.timeline, tag), (self.running, tag)]
 
 
-def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
-    path = Path(folder) / LINEAGE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+def node_key(lineage: Lineage | None) -> str | None:
+    """The content key of the timeline node a lineage describes (None: not a timeline node)."""
+    if lineage is None or not lineage.timeline:
+        return None
+    return (lineage.timeline.get("node") or {}).get("key")
 
 
-def node_key(meta: Mapping[str, Any]) -> str | None:
-    return (meta.get("node") or {}).get("key")
+def node_section(repo: str, node: Node) -> dict[str, Any]:
+    """The ``timeline`` section of a node's lineage: which timeline, which node, under which key."""
+    return {"repo": repo, "node": {"kind": node.kind, "step": node.step, "key": node.key}}
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -109,7 +111,12 @@ class NodeStore:
         if node.key in self.folders:
             return self.folders[node.key]
         folder = self.path(node)
-        if node_key(read_meta(folder)) == node.key:
+        try:
+            lineage = Lineage.load(folder)
+        except ConfigError as e:  # a torn cache entry (killed mid-write elsewhere): recompute it
+            logger.warning("ignoring cached %s: %s", node.label, e)
+            return None
+        if node_key(lineage) == node.key:
             self.folders[node.key] = folder
             return folder
         return None
@@ -123,7 +130,8 @@ class NodeStore:
                 res = self.hub.resolve(f"{repo}@{tag}")
             except (RepoNotFoundError, RevisionNotFoundError):
                 continue
-            if node_key(self.hub.read_json(res, LINEAGE_FILE) or {}) == node.key:
+            data = self.hub.read_json(res, LINEAGE_FILE)
+            if data is not None and node_key(Lineage.from_dict(data, f"{res.pinned}/{LINEAGE_FILE}")) == node.key:
                 record = NodeRecord(node.kind, node.step, node.key, repo, res.sha, tag)
                 self.records[node.key] = record
                 return record

@@ -20,20 +20,22 @@ Init of step t: ``base`` -> base; ``latest`` -> expert-(t−1); ``merge_all`` ->
 Each node's key hashes its inputs' keys and the settings that shape it (a Merkle DAG rooted at the
 base's commit sha and the tasks' content keys), so every key of the whole timeline is known before
 anything is trained, and a node that exists under its key — in the local cache or on the Hub — is
-never computed twice. Dense merges go through :func:`hf_time.api.merge`, folds through
-:func:`hf_time.sequential.fold`; both read local folders.
+never computed twice. Products are computed by the merge pipeline (:mod:`hf_time.pipeline`), the
+same one ``hf-time merge`` runs: a dense merge, or a fold continuing the previous chain snapshot.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
+from hf_time.config import ExpertSpec, MergeConfig
+from hf_time.lineage import Lineage
 from hf_time.merges import get
+from hf_time.pipeline import RunOptions, prepare, produce
 from hf_time.timeline.config import TimelineConfig
 from hf_time.timeline.data import content_key
 from hf_time.training import TrainingConfig
@@ -162,43 +164,40 @@ def build_plan(config: TimelineConfig, base_key: str, task_keys: Mapping[str, st
 # computing products
 
 
-def merge_product(plan: Plan, node: Node, config: TimelineConfig, folders: Mapping[str, Path], out: str | os.PathLike,
-                  *, fold_state: Mapping[str, Any] | None = None, progress: bool = False) -> tuple[Path, dict | None, dict]:
-    """Compute a ``chain`` or ``merge_all`` node into ``out`` from its inputs' local folders.
+def product_request(plan: Plan, node: Node, config: TimelineConfig, refs: Mapping[str, str]) -> MergeConfig:
+    """The merge request that computes a ``chain`` or ``merge_all`` node.
 
     Args:
         plan: the timeline plan.
-        node: the product to compute.
+        node: the product.
         config: the timeline config (technique, EMA weight, time weights, device).
-        folders: node key -> local folder, for the base and every input of ``node``.
-        out: output folder (must not exist).
-        fold_state: the state of chain-(t−1) for a sequential technique (None at t = 1).
-
-    Returns:
-        ``(folder, fold_state, recipe)``: the model folder, the new fold state (sequential chains
-        only), and how it was made: method, parameters and the inputs' weights by node label.
+        refs: node key -> the reference of that node (its pinned Hub ref, or a local folder), for
+            the base and every input of ``node``.
     """
     s = config.strategy
-    base_dir = folders[plan.base.key]
     inputs = plan.inputs(node)
-    device = config.device or "cpu"
-    if plan.sequential:
-        from hf_time.sequential import fold
-
+    common = dict(base=refs[plan.base.key], method=s.method, params=dict(s.params), device=config.device or "cpu")
+    if plan.sequential:  # r_t = fold(r_{t-1}, θ_0, θ_t); r_0 is the method's own rule
         previous = inputs[1]
-        prev_dir = None if previous.kind == "base" else folders[previous.key]
-        result = fold(prev_dir, base_dir, folders[inputs[0].key], s.method, out, params=dict(s.params),
-                      state=None if prev_dir is None else fold_state, device=device, progress=progress)
-        recipe = {"method": s.method, "parameters": dict(s.params), "inputs": [n.label for n in inputs]}
-        return result.out_dir, result.state, recipe
-    from hf_time.api import merge
-
+        return MergeConfig(experts=(ExpertSpec(refs[inputs[0].key]),), **common,
+                           previous=None if previous.kind == "base" else refs[previous.key])
     if node.kind == "chain":
         weights = [s.ema_weight, 1.0 - s.ema_weight]
     else:
         weights = time_weights(s.time_weights, len(inputs))
-    result = merge(str(base_dir), [str(folders[n.key]) for n in inputs], s.method, params=dict(s.params),
-                   weights=weights, out=out, device=device, progress=progress)
-    recipe = {"method": s.method, "parameters": result.lineage.get("parameters", {}),
-              "inputs": [n.label for n in inputs], "weights": weights}
-    return result.out_dir, None, recipe
+    return MergeConfig(experts=tuple(ExpertSpec(refs[n.key], float(w)) for n, w in zip(inputs, weights)), **common)
+
+
+def merge_product(plan: Plan, node: Node, config: TimelineConfig, refs: Mapping[str, str], local: Mapping[str, Path],
+                  hub, out: Path, *, progress: bool = False) -> Lineage:
+    """Compute a ``chain`` or ``merge_all`` node into the empty folder ``out`` through the merge pipeline.
+
+    Inputs the timeline holds locally are read there (``local``: pinned ref -> folder) but recorded by
+    their pinned Hub reference, so the node's lineage names what a user can download.
+
+    Returns:
+        The node's lineage (what ran); the caller adds the timeline section and writes the snapshot.
+    """
+    request = product_request(plan, node, config, refs)
+    merge_plan, inputs = prepare(request, RunOptions(progress=progress), hub, local=local)
+    return produce(merge_plan, inputs, hub, out, progress=progress)

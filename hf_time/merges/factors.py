@@ -5,21 +5,15 @@ Orientation: factors are kept as PEFT stores them for a linear layer, ``A`` of s
 stored transposed (``fan_in_fan_out`` Conv1D, embeddings) are transposed by the callers that touch
 base weights (:mod:`hf_time.lowrank.sources`), never here.
 
-The signature of a ``lowrank`` registry method (documented once here, used by :mod:`hf_time.merges`
-``lora_cat``, ``lora_svd`` and ``rmm``)::
+The signature of a ``lowrank`` registry method (:class:`hf_time.merges.registry.LowRankMethod`)::
 
     fn(modules: Sequence[LoraModule | None], config, ctx: TensorContext) -> ModuleResult
 
 ``modules`` holds one entry per expert for ONE adapted module (None where that expert does not
 adapt it), ``ctx.name`` is the base tensor the module adapts and ``ctx.weights`` the expert
-weights. The result's ``tensors`` use logical names: ``"A"``/``"B"`` for methods whose output is a
-LoRA adapter (config class attribute ``output = "adapter"``), free names for methods with their own
-format (``output = "rmm"``). ``stats`` are JSON-able per-module figures for the lineage and card.
-
-The method's config class tells the pipeline (:mod:`hf_time.lowrank.api`) the rest, as class
-attributes: ``output`` (``"adapter"`` or ``"rmm"``), ``requires_equal_ranks`` (checked from the
-headers before anything runs), ``uses_weights`` (False refuses expert weights other than 1), and
-optionally a ``strict`` field and a ``check_n_experts(n) -> list[str]`` method.
+weights. The result's ``tensors`` use logical names: ``"A"``/``"B"`` for methods whose declared
+``output`` is ``"adapter"``, free names for methods with their own format (``"rmm"``). ``stats`` are
+JSON-able per-module figures for the lineage and card.
 """
 
 from __future__ import annotations

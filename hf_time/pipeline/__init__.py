@@ -1,0 +1,18 @@
+"""The one pipeline every output of hf_time goes through.
+
+    refs -> resolve   pinned inputs: shas, configs, safetensors headers (nothing downloaded yet)
+         -> plan      typed and validated; an option the method cannot honour is an error here
+         -> execute   one executor per method kind (dense | lowrank | sequential), streaming tensors
+         -> artifact  the written files + the typed Lineage of the plan that ran
+         -> snapshot  ONE writer: weights, hf_time.json, merge_config.yaml, card
+         -> publish   ONE commit, optional tag; identical content = no commit
+
+Modules: :mod:`.plan`, :mod:`.resolve`, :mod:`.executors`, :mod:`.artifact`, :mod:`.snapshot`,
+:mod:`.cards` (which card a lineage gets), :mod:`.revert` (an RMM expert rebuilt through the same
+stages) and :mod:`.run` (the chain). ``hf_time.merge``/``fold``/``revert`` and the timeline call it.
+"""
+
+from hf_time.pipeline.plan import Plan, RunOptions, make_plan
+from hf_time.pipeline.run import MergeResult, prepare, produce, record_training, run, run_revert
+
+__all__ = ["MergeResult", "Plan", "RunOptions", "make_plan", "prepare", "produce", "record_training", "run", "run_revert"]
