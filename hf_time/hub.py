@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from hf_time.cards import sha256_file
 from hf_time.errors import MissingWeightsError, PublishError, RepoNotFoundError, RevisionNotFoundError
 from hf_time.io import TensorInfo, read_safetensors_header, weight_files
+from hf_time.lineage import LINEAGE_FILE, Lineage
 from hf_time.refs import ModelRef, ResolvedRef, parse_ref
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,15 @@ class Hub:
         except EntryNotFoundError:
             return None
         return json.loads(Path(path).read_text())
+
+    def read_lineage(self, res: ResolvedRef) -> Lineage | None:
+        """The model's ``hf_time.json`` as a :class:`~hf_time.lineage.Lineage`, or None if it has none.
+
+        Raises:
+            ConfigError: the file is not an hf_time lineage (named with its reference).
+        """
+        data = self.read_json(res, LINEAGE_FILE)
+        return None if data is None else Lineage.from_dict(data, f"{res.ref}/{LINEAGE_FILE}")
 
     def tensor_infos(self, res: ResolvedRef) -> dict[str, TensorInfo] | None:
         """Names, dtypes and shapes of all weights, read from safetensors headers only.

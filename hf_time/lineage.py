@@ -153,6 +153,11 @@ class Lineage:
     def with_timeline(self, section: Mapping[str, Any]) -> "Lineage":
         return dataclasses.replace(self, timeline=dict(section))
 
+    @property
+    def node_key(self) -> str | None:
+        """The content key of the timeline node this lineage describes (None: not a timeline node)."""
+        return ((self.timeline or {}).get("node") or {}).get("key")
+
     def merge_config(self) -> dict[str, Any] | None:
         """The mergekit-style YAML that reproduces this merge from pinned inputs (None if not a merge).
 
@@ -225,6 +230,14 @@ class Lineage:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path} is not valid JSON ({e}); delete it or restore it from the Hub") from None
         return cls.from_dict(data, str(path))
+
+
+def node_section(repo: str, kind: str, step: int, key: str) -> dict[str, Any]:
+    """The ``timeline`` section of a timeline node's lineage: which timeline, which node, under which key.
+
+    ``kind`` is the node's kind in the timeline's DAG (``base``, ``expert``, ``chain``, ``merge_all``).
+    """
+    return {"repo": repo, "node": {"kind": kind, "step": step, "key": key}}
 
 
 def _ref(data: Mapping[str, Any] | None) -> RefRecord | None:

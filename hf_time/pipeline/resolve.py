@@ -23,7 +23,7 @@ from hf_time.config import MergeConfig
 from hf_time.errors import ConfigError, InvalidReferenceError
 from hf_time.hub import Hub, require_weights
 from hf_time.io import TensorInfo
-from hf_time.lineage import LINEAGE_FILE, Lineage
+from hf_time.lineage import Lineage
 from hf_time.lowrank.adapters import LoraAdapter
 from hf_time.lowrank.sources import check_adapters, open_lora_experts
 from hf_time.merges import LowRankMethod
@@ -103,10 +103,7 @@ def _model(hub: Hub, text: str, local: Mapping[str, Path] | None, *, with_lineag
     files = tuple(hub.list_files(read))
     if infos is None:
         require_weights(infos, res, True, list(files))  # no weights at all is an error even with pickles allowed
-    lineage = None
-    if with_lineage:
-        data = hub.read_json(read, LINEAGE_FILE)
-        lineage = None if data is None else Lineage.from_dict(data, f"{res.ref}/{LINEAGE_FILE}")
+    lineage = hub.read_lineage(read) if with_lineage else None
     return ModelInput(res, read, files, hub.read_json(read, "config.json"), infos, lineage=lineage)
 
 

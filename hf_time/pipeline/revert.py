@@ -56,10 +56,9 @@ def resolve_revert(hub: Hub, ref: str, expert: int | str, *, dense: bool, dtype:
         UnknownExpertError: no such expert (the message lists them).
     """
     res = hub.resolve(ref)
-    data = hub.read_json(res, LINEAGE_FILE)
-    if data is None:
+    lineage = hub.read_lineage(res)
+    if lineage is None:
         raise ConfigError(f"{res.ref} has no {LINEAGE_FILE}; revert reads snapshots made with `hf-time merge --method rmm`")
-    lineage = Lineage.from_dict(data, f"{res.ref}/{LINEAGE_FILE}")
     if lineage.output.format != "rmm":
         raise ConfigError(f"{res.ref} is not an RMM snapshot (its {LINEAGE_FILE} records a {lineage.kind} with "
                           f"{lineage.output.format} output); revert reads snapshots made with `hf-time merge --method rmm`")

@@ -18,7 +18,8 @@ from typing import Any, Iterable
 
 from hf_time.errors import ConfigError, RepoNotFoundError, RevisionNotFoundError
 from hf_time.hub import MODEL_PATTERNS, Hub
-from hf_time.lineage import LINEAGE_FILE, Lineage
+from hf_time.lineage import Lineage
+from hf_time.lineage import node_section as lineage_node_section
 from hf_time.timeline.state import NodeRecord
 from hf_time.timeline.strategies import Node
 
@@ -48,16 +49,9 @@ class Repos:
         return [(self.timeline, tag), (self.running, tag)]
 
 
-def node_key(lineage: Lineage | None) -> str | None:
-    """The content key of the timeline node a lineage describes (None: not a timeline node)."""
-    if lineage is None or not lineage.timeline:
-        return None
-    return (lineage.timeline.get("node") or {}).get("key")
-
-
 def node_section(repo: str, node: Node) -> dict[str, Any]:
-    """The ``timeline`` section of a node's lineage: which timeline, which node, under which key."""
-    return {"repo": repo, "node": {"kind": node.kind, "step": node.step, "key": node.key}}
+    """The ``timeline`` section of a node's lineage (:func:`hf_time.lineage.node_section`)."""
+    return lineage_node_section(repo, node.kind, node.step, node.key)
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -116,7 +110,7 @@ class NodeStore:
         except ConfigError as e:  # a torn cache entry (killed mid-write elsewhere): recompute it
             logger.warning("ignoring cached %s: %s", node.label, e)
             return None
-        if node_key(lineage) == node.key:
+        if lineage is not None and lineage.node_key == node.key:
             self.folders[node.key] = folder
             return folder
         return None
@@ -130,8 +124,8 @@ class NodeStore:
                 res = self.hub.resolve(f"{repo}@{tag}")
             except (RepoNotFoundError, RevisionNotFoundError):
                 continue
-            data = self.hub.read_json(res, LINEAGE_FILE)
-            if data is not None and node_key(Lineage.from_dict(data, f"{res.pinned}/{LINEAGE_FILE}")) == node.key:
+            lineage = self.hub.read_lineage(res)
+            if lineage is not None and lineage.node_key == node.key:
                 record = NodeRecord(node.kind, node.step, node.key, repo, res.sha, tag)
                 self.records[node.key] = record
                 return record
