@@ -84,8 +84,7 @@ def merge(
         if not specs:
             raise ConfigError("no experts given; pass at least one --expert")
         if base is None:  # a soup of full experts needs no θ_0; the first expert gives the file layout
-            spec = get(method)
-            if getattr(spec, "uses_base", True):
+            if get(method).requires_base:
                 raise ConfigError(f"a base model is required for {method!r}; pass --base")
             base = specs[0].ref
         config = MergeConfig(base=os.fspath(base), experts=tuple(specs), method=method, params=dict(params or {}),

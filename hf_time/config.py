@@ -1,9 +1,11 @@
-"""Typed merge configs, from Python, the CLI, or YAML (hf_time's or mergekit's).
+"""Typed merge requests, from Python, the CLI, or YAML (hf_time's or mergekit's).
 
 The YAML schema is mergekit's (``merge_method``, ``base_model``, ``models: [{model, parameters}]``,
-``parameters``, ``dtype``) plus a few hf_time keys (``device``, ``lines``, ``out``, ``push_to``,
-``tag``), so an existing mergekit config works unchanged for the methods both tools share. Unknown
-keys are rejected and every problem is reported at once.
+``parameters``, ``dtype``) plus a few hf_time keys (``device``, ``lines``, ``previous``, ``out``,
+``push_to``, ``tag``), declared once as :class:`MergeFile` with :func:`hf_time.schema.field`, the
+same mechanism that declares method parameters and the timeline YAML. Loading reports every problem
+at once, each with its key path: unknown keys (with the closest valid one), wrong types, and — when
+the method is known — its parameters and per-model parameters (``lamda``, ``models[1].parameters.densty``).
 """
 
 from __future__ import annotations
@@ -15,13 +17,11 @@ from typing import Any, Mapping
 
 import yaml
 
-from hf_time.errors import ConfigError
+from hf_time import schema
+from hf_time.errors import ConfigError, UnknownMethodError
 
 logger = logging.getLogger(__name__)
 
-_TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "device", "lines", "out", "push_to",
-             "tag", "tokenizer_source", "name", "out_dtype", "previous"}
-_MODEL_KEYS = {"model", "parameters"}
 # mergekit knobs that change memory use, not results: accepted so mergekit configs run unchanged.
 _IGNORED_PARAMS = {"int8_mask"}
 
@@ -64,11 +64,10 @@ class MergeConfig:
     tag: str | None = None
 
     def to_yaml_dict(self) -> dict[str, Any]:
-        """The mergekit-compatible YAML form (used in model cards so a merge can be reproduced)."""
+        """The mergekit-compatible YAML form (the inverse of :func:`merge_config_from_dict`)."""
         d: dict[str, Any] = {"merge_method": self.method, "base_model": self.base, "models": []}
         for e in self.experts:
-            p = {"weight": e.weight, **dict(e.params)}
-            d["models"].append({"model": e.ref, "parameters": p})
+            d["models"].append({"model": e.ref, "parameters": {"weight": e.weight, **dict(e.params)}})
         if self.params:
             d["parameters"] = dict(self.params)
         if self.dtype:
@@ -80,99 +79,131 @@ class MergeConfig:
         return d
 
 
-def _scalar(value: Any, where: str, problems: list[str]) -> Any:
-    # mergekit allows per-filter lists and layer gradients; hf_time takes one value per parameter.
-    if isinstance(value, (list, dict)):
-        problems.append(
-            f"{where}: per-tensor filters and layer gradients are not supported ({value!r}); use a single value"
-        )
-        return None
-    return value
+# -- the YAML file ------------------------------------------------------------------------------------
 
 
-def merge_config_from_dict(data: Mapping[str, Any], source: str = "config") -> MergeConfig:
+@dataclass(frozen=True)
+class ModelEntry:
+    """One entry of ``models``."""
+
+    model: str = schema.field(help="an expert: org/name[@rev] or a folder")
+    parameters: Mapping[str, Any] = schema.field(default_factory=dict, help="its weight and per-expert parameters")
+
+
+@dataclass(frozen=True)
+class LinesEntry:
+    """LiNeS layer scaling of the merged task vector: alpha + beta·ℓ/(L−1) for block ℓ of L."""
+
+    alpha: float = schema.field(0.5, "scale of the first block and of parameters outside the blocks")
+    beta: float = schema.field(0.5, "growth of the scale from the first block to the last")
+
+
+@dataclass(frozen=True)
+class MergeFile:
+    """A merge config file, as written (mergekit's keys plus hf_time's)."""
+
+    merge_method: str = schema.field(help="registry method (`hf-time ls`)")
+    models: tuple[ModelEntry | str, ...] = schema.field(help="the experts: [{model: REF, parameters: {...}}]")
+    base_model: str | None = schema.field(None, "θ_0: org/name[@rev] or a folder")
+    parameters: Mapping[str, Any] = schema.field(default_factory=dict, help="method parameters")
+    dtype: str | None = schema.field(None, "output dtype of floating tensors")
+    out_dtype: str | None = schema.field(None, "mergekit's name for dtype")
+    device: str = schema.field("cpu", "where to compute: cpu or cuda[:i]")
+    lines: LinesEntry | None = schema.field(None, "LiNeS scaling {alpha, beta} (task-vector methods)")
+    previous: str | None = schema.field(None, "sequential methods: the snapshot the previous fold wrote")
+    out: str | None = schema.field(None, "output folder")
+    push_to: str | None = schema.field(None, "Hub repo to publish to")
+    tag: str | None = schema.field(None, "tag of the published commit")
+    tokenizer_source: str | None = schema.field(None, "only 'base': the base's tokenizer is carried over")
+    name: str | None = schema.field(None, "a name for the merge (informational)")
+
+
+def _scalars(values: Mapping[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
+    """Parameters with one value each; mergekit's per-layer gradients and per-tensor filters are refused."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, (list, dict)):
+            problems.append(f"{schema.key_path(where, key)}: per-tensor filters and layer gradients are not supported "
+                            f"({value!r}); use a single value")
+        else:
+            out[key] = value
+    return out
+
+
+def merge_config_from_dict(data: Any, source: str = "config") -> MergeConfig:
     """Build a :class:`MergeConfig` from a parsed YAML mapping, reporting every problem at once.
 
     Raises:
-        ConfigError: with one entry in ``problems`` per bad key or value.
+        ConfigError: with one entry in ``problems`` per bad key or value, each with its key path.
     """
     problems: list[str] = []
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    for key in data:
-        if key not in _TOP_KEYS:
-            problems.append(f"unknown key {key!r} (valid: {', '.join(sorted(_TOP_KEYS))})")
+    data = dict(data)
     if "slices" in data:
-        problems.append("'slices' (layer-range merges) is not supported; list whole models under 'models'")
-    method = data.get("merge_method")
-    if not isinstance(method, str):
-        problems.append("'merge_method' is required (e.g. 'ties'); see `hf-time ls`")
-    base = data.get("base_model")
-    if base is not None and not isinstance(base, str):
-        problems.append(f"'base_model' must be a model reference string, got {base!r}")
-    if data.get("tokenizer_source") not in (None, "base"):
-        problems.append("'tokenizer_source': only 'base' is supported (the base's tokenizer is carried over)")
-    global_params = dict(data.get("parameters") or {})
-    default_weight = global_params.pop("weight", 1.0)
-    for key in _IGNORED_PARAMS & set(global_params):
-        global_params.pop(key)
+        data.pop("slices")
+        problems.append("slices: layer-range merges are not supported; list whole models under 'models'")
+    parsed = schema.read(MergeFile, data, problems=problems)
+    for key in ("merge_method", "models"):
+        if key not in data:
+            problems.append(f"{key}: required" + (" (e.g. 'ties'; see `hf-time ls`)" if key == "merge_method" else
+                                                 " (a non-empty list of {model: REF, parameters: {...}})"))
+    method, base = parsed.get("merge_method"), parsed.get("base_model")
+    if parsed.get("tokenizer_source") not in (None, "base"):
+        problems.append("tokenizer_source: only 'base' is supported (the base's tokenizer is carried over)")
+    params = dict(parsed.get("parameters") or {})
+    default_weight = params.pop("weight", 1.0)
+    for key in _IGNORED_PARAMS & set(params):
+        params.pop(key)
         logger.info("ignoring mergekit parameter %r (no effect on the result in hf_time)", key)
-    for k, v in list(global_params.items()):
-        global_params[k] = _scalar(v, f"parameters.{k}", problems)
+    params = _scalars(params, "parameters", problems)
     experts: list[ExpertSpec] = []
-    models = data.get("models")
-    if not isinstance(models, list) or not models:
-        problems.append("'models' must be a non-empty list of {model: REF, parameters: {...}}")
-        models = []
-    for i, entry in enumerate(models):
-        if isinstance(entry, str):
-            entry = {"model": entry}
-        if not isinstance(entry, Mapping) or "model" not in entry:
-            problems.append(f"models[{i}] must be a mapping with a 'model' key, got {entry!r}")
-            continue
-        for key in entry:
-            if key not in _MODEL_KEYS:
-                problems.append(f"models[{i}]: unknown key {key!r} (valid: model, parameters)")
-        ref = entry["model"]
-        params = dict(entry.get("parameters") or {})
-        weight = _scalar(params.pop("weight", default_weight), f"models[{i}].parameters.weight", problems)
-        try:
-            weight = float(weight) if weight is not None else 1.0
-        except (TypeError, ValueError):
-            problems.append(f"models[{i}].parameters.weight must be a number, got {weight!r}")
+    positions: list[int] = []
+    models = parsed.get("models")
+    if "models" in parsed and not models:
+        problems.append("models: must list at least one model")
+    for i, entry in enumerate(models or ()):
+        entry = ModelEntry(model=entry) if isinstance(entry, str) else entry
+        own = dict(entry.parameters)
+        weight = own.pop("weight", default_weight)
+        own = _scalars(own, f"models[{i}].parameters", problems)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            problems.append(f"models[{i}].parameters.weight: expected a number, got {weight!r}")
             weight = 1.0
-        for k, v in list(params.items()):
-            params[k] = _scalar(v, f"models[{i}].parameters.{k}", problems)
         # mergekit lists the base among the models for task-vector methods; its task vector is zero
         # and mergekit skips it, so drop it here (it stays an expert for `linear`).
-        if ref == base and method not in ("linear",):
+        if entry.model == base and method != "linear":
             continue
-        experts.append(ExpertSpec(ref=str(ref), weight=weight, params=params))
-    lines = data.get("lines")
-    lines_t = None
-    if lines is not None:
-        if not (isinstance(lines, Mapping) and set(lines) <= {"alpha", "beta"}):
-            problems.append(f"'lines' must be a mapping {{alpha: A, beta: B}}, got {lines!r}")
-        else:
-            lines_t = (float(lines.get("alpha", 0.5)), float(lines.get("beta", 0.5)))
-    if base is None and method not in (None, "linear"):
-        problems.append(f"'base_model' is required for {method!r}")
+        experts.append(ExpertSpec(ref=entry.model, weight=float(weight), params=own))
+        positions.append(i)
+    _check_method(method, base, params, experts, positions, problems)
     if problems:
         raise ConfigError.from_problems(f"invalid merge config {source}", problems)
-    dtype = data.get("dtype") or data.get("out_dtype")
+    lines = parsed.get("lines")
     return MergeConfig(
-        base=str(base) if base is not None else experts[0].ref,
-        experts=tuple(experts),
-        method=method,
-        params=global_params,
-        dtype=dtype,
-        device=str(data.get("device", "cpu")),
-        lines=lines_t,
-        previous=data.get("previous"),
-        out=data.get("out"),
-        push_to=data.get("push_to"),
-        tag=data.get("tag"),
-    )
+        base=base if base is not None else experts[0].ref, experts=tuple(experts), method=method, params=params,
+        dtype=parsed.get("dtype") or parsed.get("out_dtype"), device=parsed.get("device", "cpu"),
+        lines=None if lines is None else (lines.alpha, lines.beta), previous=parsed.get("previous"),
+        out=parsed.get("out"), push_to=parsed.get("push_to"), tag=parsed.get("tag"))
+
+
+def _check_method(method: str | None, base: str | None, params: Mapping[str, Any], experts: list[ExpertSpec],
+                  positions: list[int], problems: list[str]) -> None:
+    """The method's own checks on the file's parameters, so a typo anywhere shows up in the same error."""
+    if method is None:
+        return
+    from hf_time.merges import get
+
+    try:
+        spec = get(method)
+    except UnknownMethodError as e:
+        problems.append(f"merge_method: {e}")
+        return
+    if base is None and spec.requires_base:
+        problems.append(f"base_model: required for {method!r}")
+    spec.collect_config(params, problems, path="parameters")
+    spec.collect_expert_params([e.params for e in experts], problems,
+                               path=lambda i: f"models[{positions[i]}].parameters")
 
 
 def load_merge_config(path: str | os.PathLike) -> MergeConfig:
@@ -185,11 +216,15 @@ def load_merge_config(path: str | os.PathLike) -> MergeConfig:
 
 
 def read_yaml(path: str | os.PathLike, what: str) -> Any:
-    """Parse a YAML file; a missing file or bad YAML becomes a ConfigError naming ``what`` and the path."""
+    """Parse a YAML file; a missing file, bad YAML or binary content becomes a ConfigError naming the path."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(f"{what} {os.fspath(path)!r} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {os.fspath(path)!r} is a folder; give the YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {os.fspath(path)!r} is not a text file (YAML expected)") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{what} {os.fspath(path)!r} is not valid YAML: {e}") from None
+        raise ConfigError(f"{what} {os.fspath(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None

@@ -131,6 +131,8 @@ def convert(value: Any, tp: Any, *, path: str, problems: list[str], strings: boo
         for alt in (a for a in alternatives if a is not type(None)):
             try:
                 return convert(value, alt, path=path, problems=problems, strings=strings)
+            except _Skip:  # the value had this alternative's shape; its own problems are recorded
+                raise
             except _Invalid:
                 continue
         raise _Invalid(f"expected {type_name(tp)}, got {value!r}")
@@ -178,6 +180,8 @@ def convert(value: Any, tp: Any, *, path: str, problems: list[str], strings: boo
         for i, v in enumerate(value):
             try:
                 out.append(convert(v, item, path=f"{path}[{i}]", problems=problems, strings=strings))
+            except _Skip:
+                continue
             except _Invalid as e:
                 problems.append(f"{path}[{i}]: {e}")
         return tuple(out) if origin is tuple else out
@@ -190,6 +194,8 @@ def convert(value: Any, tp: Any, *, path: str, problems: list[str], strings: boo
             for k, v in value.items():
                 try:
                     out[k] = convert(v, args[1], path=f"{path}.{k}", problems=problems, strings=strings)
+                except _Skip:
+                    continue
                 except _Invalid as e:
                     problems.append(f"{path}.{k}: {e}")
             return out
@@ -295,15 +301,25 @@ def build(cls: type, data: Any, *, path: str = "", problems: list[str], strings:
     if values is None:
         return None
     given = {f.attr for f in fields(cls)} & set(values)
+    missing = False
     for info in fields(cls):
-        if info.required and info.attr not in given and not (isinstance(data, Mapping) and info.name in data):
-            problems.append(f"{(label or (lambda k: key_path(path, k)))(info.name)}: required")
-    if len(problems) > before:
+        if info.required and info.attr not in given:
+            missing = True
+            if not (isinstance(data, Mapping) and info.name in data):  # else its bad value is reported already
+                problems.append(f"{(label or (lambda k: key_path(path, k)))(info.name)}: required")
+    if missing:
         return None
-    try:
-        return cls(**values)
-    except ConfigError as e:
-        problems.extend(f"{key_path(path, p)}" if not path else f"{path}: {p}" for p in e.problems)
+    try:  # even when other keys were bad: the class's own checks of the good ones belong in the same error
+        built = cls(**values)
+        return built if len(problems) == before else None
+    except ConfigError as e:  # the class's own cross-field checks; "steps must be ..." names a field
+        attrs = {f.attr: f.name for f in fields(cls)}
+        for problem in e.problems:
+            head, sep, rest = problem.partition(" must ")
+            if sep and head in attrs:
+                problems.append(f"{key_path(path, attrs[head])}: must {rest}")
+            else:
+                problems.append(f"{path or cls.__name__}: {problem}")
         return None
 
 

@@ -46,9 +46,29 @@ def test_unknown_keys_all_reported_at_once():
         merge_config_from_dict(data, "cfg.yaml")
     problems = err.value.problems
     assert len(problems) == 3
-    assert any("unknown key 'tokenizer'" in p for p in problems)
-    assert any("models[1]: unknown key 'lora'" in p for p in problems)
+    assert any(p.startswith("tokenizer: unknown key; did you mean 'tokenizer_source'?") for p in problems)
+    assert any(p.startswith("models[1].lora: unknown key") for p in problems)
     assert any("parameters.density" in p and "single value" in p for p in problems)
+
+
+def test_method_parameters_and_per_model_parameters_reported_with_the_file_problems():
+    data = yaml.safe_load(MERGEKIT_TIES)
+    data["parameters"]["lamda"] = 0.5
+    data["models"][2]["parameters"]["densty"] = 0.1
+    data["models"][1]["parameters"]["density"] = 7
+    data["dtpye"] = "bfloat16"
+    with pytest.raises(ConfigError) as err:
+        merge_config_from_dict(data, "cfg.yaml")
+    problems = err.value.problems
+    assert len(problems) == 4, problems
+    assert any(p.startswith("parameters.lamda: unknown parameter 'lamda' for method 'ties'; did you mean 'lambda'?")
+               for p in problems)
+    assert any(p.startswith("models[2].parameters.densty: cannot be set per expert") and "did you mean 'density'" in p
+               for p in problems)
+    assert any(p.startswith("models[1].parameters.density: must be <= 1.0") for p in problems)
+    assert any(p.startswith("dtpye: unknown key; did you mean 'dtype'?") for p in problems)
+    # the list of valid keys is given once, where no close match exists, not repeated for every typo
+    assert sum("valid:" in p for p in problems) == 0
 
 
 def test_missing_required_keys():

@@ -59,7 +59,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path():
                      "strategy.init", "strategy.params", "strategy.ema_weight", "training.steps", "training.bogus",
                      "training.lora.rank", "training.replay_fraction", "replay.past_fraction", "data.n_test"]
     for key in expected_keys:
-        assert any(p.startswith(key + ":") or p.startswith(key + " ") for p in problems), (key, problems)
+        assert any(p.startswith((key + ":", key + " ", key + ".")) for p in problems), (key, problems)
     assert len(problems) >= len(expected_keys)
     assert isinstance(info.value, ValueError)  # ConfigError is a ValueError, as the conventions ask
 

@@ -195,6 +195,11 @@ class MethodSpec:
             raise ConfigError.from_problems(f"invalid per-expert parameters for {self.name!r}", problems)
         return out
 
+    @property
+    def requires_base(self) -> bool:
+        """Whether a merge needs θ_0 as an input (every kind but a dense method that ignores it)."""
+        return True
+
     def describe(self) -> dict[str, Any]:
         """Plain data for ``hf-time ls --json``."""
         return dict(name=self.name, kind=self.kind, summary=self.summary, paper=self.paper,
@@ -218,6 +223,10 @@ class DenseMethod(MethodSpec):
     uses_base: bool = True
     native_inputs: bool = False
     global_quantiles: Callable[[Any, Mapping[str, Any]], tuple[float, ...]] | None = None
+
+    @property
+    def requires_base(self) -> bool:
+        return self.uses_base
 
     @property
     def supports_lines(self) -> bool:

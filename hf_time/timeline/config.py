@@ -28,15 +28,15 @@ import dataclasses
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import yaml
 
+from hf_time import schema
 from hf_time.config import read_yaml
 from hf_time.errors import ConfigError
-from hf_time.timeline.schema import Reader, read_simple
-from hf_time.training_config import LoraSpec, TrainingConfig
+from hf_time.training_config import TrainingConfig
 
 INITS = ("base", "latest", "merge_all", "ema")
 DEPLOYS = ("latest", "merge_all", "ema")
@@ -60,23 +60,24 @@ class TaskConfig:
         n_train, n_test: overrides of ``data.n_train`` / ``data.n_test`` for this task.
     """
 
-    name: str
-    dataset: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    label_descriptions: tuple[str, ...] | Mapping[str, str] | None = None
-    label_names: tuple[str, ...] | None = None
-    n_train: int | None = None
-    n_test: int | None = None
+    name: str = schema.field(help="a built-in task, or a name for `dataset`")
+    dataset: str | None = schema.field(None, "Hub dataset org/name[@rev], a local folder or a data file")
+    text_column: str = schema.field("text", "the column holding the text")
+    label_column: str = schema.field("label", "the column holding the label")
+    label_descriptions: tuple[str, ...] | Mapping[str, str] | None = schema.field(
+        None, "one phrase per label, or a mapping label name -> phrase")
+    label_names: tuple[str, ...] | None = schema.field(None, "label names in id order")
+    n_train: int | None = schema.field(None, "override of data.n_train", ge=0)
+    n_test: int | None = schema.field(None, "override of data.n_test", ge=2)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """How every task is cut: training cap, balanced test size, split seed."""
 
-    n_train: int | None = None
-    n_test: int = 200
-    seed: int = 0
+    n_train: int | None = schema.field(None, "cap on training examples per task (None: all)", ge=0)
+    n_test: int = schema.field(200, "balanced test examples per task", ge=2)
+    seed: int = schema.field(0, "seed of the train/test split")
 
 
 @dataclass(frozen=True)
@@ -89,18 +90,18 @@ class StrategyConfig:
         deploy: ``latest``, ``merge_all`` or ``ema``.
         method: a registry method (``hf-time ls``): ``dense`` methods merge through
             :func:`hf_time.api.merge`; ``sequential`` ones fold one expert at a time through
-            :func:`hf_time.sequential.fold`, and then ``merge_all`` and ``ema`` both name that fold.
+            :func:`hf_time.api.fold`, and then ``merge_all`` and ``ema`` both name that fold.
         params: the method's parameters by public name.
         ema_weight: w of the dense EMA chain r_j = merge([θ^s_j, r_{j−1}], weights [w, 1−w]).
         time_weights: weights of ``merge_all`` over experts j = 1..k (``uniform`` by default).
     """
 
-    init: str = "ema"
-    deploy: str = "ema"
-    method: str = "linear"
-    params: Mapping[str, Any] = field(default_factory=dict)
-    ema_weight: float = 0.5
-    time_weights: str = "uniform"
+    init: str = schema.field("ema", "which weights the next expert trains from", choices=INITS)
+    deploy: str = schema.field("ema", "which weights are served after each step", choices=DEPLOYS)
+    method: str = schema.field("linear", "the merging technique (`hf-time ls --kind dense|sequential`)")
+    params: Mapping[str, Any] = schema.field(default_factory=dict, help="the technique's parameters")
+    ema_weight: float = schema.field(0.5, "w of the dense EMA chain", gt=0.0, le=1.0)
+    time_weights: str = schema.field("uniform", "weights of merge_all over experts 1..k", choices=TIME_WEIGHTS)
 
     @property
     def label(self) -> str:
@@ -122,18 +123,18 @@ class ReplayConfig:
         examples_per_task: examples taken from each task into the replay pools.
     """
 
-    past_fraction: float = 0.0
-    base_fraction: float = 0.0
-    base_tasks: tuple[str, ...] = ()
-    examples_per_task: int = 500
+    past_fraction: float = schema.field(0.0, "share of each batch from past tasks", ge=0.0, lt=1.0)
+    base_fraction: float = schema.field(0.0, "share of each batch from the base-domain pool", ge=0.0, lt=1.0)
+    base_tasks: tuple[str, ...] = schema.field((), "built-in tasks forming the base-domain pool")
+    examples_per_task: int = schema.field(500, "examples taken from each task into the replay pools", ge=1)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Head-free evaluation of every deployed model on every task."""
 
-    batch_size: int = 64
-    max_length: int = 32
+    batch_size: int = schema.field(64, "texts per forward pass", ge=1)
+    max_length: int = schema.field(32, "token cap per text", ge=2)
 
 
 @dataclass(frozen=True)
@@ -151,18 +152,18 @@ class TimelineConfig:
         private: create the repos private.
     """
 
-    name: str
-    base: str
-    tasks: tuple[TaskConfig, ...]
-    namespace: str = "hf_time"
-    held_out: tuple[TaskConfig, ...] = ()
-    data: DataConfig = DataConfig()
-    strategy: StrategyConfig = StrategyConfig()
-    training: TrainingConfig = TrainingConfig()
-    replay: ReplayConfig = ReplayConfig()
-    evaluation: EvalConfig = EvalConfig()
-    device: str | None = None
-    private: bool = False
+    name: str = schema.field(help="the timeline repo's name")
+    base: str = schema.field(help="θ_0: org/name[@rev] or a folder ({namespace} is replaced)")
+    tasks: tuple[TaskConfig, ...] = schema.field(help="the adaptation tasks, in order")
+    namespace: str = schema.field("hf_time", "the Hub namespace of every repo")
+    held_out: tuple[TaskConfig, ...] = schema.field((), "tasks never trained on (zero-shot retention)")
+    data: DataConfig = schema.field(DataConfig(), "how every task is cut")
+    strategy: StrategyConfig = schema.field(StrategyConfig(), "TIME's three axes")
+    training: TrainingConfig = schema.field(TrainingConfig(), "how each expert is finetuned")
+    replay: ReplayConfig = schema.field(ReplayConfig(), "replay mixed into training batches")
+    evaluation: EvalConfig = schema.field(EvalConfig(), "evaluation settings")
+    device: str | None = schema.field(None, "cpu, cuda[:i] or None (CUDA when present)")
+    private: bool = schema.field(False, "create the repos private")
 
     @property
     def repo_id(self) -> str:
@@ -191,116 +192,36 @@ class TimelineConfig:
 # loading
 
 
-def _task(r: Reader, entry: Any, path: str) -> TaskConfig | None:
-    if isinstance(entry, str):
-        entry = {"name": entry}
-    values = r.section(entry, path, TaskConfig)
-    if not isinstance(entry, Mapping):
-        return None
-    if "name" not in values:
-        r.problems.append(f"{path}.name: required (a built-in task name, or a name for `dataset`)")
-        return None
-    for key in ("name", "text_column", "label_column"):
-        r.typed(values, path, key, (str,))
-    r.typed(values, path, "dataset", (str,), optional=True)
-    for key in ("n_train", "n_test"):
-        r.typed(values, path, key, (int,), optional=True)
-        if values.get(key) is not None:
-            r.check(values[key] >= (0 if key == "n_train" else 2), f"{path}.{key}: must be >= {0 if key == 'n_train' else 2}, got {values[key]}")
-    descs = values.get("label_descriptions")
-    if descs is not None:
-        if isinstance(descs, list) and all(isinstance(d, str) for d in descs):
-            values["label_descriptions"] = tuple(descs)
-        elif not (isinstance(descs, Mapping) and all(isinstance(v, str) for v in descs.values())):
-            r.problems.append(f"{path}.label_descriptions: expected a list of strings or a mapping name -> string")
-            values.pop("label_descriptions")
-    names = values.get("label_names")
-    if names is not None:
-        if isinstance(names, list):
-            values["label_names"] = tuple(str(n) for n in names)
-        else:
-            r.problems.append(f"{path}.label_names: expected a list")
-            values.pop("label_names")
-    if "name" not in values:
-        return None
-    r.check(bool(_TASK_NAME_RE.match(values["name"])), f"{path}.name: {values['name']!r} must be letters, digits, '_', '-' or '.'")
-    if values.get("dataset") is None:
-        from hf_time.tasks import list_tasks
+def _task_name_and_source(problems: list[str], task: TaskConfig, where: str) -> None:
+    from hf_time.tasks import list_tasks
 
-        if values["name"] not in list_tasks():
-            r.problems.append(f"{path}.name: unknown built-in task {values['name']!r} (valid: {', '.join(list_tasks())}); "
-                              "or give a `dataset`")
-        for key in ("text_column", "label_column", "label_descriptions", "label_names"):
-            r.check(key not in values, f"{path}.{key}: only for tasks with a `dataset` (built-in tasks define their own)")
-    return TaskConfig(**values)
+    if not _TASK_NAME_RE.match(task.name):
+        problems.append(f"{where}.name: {task.name!r} must be letters, digits, '_', '-' or '.'")
+    if task.dataset is not None:
+        return
+    if task.name not in list_tasks():
+        problems.append(f"{where}.name: unknown built-in task {task.name!r} (valid: {', '.join(list_tasks())}); "
+                        "or give a `dataset`")
+    defaults = {f.attr: f.default for f in schema.fields(TaskConfig)}
+    for key in ("text_column", "label_column", "label_descriptions", "label_names"):
+        if getattr(task, key) != defaults[key]:
+            problems.append(f"{where}.{key}: only for tasks with a `dataset` (built-in tasks define their own)")
 
 
-def _tasks(r: Reader, data: Any, path: str, *, required: bool) -> tuple[TaskConfig, ...]:
-    if data is None:
-        r.check(not required, f"{path}: required (a non-empty list of tasks)")
-        return ()
-    if not isinstance(data, list):
-        r.problems.append(f"{path}: expected a list of tasks, got {type(data).__name__}")
-        return ()
-    r.check(bool(data) or not required, f"{path}: must list at least one task")
-    return tuple(t for i, entry in enumerate(data) if (t := _task(r, entry, f"{path}[{i}]")) is not None)
-
-
-def _strategy(r: Reader, data: Any) -> StrategyConfig:
-    values = r.section(data, "strategy", StrategyConfig)
-    for key in ("init", "deploy", "method", "time_weights"):
-        r.typed(values, "strategy", key, (str,))
-    r.typed(values, "strategy", "ema_weight", (float,))
-    r.typed(values, "strategy", "params", (dict,))
-    for key, allowed in (("init", INITS), ("deploy", DEPLOYS), ("time_weights", TIME_WEIGHTS)):
-        if key in values and values[key] not in allowed:
-            r.problems.append(f"strategy.{key}: must be one of {', '.join(allowed)}, got {values[key]!r}")
-            values.pop(key)
-    if "ema_weight" in values and not 0 < values["ema_weight"] <= 1:
-        r.problems.append(f"strategy.ema_weight: must be in (0, 1], got {values['ema_weight']}")
-        values.pop("ema_weight")
-    method = values.get("method", StrategyConfig.method)
+def _strategy_method(problems: list[str], strategy: StrategyConfig) -> None:
     from hf_time.errors import UnknownMethodError
     from hf_time.merges import get
 
     try:
-        spec = get(method)
+        spec = get(strategy.method)
     except UnknownMethodError as e:
-        r.problems.append(f"strategy.method: {e}")
-        values.pop("method", None)
-        return StrategyConfig(**values)
+        problems.append(f"strategy.method: {e}")
+        return
     if spec.kind not in ("dense", "sequential"):
-        r.problems.append(f"strategy.method: {method!r} is a {spec.kind} method; a timeline uses dense or sequential methods")
-    try:
-        spec.make_config(values.get("params"))
-    except ConfigError as e:
-        r.problems += [f"strategy.params: {p}" for p in e.problems]
-    return StrategyConfig(**values)
-
-
-def _training(r: Reader, data: Any) -> TrainingConfig:
-    if isinstance(data, Mapping) and "replay_fraction" in data:
-        r.problems.append("training.replay_fraction: set replay.past_fraction / replay.base_fraction instead")
-        data = {k: v for k, v in data.items() if k != "replay_fraction"}
-    values = r.section(data, "training", TrainingConfig, exclude=frozenset({"replay_fraction"}))
-    lora = values.get("lora")
-    if lora is not None:
-        lora_values = r.section(lora, "training.lora", LoraSpec)
-        if "target_modules" in lora_values:
-            lora_values["target_modules"] = tuple(lora_values["target_modules"])
-        try:
-            values["lora"] = LoraSpec(**lora_values)
-        except TypeError as e:
-            r.problems.append(f"training.lora: {e}")
-            values.pop("lora")
-    try:
-        return TrainingConfig(**values)
-    except ConfigError as e:
-        # TrainingConfig says "steps must be >= 1"; name the key path as every other problem does.
-        r.problems += [re.sub(r"^([\w.]+) must", r"training.\1: must", p) for p in e.problems]
-    except TypeError as e:
-        r.problems.append(f"training: {e}")
-    return TrainingConfig()
+        problems.append(f"strategy.method: {strategy.method!r} is a {spec.kind} method; a timeline uses dense or "
+                        "sequential methods")
+        return
+    spec.collect_config(strategy.params, problems, path="strategy.params")
 
 
 def timeline_config_from_dict(data: Any, source: str = "config") -> TimelineConfig:
@@ -311,51 +232,70 @@ def timeline_config_from_dict(data: Any, source: str = "config") -> TimelineConf
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    r = Reader()
-    top = r.section(data, "", TimelineConfig)
+    problems: list[str] = []
+    data = dict(data)
+    training = data.get("training")
+    if isinstance(training, Mapping) and "replay_fraction" in training:
+        problems.append("training.replay_fraction: set replay.past_fraction / replay.base_fraction instead")
+        data["training"] = {k: v for k, v in training.items() if k != "replay_fraction"}
+    lists: dict[str, list[TaskConfig | None]] = {}
+    for key in ("tasks", "held_out"):  # read entry by entry, so every problem keeps its entry's index
+        raw = data.pop(key, None)
+        if raw is None:
+            continue
+        if not isinstance(raw, list):
+            problems.append(f"{key}: expected a list of tasks, got {type(raw).__name__}")
+            continue
+        lists[key] = [schema.build(TaskConfig, {"name": e} if isinstance(e, str) else e, path=f"{key}[{i}]",
+                                   problems=problems) for i, e in enumerate(raw)]
+    if lists.get("tasks") == []:
+        problems.append("tasks: must list at least one task")
+    values = schema.read(TimelineConfig, data, problems=problems)
     for key in ("name", "base"):
-        r.check(isinstance(top.get(key), str) and bool(top.get(key)), f"{key}: required (a string)")
-    r.typed(top, "", "namespace", (str,))
-    r.typed(top, "", "device", (str,), optional=True)
-    r.typed(top, "", "private", (bool,))
+        if key not in data:
+            problems.append(f"{key}: required (a string)")
+    if "tasks" not in lists and not any(p.startswith("tasks:") for p in problems):
+        problems.append("tasks: required (a non-empty list of tasks)")
+    _check(values, lists, problems)
+    strategy = data.get("strategy")
+    if "strategy" not in values and isinstance(strategy, Mapping):  # the section failed: still check its method
+        method, params = strategy.get("method", StrategyConfig.method), strategy.get("params") or {}
+        if isinstance(method, str) and isinstance(params, Mapping):
+            _strategy_method(problems, StrategyConfig(method=method, params=params))
+    if problems:
+        raise ConfigError.from_problems(f"invalid timeline config {source}", list(dict.fromkeys(problems)))
+    return TimelineConfig(**values, tasks=tuple(lists["tasks"]), held_out=tuple(lists.get("held_out", ())))
+
+
+def _check(values: Mapping[str, Any], lists: Mapping[str, list[TaskConfig | None]], problems: list[str]) -> None:
+    """The rules that relate fields to each other and to the registries of tasks and methods, on
+    whatever was readable (so they are reported together with type and range problems)."""
     for key in ("name", "namespace"):
-        if isinstance(top.get(key), str):
-            r.check(bool(_NAME_RE.match(top[key])), f"{key}: {top[key]!r} is not a valid Hub name (letters, digits, '-', '_', '.')")
-    tasks = _tasks(r, top.get("tasks"), "tasks", required=True)
-    held_out = _tasks(r, top.get("held_out"), "held_out", required=False)
-    names = [t.name for t in tasks + held_out]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            where = f"tasks[{i}]" if i < len(tasks) else f"held_out[{i - len(tasks)}]"
-            r.problems.append(f"{where}.name: task {name!r} is listed twice (adaptation and held-out tasks must be distinct)")
-    data_values = read_simple(r, top.get("data"), "data", DataConfig, {
-        "n_train": ((int, type(None)), lambda v: v >= 0, ">= 0"), "n_test": ((int,), lambda v: v >= 2, ">= 2"),
-        "seed": ((int,), None, "")})
-    eval_values = read_simple(r, top.get("evaluation"), "evaluation", EvalConfig, {
-        "batch_size": ((int,), lambda v: v >= 1, ">= 1"), "max_length": ((int,), lambda v: v >= 2, ">= 2")})
-    replay_values = read_simple(r, top.get("replay"), "replay", ReplayConfig, {
-        "past_fraction": ((float,), lambda v: 0 <= v < 1, "in [0, 1)"),
-        "base_fraction": ((float,), lambda v: 0 <= v < 1, "in [0, 1)"),
-        "examples_per_task": ((int,), lambda v: v >= 1, ">= 1"), "base_tasks": ((list,), None, "")})
-    if "base_tasks" in replay_values:
-        replay_values["base_tasks"] = tuple(str(t) for t in replay_values["base_tasks"])
-        for i, name in enumerate(replay_values["base_tasks"]):
-            r.check(name not in names, f"replay.base_tasks[{i}]: {name!r} is an adaptation or held-out task; "
-                    "the base-domain pool must be other data")
-    total = replay_values.get("past_fraction", 0.0) + replay_values.get("base_fraction", 0.0)
-    r.check(total < 1, f"replay: past_fraction + base_fraction must be < 1, got {total}")
-    r.check(not (replay_values.get("base_fraction") and not replay_values.get("base_tasks")),
-            "replay.base_tasks: required when replay.base_fraction > 0")
-    strategy = _strategy(r, top.get("strategy"))
-    training = _training(r, top.get("training"))
-    if r.problems:
-        raise ConfigError.from_problems(f"invalid timeline config {source}", r.problems)
-    return TimelineConfig(
-        name=top["name"], base=top["base"], tasks=tasks, held_out=held_out,
-        **{k: top[k] for k in ("namespace", "device", "private") if k in top},
-        data=DataConfig(**data_values), strategy=strategy, training=training,
-        replay=ReplayConfig(**replay_values), evaluation=EvalConfig(**eval_values),
-    )
+        value = values.get(key)
+        if value is not None and not _NAME_RE.match(value):
+            problems.append(f"{key}: {value!r} is not a valid Hub name (letters, digits, '-', '_', '.')")
+    entries = [(f"{key}[{i}]", t) for key in ("tasks", "held_out") for i, t in enumerate(lists.get(key, ())) if t is not None]
+    for where, task in entries:
+        _task_name_and_source(problems, task, where)
+    seen: set[str] = set()
+    for where, task in entries:
+        if task.name in seen:
+            problems.append(f"{where}.name: task {task.name!r} is listed twice (adaptation and held-out tasks must be distinct)")
+        seen.add(task.name)
+    names = [t.name for _, t in entries]
+    replay = values.get("replay")
+    if replay is not None:
+        for i, name in enumerate(replay.base_tasks):
+            if name in names:
+                problems.append(f"replay.base_tasks[{i}]: {name!r} is an adaptation or held-out task; "
+                                "the base-domain pool must be other data")
+        total = replay.past_fraction + replay.base_fraction
+        if total >= 1:
+            problems.append(f"replay: past_fraction + base_fraction must be < 1, got {total}")
+        if replay.base_fraction and not replay.base_tasks:
+            problems.append("replay.base_tasks: required when replay.base_fraction > 0")
+    if values.get("strategy") is not None:
+        _strategy_method(problems, values["strategy"])
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
