@@ -37,6 +37,7 @@ def merge(
     private: bool | None = None,
     overwrite: bool = False,
     allow_pickle: bool = False,
+    allow_nonfinite: bool = False,
     max_shard_size: int | str | None = None,
     hub: Hub | None = None,
     progress: bool = True,
@@ -63,6 +64,7 @@ def merge(
         push_to: Hub repo id to publish the result to as one commit.
         tag: tag to put on that commit.
         allow_pickle: accept ``pytorch_model.bin`` checkpoints (loaded with ``weights_only=True``).
+        allow_nonfinite: write a merge holding NaN/Inf (refused by default, naming tensor and input).
         max_shard_size: output shard size of a full model ("5GB", "500MB" or bytes).
         hub: the :class:`Hub` client to use (default: ``HF_ENDPOINT`` and ambient token).
 
@@ -91,7 +93,7 @@ def merge(
                              dtype=dtype, device=device, lines=lines,
                              previous=None if previous is None else os.fspath(previous))
     options = RunOptions(out=os.fspath(out) if out is not None else config.out, overwrite=overwrite,
-                         allow_pickle=allow_pickle, max_shard_size=max_shard_size, push_to=push_to or config.push_to,
+                         allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite, max_shard_size=max_shard_size, push_to=push_to or config.push_to,
                          tag=tag or config.tag, private=private, title=title, progress=progress)
     return run(config, options, hub=hub)
 

@@ -21,7 +21,7 @@ import logging
 import sys
 from typing import Sequence
 
-from hf_time.errors import ConfigError, HfTimeError, InvalidReferenceError, UnknownMethodError
+from hf_time.errors import ConfigError, HfTimeError
 
 logger = logging.getLogger("hf_time")
 
@@ -52,6 +52,7 @@ def _add_merge(sub) -> None:
     p.add_argument("--device", default=None, help="cpu (default) or cuda[:i]")
     p.add_argument("--max-shard-size", default=None, help="output shard size of a full model (default 5GB)")
     p.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin checkpoints (weights_only=True)")
+    p.add_argument("--allow-nonfinite", action="store_true", help="write a merge holding NaN/Inf instead of refusing it")
     add_publish_args(p)
     p.set_defaults(func=cmd_merge)
 
@@ -109,7 +110,8 @@ def cmd_merge(args) -> int:
         )
     result = merge(
         config=config, out=args.out, push_to=args.push_to, tag=args.tag, private=args.private,
-        overwrite=args.overwrite, allow_pickle=args.allow_pickle, max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite, allow_pickle=args.allow_pickle, allow_nonfinite=args.allow_nonfinite,
+        max_shard_size=args.max_shard_size,
         hub=Hub(endpoint=args.endpoint) if (args.endpoint or args.push_to or not _all_local(config)) else None,
         progress=not args.quiet,
     )
@@ -208,35 +210,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands():
-    """Commands contributed by other modules (low-rank merging, timelines) when present."""
-    out = []
-    for modname in ("hf_time.lowrank.cli", "hf_time.timeline.cli"):
-        try:
-            mod = __import__(modname, fromlist=["add_commands"])
-        except ImportError:
-            continue
-        out.append(mod.add_commands)
-    return out
+    """Commands contributed by other modules (low-rank merging, timelines). Imported explicitly: a broken
+    module must fail loudly, not make its commands silently disappear."""
+    from hf_time.lowrank import cli as lowrank_cli
+    from hf_time.timeline import cli as timeline_cli
+
+    return [lowrank_cli.add_commands, timeline_cli.add_commands]
+
+
+def one_line(error: BaseException) -> str:
+    """An error as the single line the CLI prints (multi-line messages folded, credentials in URLs removed)."""
+    import re
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    return re.sub(r"//[^/@\s]+@", "//", text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hf-time``. Exit codes: 0 done, 2 a problem the user can fix (bad input, a missing or refused
+    resource, an unreachable Hub), 1 an unexpected failure (a bug: rerun with --debug and report it),
+    130 interrupted. Errors are one line on stderr; a traceback only with --debug."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted: nothing half-written was left behind", file=sys.stderr)
+        return 130
     except HfTimeError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        # 2 = the command line or config was wrong (as argparse uses); 1 = anything else.
-        return 2 if isinstance(e, (ConfigError, UnknownMethodError, InvalidReferenceError)) else 1
-    except Exception as e:  # huggingface_hub/network errors: one line, no traceback
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if args.debug:
+            raise
         from huggingface_hub.errors import HfHubHTTPError
 
-        if args.debug or not isinstance(e, (HfHubHTTPError, OSError)):
-            raise
-        print(f"error: {type(e).__name__}: {str(e).splitlines()[0]}", file=sys.stderr)
+        if isinstance(e, (HfHubHTTPError, OSError)):  # the environment (disk, permissions, the Hub), not a bug
+            print(f"error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
+            return 2
+        print(f"error: unexpected {type(e).__name__}: {one_line(e)} (a bug in hf_time: rerun with --debug and "
+              "report the traceback)", file=sys.stderr)
         return 1
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from hf_time.errors import NonFiniteError
 from hf_time.io import ShardedSafetensorsWriter, TensorInfo, plan_shards
 from hf_time.merges.registry import TensorContext
 
@@ -61,6 +62,8 @@ class StreamJob:
         native_inputs: ``op`` accepts inputs in their stored dtype and converts them itself.
         thresholds: per input, global magnitude thresholds (``ctx.magnitude_thresholds``), or None.
         label: what the progress bar says.
+        names: how errors name the base and each input (default ``base``, ``input 1``...).
+        allow_nonfinite: write NaN/Inf results instead of refusing them.
     """
 
     op: TensorOp
@@ -71,6 +74,8 @@ class StreamJob:
     native_inputs: bool = False
     thresholds: tuple[tuple[float, ...], ...] | None = None
     label: str = "merging"
+    names: tuple[str, ...] = ()
+    allow_nonfinite: bool = False
 
 
 def layer_index(name: str) -> int | None:
@@ -130,16 +135,17 @@ def quantile_values(magnitudes: torch.Tensor, fractions: Sequence[float]) -> tup
 class _Buffers:
     """Reusable buffers, sized once for the largest tensor: raw bytes per source, compute tensors per
     source, and one output buffer. Reusing them avoids re-faulting fresh pages for every tensor, which
-    on CPU costs as much as the merge arithmetic itself."""
+    on CPU costs as much as the merge arithmetic itself. Each source's raw buffer fits *its* largest
+    stored tensor: a float32 expert of a bfloat16 base stores twice the bytes per tensor."""
 
-    def __init__(self, n_sources: int, infos: Sequence[TensorInfo], compute_dtype: torch.dtype, device: torch.device,
-                 out_dtypes: Mapping[str, torch.dtype], *, native: bool = False):
-        max_bytes = max((i.nbytes() for i in infos), default=0)
+    def __init__(self, sources: Sequence[WeightSource], infos: Sequence[TensorInfo], compute_dtype: torch.dtype,
+                 device: torch.device, out_dtypes: Mapping[str, torch.dtype], *, native: bool = False):
         max_numel = max((i.numel for i in infos if i.is_float), default=0)
         max_out = max((i.numel * torch.empty((), dtype=out_dtypes[i.name]).element_size() for i in infos), default=0)
+        self.raw = [torch.empty(max((i.nbytes() for i in src.infos.values()), default=0), dtype=torch.uint8)
+                    for src in sources]
         # Methods that read the stored dtype directly need no compute copies of their inputs.
-        self.raw = [torch.empty(max_bytes, dtype=torch.uint8) for _ in range(n_sources)]
-        self.compute = [] if native else [torch.empty(max_numel, dtype=compute_dtype, device=device) for _ in range(n_sources)]
+        self.compute = [] if native else [torch.empty(max_numel, dtype=compute_dtype, device=device) for _ in sources]
         self.out = torch.empty(max_out, dtype=torch.uint8)
 
     def as_compute(self, j: int, raw: torch.Tensor) -> torch.Tensor:
@@ -173,7 +179,7 @@ def run(
     out_dtypes = {i.name: i.torch_dtype for i in writer_infos(writer)}
     inputs_all = [base, *sources]
     native = job.native_inputs and device.type == "cpu"
-    bufs = _Buffers(len(inputs_all), list(base.infos.values()), job.compute_dtype, device, out_dtypes, native=native)
+    bufs = _Buffers(inputs_all, list(base.infos.values()), job.compute_dtype, device, out_dtypes, native=native)
 
     def load(name: str) -> list[torch.Tensor]:
         if not base.infos[name].is_float:
@@ -201,6 +207,8 @@ def run(
                 ctx = TensorContext(name=name, weights=job.weights, expert_params=job.expert_params,
                                     layer=layers[name], num_layers=num_layers, magnitude_thresholds=job.thresholds)
                 result = job.op(inputs[0], inputs[1:], ctx)
+                if not job.allow_nonfinite and not bool(torch.isfinite(result).all()):
+                    raise _nonfinite(name, inputs, job.names)
                 del inputs
                 if native:
                     read_next()
@@ -208,6 +216,15 @@ def run(
                 del result
             bar.update(1)
         bar.close()
+
+
+def _nonfinite(name: str, inputs: Sequence[torch.Tensor], names: Sequence[str]) -> NonFiniteError:
+    """The error for a non-finite result, naming the inputs that hold NaN/Inf in that tensor."""
+    labels = list(names) or ["base"] + [f"input {i}" for i in range(1, len(inputs))]
+    bad = [labels[j] if j < len(labels) else f"input {j}" for j, t in enumerate(inputs) if not bool(torch.isfinite(t).all())]
+    where = f"; non-finite values in {', '.join(bad)}" if bad else " (the inputs are finite: the method overflowed)"
+    return NonFiniteError(f"the merge of tensor {name!r} has NaN or Inf{where}. Nothing was written; fix or drop "
+                          "that input, or pass --allow-nonfinite to write it anyway")
 
 
 def writer_infos(writer: ShardedSafetensorsWriter) -> list[TensorInfo]:

@@ -111,3 +111,21 @@ class TimelineConflictError(HfTimeError, RuntimeError):
     Resuming would mix two timelines in one history; the message names the step and the fix (a new
     ``name``, or deleting the repo).
     """
+
+
+class CorruptCheckpointError(HfTimeError, ValueError):
+    """A weight file or its index cannot be read as what it claims to be (truncated, malformed header,
+    offsets outside the file, an index pointing outside its folder). The message names the file."""
+
+
+class NonFiniteError(HfTimeError, ValueError):
+    """A merge produced NaN or Inf; the message names the tensor and the inputs holding non-finite values."""
+
+
+class HubConnectionError(HfTimeError, ConnectionError):
+    """The Hub endpoint could not be reached (server down, no network, DNS), after bounded retries."""
+
+
+class HubRequestError(HfTimeError, RuntimeError):
+    """The Hub answered an error hf_time cannot recover from (after bounded retries for 5xx/429); the
+    message names the operation, the status and what to do (a token with access, try again later)."""

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from hf_time import hub_retry
 from hf_time.cards import sha256_file
-from hf_time.errors import MissingWeightsError, PublishError, RepoNotFoundError, RevisionNotFoundError
+from hf_time.errors import CorruptCheckpointError, MissingWeightsError, PublishError, RepoNotFoundError, RevisionNotFoundError
+from hf_time.hub_retry import redact
 from hf_time.io import TensorInfo, read_safetensors_header, weight_files
 from hf_time.lineage import LINEAGE_FILE, Lineage
 from hf_time.refs import ModelRef, ResolvedRef, parse_ref
@@ -73,6 +75,11 @@ class Hub:
             constants.HF_HUB_DISABLE_XET = True
         self.api = HfApi(endpoint=self.endpoint, token=token)
         self._token = token
+        self.display = redact(self.endpoint)  # what messages show: never credentials in the URL
+
+    def _net(self, what: str, fn):
+        """One network call with bounded retries and typed errors (:mod:`hf_time.hub_retry`)."""
+        return hub_retry.call(fn, what=what, endpoint=self.endpoint)
 
     # -- resolving --------------------------------------------------------------------------------
     def resolve(self, ref: str | ModelRef) -> ResolvedRef:
@@ -87,20 +94,20 @@ class Hub:
         info = self._call(ref, lambda: self.api.model_info(ref.repo_id, revision=ref.revision))
         return ResolvedRef(ref, info.sha)
 
-    def _call(self, ref: ModelRef, fn):
+    def _call(self, ref: ModelRef, fn, what: str | None = None):
         from huggingface_hub.errors import RepositoryNotFoundError
         from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFound
 
         try:
-            return fn()
+            return self._net(what or f"reading {ref}", fn)
         except HfRevisionNotFound:
             raise RevisionNotFoundError(
-                f"revision {ref.revision!r} not found in {ref.repo_id} on {self.endpoint}; "
+                f"revision {ref.revision!r} not found in {ref.repo_id} on {self.display}; "
                 "use an existing branch, tag or commit sha"
             ) from None
         except RepositoryNotFoundError:
             raise RepoNotFoundError(
-                f"repository {ref.repo_id!r} not found on {self.endpoint}; check the id, "
+                f"repository {ref.repo_id!r} not found on {self.display}; check the id, "
                 "or set HF_TOKEN to a token that can read it"
             ) from None
 
@@ -113,23 +120,32 @@ class Hub:
         return self._call(res.ref, lambda: self.api.list_repo_files(res.ref.repo_id, revision=res.sha))
 
     def read_json(self, res: ResolvedRef, filename: str) -> dict | None:
-        """A JSON file of the model (e.g. ``config.json``), or None if it does not exist."""
-        if res.ref.is_local:
-            p = res.ref.path / filename
-            return json.loads(p.read_text()) if p.is_file() else None
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
+        """A JSON object file of the model (e.g. ``config.json``), or None if it does not exist.
 
+        Raises:
+            CorruptCheckpointError: the file is not a JSON object (named with its reference).
+        """
+        if res.ref.is_local:
+            path = res.ref.path / filename
+            if not path.is_file():
+                return None
+        else:
+            from huggingface_hub import hf_hub_download
+            from huggingface_hub.errors import EntryNotFoundError
+
+            try:
+                path = Path(self._call(res.ref, lambda: hf_hub_download(
+                    res.ref.repo_id, filename, revision=res.sha, endpoint=self.endpoint, token=self._token),
+                    what=f"reading {filename} of {res.ref}"))
+            except EntryNotFoundError:
+                return None
         try:
-            path = self._call(
-                res.ref,
-                lambda: hf_hub_download(
-                    res.ref.repo_id, filename, revision=res.sha, endpoint=self.endpoint, token=self._token
-                ),
-            )
-        except EntryNotFoundError:
-            return None
-        return json.loads(Path(path).read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CorruptCheckpointError(f"{filename} of {res.ref} is not valid JSON ({e}); fix or re-upload it") from None
+        if not isinstance(data, dict):
+            raise CorruptCheckpointError(f"{filename} of {res.ref} is a JSON {type(data).__name__}, not an object")
+        return data
 
     def read_lineage(self, res: ResolvedRef) -> Lineage | None:
         """The model's ``hf_time.json`` as a :class:`~hf_time.lineage.Lineage`, or None if it has none.
@@ -154,14 +170,16 @@ class Hub:
             for f in files:
                 infos.update(read_safetensors_header(res.ref.path / f))
             return infos
-        from huggingface_hub.errors import NotASafetensorsRepoError
+        from huggingface_hub.errors import NotASafetensorsRepoError, SafetensorsParsingError
 
         try:
-            meta = self._call(
-                res.ref, lambda: self.api.get_safetensors_metadata(res.ref.repo_id, revision=res.sha)
-            )
+            meta = self._call(res.ref, lambda: self.api.get_safetensors_metadata(res.ref.repo_id, revision=res.sha),
+                              what=f"reading the safetensors headers of {res.ref}")
         except NotASafetensorsRepoError:
             return None
+        except SafetensorsParsingError as e:
+            raise CorruptCheckpointError(f"the safetensors headers of {res.ref} cannot be parsed ({str(e)[:200]}); "
+                                         "the files are corrupt or not safetensors") from None
         infos = {}
         for fmeta in meta.files_metadata.values():
             for name, t in fmeta.tensors.items():
@@ -178,16 +196,9 @@ class Hub:
             return res.ref.path
         from huggingface_hub import snapshot_download
 
-        path = self._call(
-            res.ref,
-            lambda: snapshot_download(
-                res.ref.repo_id,
-                revision=res.sha,
-                allow_patterns=allow_patterns or MODEL_PATTERNS,
-                endpoint=self.endpoint,
-                token=self._token,
-            ),
-        )
+        path = self._call(res.ref, lambda: snapshot_download(
+            res.ref.repo_id, revision=res.sha, allow_patterns=allow_patterns or MODEL_PATTERNS, endpoint=self.endpoint,
+            token=self._token), what=f"downloading {res.pinned}")
         return Path(path)
 
     def download_dataset(self, ref: str) -> tuple[Path, str]:
@@ -205,11 +216,11 @@ class Hub:
 
         repo_id, _, revision = ref.partition("@")
         try:
-            sha = self.api.dataset_info(repo_id, revision=revision or None).sha
-            folder = snapshot_download(repo_id, repo_type="dataset", revision=sha, endpoint=self.endpoint,
-                                       token=self._token)
+            sha = self._net(f"resolving dataset {ref}", lambda: self.api.dataset_info(repo_id, revision=revision or None).sha)
+            folder = self._net(f"downloading dataset {repo_id}@{sha}", lambda: snapshot_download(
+                repo_id, repo_type="dataset", revision=sha, endpoint=self.endpoint, token=self._token))
         except (RepositoryNotFoundError, HfRevisionNotFound):
-            raise RepoNotFoundError(f"dataset {ref!r} not found on {self.endpoint}; check the id and revision, "
+            raise RepoNotFoundError(f"dataset {ref!r} not found on {self.display}; check the id and revision, "
                                     "or set HF_TOKEN to a token that can read it") from None
         return Path(folder), sha
 
@@ -218,9 +229,10 @@ class Hub:
         from huggingface_hub.errors import RepositoryNotFoundError
 
         try:
-            return {t.name: t.target_commit for t in self.api.list_repo_refs(repo_id).tags}
+            refs = self._net(f"listing the tags of {repo_id}", lambda: self.api.list_repo_refs(repo_id))
         except RepositoryNotFoundError:
             return None
+        return {t.name: t.target_commit for t in refs.tags}
 
     # -- publishing -------------------------------------------------------------------------------
     def publish(
@@ -248,36 +260,33 @@ class Hub:
 
         folder = Path(folder)
         local = sorted(str(p.relative_to(folder)).replace(os.sep, "/") for p in folder.rglob("*") if p.is_file())
-        self.api.create_repo(repo_id, exist_ok=True, private=private)
+        self._net(f"creating {repo_id}", lambda: self.api.create_repo(repo_id, exist_ok=True, private=private))
         if tag is not None:
             self._check_tag_free(repo_id, tag, folder, local)
-        head_before = self.api.model_info(repo_id, revision=branch).sha
+        head_before = self._net(f"reading {repo_id}@{branch}", lambda: self.api.model_info(repo_id, revision=branch).sha)
         if self._same_content(repo_id, head_before, folder, local):  # re-publish: nothing to commit
             if tag is not None:
                 self._tag(repo_id, tag, head_before)
             logger.info("%s@%s already holds this content; no commit made", repo_id, head_before[:10])
-            return PublishResult(repo_id, head_before, f"{self.endpoint}/{repo_id}/tree/{head_before}", tag, False)
-        remote = set(self.api.list_repo_files(repo_id, revision=branch))
+            return PublishResult(repo_id, head_before, f"{self.display}/{repo_id}/tree/{head_before}", tag, False)
+        remote = set(self._net(f"listing {repo_id}@{branch}", lambda: self.api.list_repo_files(repo_id, revision=branch)))
         ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in local]
         ops += [CommitOperationDelete(path_in_repo=p) for p in sorted(remote - set(local) - {".gitattributes"})]
-        info = self.api.create_commit(
-            repo_id,
-            operations=ops,
-            commit_message=commit_message,
-            commit_description=commit_description,
-            revision=branch,
-            parent_commit=head_before,
-        )
+        # parent_commit makes a retried or concurrent commit fail instead of landing twice or on top of
+        # someone else's: the branch moves only from the head this publish compared against.
+        info = self._net(f"committing to {repo_id}", lambda: self.api.create_commit(
+            repo_id, operations=ops, commit_message=commit_message, commit_description=commit_description,
+            revision=branch, parent_commit=head_before))
         commit = info.oid
         changed = commit != head_before
         if tag is not None:
             self._tag(repo_id, tag, commit)
-        url = f"{self.endpoint}/{repo_id}/tree/{commit}"
+        url = f"{self.display}/{repo_id}/tree/{commit}"
         logger.info("published %s@%s (%s)", repo_id, commit[:10], "new commit" if changed else "unchanged")
         return PublishResult(repo_id=repo_id, commit=commit, url=url, tag=tag, changed=changed)
 
     def _tag_target(self, repo_id: str, tag: str) -> str | None:
-        refs = self.api.list_repo_refs(repo_id)
+        refs = self._net(f"listing the tags of {repo_id}", lambda: self.api.list_repo_refs(repo_id))
         return next((t.target_commit for t in refs.tags if t.name == tag), None)
 
     def _check_tag_free(self, repo_id: str, tag: str, folder: Path, local: list[str]) -> None:
@@ -296,7 +305,8 @@ class Hub:
 
         remote = {
             e.path: e
-            for e in self.api.list_repo_tree(repo_id, revision=revision, recursive=True)
+            for e in self._net(f"listing {repo_id}@{revision[:10]}",
+                               lambda: list(self.api.list_repo_tree(repo_id, revision=revision, recursive=True)))
             if isinstance(e, RepoFile) and e.path != ".gitattributes"
         }
         if set(remote) != set(local):
@@ -319,7 +329,7 @@ class Hub:
                 f"tag {tag!r} already exists in {repo_id} at commit {target[:10]} with other content; "
                 "choose another tag or delete the old one"
             )
-        self.api.create_tag(repo_id, tag=tag, revision=commit)
+        self._net(f"tagging {repo_id}@{commit[:10]} as {tag}", lambda: self.api.create_tag(repo_id, tag=tag, revision=commit))
 
 
 def git_blob_sha1(path: str | os.PathLike) -> str:

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import torch
 
 from hf_time.atomic import atomic_output_dir, atomic_write_text  # noqa: F401  (kept importable from here)
-from hf_time.errors import MissingWeightsError, UnsafeCheckpointError
+from hf_time.errors import CorruptCheckpointError, MissingWeightsError, UnsafeCheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -81,16 +81,89 @@ class TensorInfo:
         return self.numel * torch.empty((), dtype=dt).element_size()
 
 
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
+
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """Where one tensor's bytes are in a safetensors file (validated against the file's size)."""
+
+    info: TensorInfo
+    start: int  # absolute offset in the file
+    nbytes: int
+
+
+def _corrupt(path: str | os.PathLike, what: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"{os.fspath(path)} is not a readable safetensors file: {what}; re-download it or "
+                                  "save the model again")
+
+
+def read_safetensors_layout(path: str | os.PathLike) -> dict[str, StoredTensor]:
+    """Every tensor of a ``.safetensors`` file and where its bytes lie, from the header only, checked.
+
+    Tensors come in on-disk order, so reading them in this order is sequential.
+
+    Raises:
+        CorruptCheckpointError: a short file, an oversized or malformed header, an unknown dtype,
+            offsets that disagree with the shape or lie outside the file (each named).
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise _corrupt(path, f"{size} bytes, shorter than the 8-byte header length")
+        (n,) = struct.unpack("<Q", raw)
+        if n > min(MAX_HEADER_BYTES, size - 8):
+            raise _corrupt(path, f"header length {n} exceeds the file ({size} bytes) or the format's 100 MB limit")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise _corrupt(path, f"its header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, f"its header is a JSON {type(header).__name__}, not an object")
+    header.pop("__metadata__", None)
+    data_size = size - 8 - n
+    out: dict[str, StoredTensor] = {}
+    for name, h in header.items():
+        try:
+            dtype, shape, (begin, end) = h["dtype"], tuple(h["shape"]), h["data_offsets"]
+            ok = (isinstance(dtype, str) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+                  and all(isinstance(o, int) and not isinstance(o, bool) for o in (begin, end)))
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise _corrupt(path, f"the entry of tensor {name!r} is malformed ({h!r:.120})")
+        if dtype not in _ST_TO_TORCH:
+            raise _corrupt(path, f"tensor {name!r} has dtype {dtype!r}, which hf_time cannot read")
+        info = TensorInfo(name, dtype, shape)
+        if not 0 <= begin <= end <= data_size or end - begin != info.nbytes():
+            raise _corrupt(path, f"tensor {name!r} has data_offsets [{begin}, {end}] that do not fit its shape {list(shape)} "
+                                 f"and dtype {dtype} within the {data_size} data bytes")
+        out[name] = StoredTensor(info, 8 + n + begin, end - begin)
+    return dict(sorted(out.items(), key=lambda kv: kv[1].start))
+
+
 def read_safetensors_header(path: str | os.PathLike) -> dict[str, TensorInfo]:
     """Tensor infos of one ``.safetensors`` file, from its JSON header only (no tensor data read)."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    header.pop("__metadata__", None)
-    infos = {name: TensorInfo(name, h["dtype"], tuple(h["shape"])) for name, h in header.items()}
-    # Keep the on-disk order (by offset) so that reading in this order is sequential.
-    order = sorted(header, key=lambda k: header[k]["data_offsets"][0])
-    return {k: infos[k] for k in order}
+    return {name: t.info for name, t in read_safetensors_layout(path).items()}
+
+
+def _index_files(folder: Path, index_name: str) -> list[str]:
+    """The shard files a ``*.index.json`` names, each checked to be a plain file name in ``folder``."""
+    path = folder / index_name
+    try:
+        index = json.loads(path.read_text())
+        files = sorted(set(index["weight_map"].values()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CorruptCheckpointError(f"{path} is not a shard index ({type(e).__name__}: {e}); it needs a "
+                                     "'weight_map' of tensor name -> shard file; re-download or save the model again") from None
+    for f in files:
+        # An index is data from whoever published the model: it must not point outside the folder.
+        if not isinstance(f, str) or not f or "/" in f or "\\" in f or f in (".", "..") or "\x00" in f:
+            raise CorruptCheckpointError(f"{path} names shard {f!r}, which is not a file name inside {folder}")
+        if not (folder / f).is_file():
+            raise CorruptCheckpointError(f"{path} names shard {f!r}, which is missing from {folder}")
+    return files
 
 
 def weight_files(folder: Path) -> tuple[list[str], bool]:
@@ -101,18 +174,17 @@ def weight_files(folder: Path) -> tuple[list[str], bool]:
 
     Raises:
         MissingWeightsError: no safetensors and no pickle weights in the folder.
+        CorruptCheckpointError: a shard index that is not JSON, or names files outside the folder.
     """
     if (folder / SAFE_INDEX).is_file():
-        index = json.loads((folder / SAFE_INDEX).read_text())
-        return sorted(set(index["weight_map"].values())), False
+        return _index_files(folder, SAFE_INDEX), False
     if (folder / SAFE_SINGLE).is_file():
         return [SAFE_SINGLE], False
     others = sorted(p.name for p in folder.glob("*.safetensors") if not p.name.startswith("adapter_"))
     if others:
         return others, False
     if (folder / PICKLE_INDEX).is_file():
-        index = json.loads((folder / PICKLE_INDEX).read_text())
-        return sorted(set(index["weight_map"].values())), True
+        return _index_files(folder, PICKLE_INDEX), True
     if (folder / PICKLE_SINGLE).is_file():
         return [PICKLE_SINGLE], True
     raise MissingWeightsError(
@@ -154,16 +226,9 @@ class Checkpoint:
                     self._pickled[k] = t
                     self._infos[k] = TensorInfo(k, _TORCH_TO_ST[t.dtype], tuple(t.shape))
             else:
-                path = self.folder / name
-                with open(path, "rb") as f:
-                    (n,) = struct.unpack("<Q", f.read(8))
-                    header = json.loads(f.read(n))
-                header.pop("__metadata__", None)
-                for k in sorted(header, key=lambda k: header[k]["data_offsets"][0]):
-                    h = header[k]
-                    begin, end = h["data_offsets"]
-                    self._infos[k] = TensorInfo(k, h["dtype"], tuple(h["shape"]))
-                    self._where[k] = (name, 8 + n + begin, end - begin)
+                for k, stored in read_safetensors_layout(self.folder / name).items():
+                    self._infos[k] = stored.info
+                    self._where[k] = (name, stored.start, stored.nbytes)
 
     @property
     def infos(self) -> dict[str, TensorInfo]:
@@ -198,12 +263,15 @@ class Checkpoint:
         fd = self._fds.get(file)
         if fd is None:
             fd = self._fds[file] = os.open(self.folder / file, os.O_RDONLY)
+        if buffer.numel() < n:  # a caller's bug, not the file's: say so rather than blame the file
+            raise ValueError(f"buffer of {buffer.numel()} bytes is too small for tensor {name!r} ({n} bytes)")
         view = memoryview(buffer[:n].numpy())
         done = 0
         while done < n:  # one preadv reads at most ~2 GiB on Linux
             got = os.preadv(fd, [view[done:]], start + done)
             if got <= 0:
-                raise OSError(f"unexpected end of file reading tensor {name!r} from {self.folder / file}")
+                raise CorruptCheckpointError(f"{self.folder / file} ends before the bytes of tensor {name!r}: the file was "
+                                             "truncated after it was opened; re-download it")
             done += got
         return buffer[:n].view(info.torch_dtype).view(info.shape)
 

@@ -15,8 +15,10 @@ from pathlib import Path
 from hf_time.errors import InvalidReferenceError, RepoNotFoundError
 
 # Hub repo ids: optional namespace, then name; letters, digits, '-', '_', '.'.
-_REPO_RE = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# \Z, not $: "$" also matches before a trailing newline, and "org/name\n" is not a repo id.
+_REPO_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\Z")
+_SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
+_REVISION_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,200}\Z")  # a branch, tag or sha: no whitespace or control bytes
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,14 @@ def parse_ref(text: str | os.PathLike | ModelRef) -> ModelRef:
     """
     if isinstance(text, ModelRef):
         return text
-    raw = os.fspath(text).strip()
+    if not isinstance(text, (str, os.PathLike)):
+        raise InvalidReferenceError(f"model reference {text!r} is not text; expected 'org/name[@revision]' or a local folder")
+    raw = os.fspath(text)
+    raw = raw.strip() if isinstance(raw, str) else os.fsdecode(raw).strip()
     if not raw:
         raise InvalidReferenceError("empty model reference; expected 'org/name[@revision]' or a local folder")
+    if "\x00" in raw:
+        raise InvalidReferenceError(f"model reference {raw!r} contains a NUL byte")
     if os.path.isdir(os.path.expanduser(raw)):
         return ModelRef(path=Path(os.path.expanduser(raw)).resolve())
     if _looks_like_path(raw):
@@ -90,6 +97,9 @@ def parse_ref(text: str | os.PathLike | ModelRef) -> ModelRef:
     repo_id, sep, revision = raw.partition("@")
     if sep and not revision:
         raise InvalidReferenceError(f"model reference {raw!r} has an empty revision after '@'; write 'org/name@<branch|tag|sha>'")
+    if sep and not _REVISION_RE.match(revision):
+        raise InvalidReferenceError(f"model reference {raw!r}: the revision after '@' must be a branch, tag or commit sha "
+                                    "without spaces or control characters")
     if not _REPO_RE.match(repo_id) or ".." in repo_id or repo_id.endswith((".git", ".")):
         raise InvalidReferenceError(
             f"invalid model reference {raw!r}: expected a Hub id 'org/name[@revision]' or an existing local folder"

@@ -166,7 +166,7 @@ def test_revert_bad_inputs(rmm_inputs, tmp_path, capsys):
     with pytest.raises(ConfigError, match="not an RMM snapshot .*merge with adapter output"):
         revert(cat, 0, out=tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
-    assert main(["revert", str(snap), "--expert", "-1", "--out", str(tmp_path / "r")]) == 1
+    assert main(["revert", str(snap), "--expert", "-1", "--out", str(tmp_path / "r")]) == 2
     assert "out of range" in capsys.readouterr().err
     assert main(["revert", str(snap), "--expert", "qa", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert "reverted expert 1 (qa)" in capsys.readouterr().out

@@ -113,7 +113,7 @@ def test_cli_status_and_report(timeline, tmp_path, capsys):
     assert "step 3 (c)" in out and "A_KA" in out and (tmp_path / "p.png").stat().st_size > 1000
     assert main(["timeline", "report", config.repo_id, "--hub", h.endpoint, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["repo_id"] == config.repo_id
-    assert main(["timeline", "status", "tests/no-such-timeline", "--hub", h.endpoint]) == 1
+    assert main(["timeline", "status", "tests/no-such-timeline", "--hub", h.endpoint]) == 2  # a problem the user can fix: exit 2, as every HfTimeError
     assert "not found" in capsys.readouterr().err
 
 

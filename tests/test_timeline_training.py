@@ -3,7 +3,6 @@ short real-MiniLM smoke run (``-m slow``)."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest

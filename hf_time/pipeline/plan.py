@@ -35,6 +35,7 @@ class RunOptions:
         out: output folder (written atomically).
         overwrite: replace an existing ``out`` once the new one is complete.
         allow_pickle: accept ``pytorch_model.bin`` inputs (loaded with ``weights_only=True``).
+        allow_nonfinite: write a result holding NaN/Inf instead of refusing it.
         max_shard_size: output shard size of a full model ("5GB"); None is the default.
         push_to, tag, private: publish the result as one commit.
         title: the card's title.
@@ -44,6 +45,7 @@ class RunOptions:
     out: str | None = None
     overwrite: bool = False
     allow_pickle: bool = False
+    allow_nonfinite: bool = False
     max_shard_size: int | str | None = None
     push_to: str | None = None
     tag: str | None = None
@@ -66,6 +68,7 @@ class Plan:
         lines: LiNeS (alpha, beta), only for methods reading θ_0.
         max_shard_bytes: output shard size of a full model.
         allow_pickle: accept pickle inputs.
+        allow_nonfinite: write NaN/Inf results instead of refusing them.
         state: a fold's incoming state (bound after resolve, from the previous snapshot's lineage).
     """
 
@@ -78,6 +81,7 @@ class Plan:
     lines: tuple[float, float] | None = None
     max_shard_bytes: int = 5 * 10**9
     allow_pickle: bool = False
+    allow_nonfinite: bool = False
     state: Mapping[str, Any] | None = None
 
     @property
@@ -159,7 +163,7 @@ def make_plan(config: MergeConfig, options: RunOptions = RunOptions()) -> Plan:
     return Plan(method=method, config=method_config, weights=tuple(float(w) for w in weights),
                 expert_params=tuple(expert_params), dtype=config.dtype, device=config.device,
                 lines=None if config.lines is None else (float(config.lines[0]), float(config.lines[1])),
-                max_shard_bytes=shard_bytes, allow_pickle=options.allow_pickle)
+                max_shard_bytes=shard_bytes, allow_pickle=options.allow_pickle, allow_nonfinite=options.allow_nonfinite)
 
 
 def shard_size(value: int | str, problems: list[str]) -> int:

@@ -73,7 +73,9 @@ def execute(plan: Plan, inputs: Inputs, hub: Hub, tmp: Path, *, progress: bool =
         return result
 
     job = engine.StreamJob(op=op, weights=plan.weights, expert_params=plan.expert_params, device=plan.device,
-                           native_inputs=method.native_inputs, thresholds=thresholds, label=f"merging ({method.name})")
+                           native_inputs=method.native_inputs, thresholds=thresholds, label=f"merging ({method.name})",
+                           names=("the base", *(f"expert {e.name}" for e in inputs.experts)),
+                           allow_nonfinite=plan.allow_nonfinite)
     writer = engine.make_writer(tmp, base_ck.infos, plan.torch_dtype, plan.max_shard_bytes, {"hf_time": __version__})
     engine.run(base_ck, experts, job, writer, progress=progress)
     files = writer.close()

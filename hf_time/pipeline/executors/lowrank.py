@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from hf_time import __version__
 from hf_time.engine import layer_index
-from hf_time.errors import IncompatibleExpertsError
+from hf_time.errors import IncompatibleExpertsError, NonFiniteError
 from hf_time.hub import MODEL_PATTERNS, PICKLE_PATTERNS, Hub
 from hf_time.io import Checkpoint, TensorInfo, write_safetensors
 from hf_time.lowrank import writer
@@ -89,7 +89,7 @@ def module_union(method: LowRankMethod, strict: bool, adapters: Sequence[LoraAda
     return modules
 
 
-def run_modules(plan: Plan, adapters: Sequence[LoraAdapter], modules: Sequence[Module], *,
+def run_modules(plan: Plan, adapters: Sequence[LoraAdapter], modules: Sequence[Module], names: Sequence[str], *,
                 progress: bool = True) -> dict[str, ModuleResult]:
     """Run the method on every module of the union; returns base tensor name -> result (on CPU)."""
     layers = [layer_index(m.tensor) for m in modules]
@@ -102,6 +102,12 @@ def run_modules(plan: Plan, adapters: Sequence[LoraAdapter], modules: Sequence[M
             factors = [None if f is None else type(f)(f.a.to(plan.device), f.b.to(plan.device), f.scaling) for f in factors]
         ctx = TensorContext(name=module.tensor, weights=plan.weights, layer=layer, num_layers=num_layers)
         result = plan.method.fn(factors, plan.config, ctx)
+        if not plan.allow_nonfinite and not all(bool(torch.isfinite(v).all()) for v in result.tensors.values()):
+            bad = [names[i] for i, f in enumerate(factors)
+                   if f is not None and not (bool(torch.isfinite(f.a).all()) and bool(torch.isfinite(f.b).all()))]
+            raise NonFiniteError(f"the merge of module {module.path!r} has NaN or Inf"
+                                 + (f"; non-finite factors in adapter {', '.join(bad)}" if bad else "")
+                                 + ". Nothing was written; fix or drop that adapter, or pass --allow-nonfinite")
         results[module.tensor] = ModuleResult({k: v.cpu() for k, v in result.tensors.items()}, result.stats)
     return results
 
@@ -176,7 +182,7 @@ def execute(plan: Plan, inputs: Inputs, hub: Hub, tmp: Path, *, progress: bool =
     targets = [t if t is not None else check_adapters(inputs.base.res, infos, [a])[0]
                for t, a in zip(inputs.targets or [None] * len(adapters), adapters)]
     modules = module_union(method, bool(plan.config.strict), adapters, names, infos, targets)
-    results = run_modules(plan, adapters, modules, progress=progress)
+    results = run_modules(plan, adapters, modules, names, progress=progress)
     summaries = [{"adapter": _adapter_summary(a)} for a in adapters]
     if method.output == "rmm":
         files, details, per_expert = write_rmm(tmp, inputs, modules, results, plan.torch_dtype)

@@ -135,7 +135,9 @@ def execute(plan: Plan, inputs: Inputs, hub: Hub, tmp: Path, *, progress: bool =
         return out
 
     label = f"folding expert {t} ({method.name})"
-    job = engine.StreamJob(op=op, weights=(1.0,) * len(sources), device=plan.device, label=label)
+    names = ("the base", *(f"previous {m.name}" if m is inputs.previous else f"expert {m.name}" for m in models))
+    job = engine.StreamJob(op=op, weights=(1.0,) * len(sources), device=plan.device, label=label, names=names,
+                           allow_nonfinite=plan.allow_nonfinite)
     writer = engine.make_writer(tmp, base_ck.infos, plan.torch_dtype, plan.max_shard_bytes, {"hf_time": __version__})
     if not two_pass:
         engine.run(base_ck, sources, job, writer, progress=progress)
