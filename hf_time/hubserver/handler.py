@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import errors as E
+from .security import host_allowed
 from .storage import HubStorage, Repo
 from .uploads import UploadTickets
 
@@ -38,19 +39,29 @@ _COPY_CHUNK = 1 << 20
 
 @dataclass
 class HubContext:
-    """What every route needs: the storage, the auth policy, pending LFS uploads, the user name."""
+    """What every route needs: the storage, the auth policy, pending LFS uploads, the user name.
+
+    Attributes:
+        token: the only bearer token that may write; None with ``any_token`` accepts any non-empty
+            one (an explicit, insecure choice), None without it accepts none.
+        hosts: the ``Host`` header values this server answers to (:func:`.security.allowed_hosts`).
+        any_ip_host: also answer a ``Host`` that is any IP literal with our port (wildcard binds).
+    """
 
     storage: HubStorage
     token: str | None = None
+    any_token: bool = False
+    hosts: frozenset[str] = frozenset()
+    any_ip_host: bool = False
     user: str = "user"
     tickets: UploadTickets = field(default_factory=UploadTickets)
 
     def accepts(self, bearer: str | None) -> bool:
-        """Whether a bearer token grants write access: the configured one, or any when none is set."""
+        """Whether a bearer token grants write access."""
         if not bearer:
             return False
         if self.token is None:
-            return True
+            return self.any_token
         return hmac.compare_digest(bearer.encode(), self.token.encode())
 
     def open_repo(self, req: Request, repo_type: str | None, repo_id: str) -> Repo:
@@ -239,7 +250,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         ctx: HubContext = self.server.hub_context
         url = urlsplit(self.path)
-        host = self.headers.get("host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
+        host = self.headers.get("host")
+        if not host_allowed(host, ctx.hosts, any_ip_literal=ctx.any_ip_host):
+            self._refuse_host(host)
+            return
         length = self.headers.get("content-length")
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
             stream: Any = _ChunkedReader(self.rfile)
@@ -262,6 +276,18 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             resp.headers["Connection"] = "close"
         self._send(resp)
+
+    def _refuse_host(self, host: str | None) -> None:
+        # Checked before anything else, reads included: a DNS-rebinding page must learn nothing.
+        # 421 (Misdirected Request) says "not this server"; a missing Host is a malformed request.
+        if host:
+            message = f"Host header {host[:100]!r} does not name this server (DNS rebinding protection)"
+        else:
+            message = "A Host header naming this server is required"
+        self.close_connection = True
+        self._send(Response.json({"error": message}, 421 if host else 400,
+                                 {"X-Error-Message": message.encode("ascii", "replace").decode(),
+                                  "Connection": "close"}))
 
     def _match(self, req: Request) -> tuple[Route, re.Match[str]]:
         allowed = False
