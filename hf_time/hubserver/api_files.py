@@ -10,12 +10,15 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Iterable
 from urllib.parse import unquote
 
 from . import commits as C
 from . import views
+from .blobs import BlobStore
 from .errors import BadRequest, EntryNotFound, RangeNotSatisfiable, RevisionNotFound, RouteNotFound
-from .handler import HubContext, Request, Response, Route
+from .context import HubContext
+from .messages import NDJSON_BODY, STREAM_BODY, Request, Response, route
 from .rules import is_ignored, lfs_patterns, upload_mode
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -86,9 +89,9 @@ def lfs_upload(ctx: HubContext, req: Request, m: re.Match) -> Response:
     if ticket is None:
         raise RouteNotFound("Unknown or expired upload ticket; ask the LFS batch endpoint again")
     repo = ctx.storage.repo(ticket.repo_type, ticket.repo_id)
-    declared = req.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) != ticket.size:
-        raise BadRequest(f"Expected {ticket.size} bytes, got Content-Length {declared}")
+    if req.content_length is not None and req.content_length != ticket.size:
+        # Refused before reading: the announced size is what the ticket was issued for.
+        raise BadRequest(f"Expected {ticket.size} bytes, got Content-Length {req.content_length}")
     try:
         repo.blobs.put_lfs_stream(req.stream, ticket.size, ticket.sha256)
     except ValueError as exc:
@@ -111,10 +114,14 @@ def lfs_verify(ctx: HubContext, req: Request, m: re.Match) -> Response:
     return Response.json({"success": True}, headers=_LFS_JSON)
 
 
-def _parse_ndjson(raw: bytes) -> tuple[dict, list[C.Operation]]:
-    """Split a commit body into its header and its operations (shared/design/hub-protocol.md §3.9)."""
+def _parse_ndjson(lines: Iterable[bytes], blobs: BlobStore) -> tuple[dict, list[C.Operation]]:
+    """Split a commit body into its header and its operations (shared/design/hub-protocol.md §3.9).
+
+    Inline file contents are written to ``blobs`` as their line arrives, so a commit costs one line
+    of memory however many files it carries; if the commit then fails, they are unreferenced blobs.
+    """
     header, ops = None, []
-    for number, line in enumerate(raw.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -125,7 +132,8 @@ def _parse_ndjson(raw: bytes) -> tuple[dict, list[C.Operation]]:
             elif key == "file":
                 if value.get("encoding", "base64") != "base64":
                     raise ValueError(f"unsupported encoding {value.get('encoding')!r}")
-                ops.append(C.AddFile(value["path"], base64.b64decode(value["content"])))
+                content = base64.b64decode(value["content"])
+                ops.append(C.AddStoredFile(value["path"], C.regular_entry(blobs.put_regular(content), content)))
             elif key == "lfsFile":
                 if value.get("algo", "sha256") != "sha256" or not _SHA256.match(value["oid"]):
                     raise ValueError("lfsFile needs a sha256 oid")
@@ -146,7 +154,7 @@ def _parse_ndjson(raw: bytes) -> tuple[dict, list[C.Operation]]:
 def commit(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST /api/{T}/{repo}/commit/{rev}[?create_pr=1]`` with an NDJSON body."""
     repo = ctx.open_repo(req, m["type"], m["repo"])
-    header, ops = _parse_ndjson(req.body())
+    header, ops = _parse_ndjson(req.lines(), repo.blobs)
     result = repo.commit(unquote(m["rev"]), ops, header["summary"], header.get("description") or "",
                          parent=header.get("parentCommit"), create_pr=req.flag("create_pr"), author=ctx.user)
     url = views.repo_url(req.base_url, repo.repo_type, repo.repo_id)
@@ -219,15 +227,11 @@ _PREFIX = r"^/(?:(?P<type>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+?)"
 _API = r"^/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)"
 
 
-def _r(methods: str, pattern: str, fn, write: bool = False) -> Route:
-    return Route(tuple(methods.split()), re.compile(pattern), fn, write)
-
-
 ROUTES = [
-    _r("POST", _API + r"/preupload/(?P<rev>[^/]+)$", preupload, write=True),
-    _r("POST", _API + r"/commit/(?P<rev>[^/]+)$", commit, write=True),
-    _r("POST", _PREFIX + r"\.git/info/lfs/objects/batch$", lfs_batch, write=True),
-    _r("POST", _PREFIX + r"\.git/info/lfs/objects/verify$", lfs_verify, write=True),
-    _r("PUT", r"^/lfs-upload/(?P<ticket>[A-Za-z0-9_-]+)$", lfs_upload),
-    _r("GET HEAD", _PREFIX + r"/resolve/(?P<rest>.+)$", resolve),
+    route("POST", _API + r"/preupload/(?P<rev>[^/]+)$", preupload, write=True),
+    route("POST", _API + r"/commit/(?P<rev>[^/]+)$", commit, write=True, body=NDJSON_BODY),
+    route("POST", _PREFIX + r"\.git/info/lfs/objects/batch$", lfs_batch, write=True),
+    route("POST", _PREFIX + r"\.git/info/lfs/objects/verify$", lfs_verify, write=True),
+    route("PUT", r"^/lfs-upload/(?P<ticket>[A-Za-z0-9_-]+)$", lfs_upload, body=STREAM_BODY),
+    route("GET HEAD", _PREFIX + r"/resolve/(?P<rest>.+)$", resolve),
 ]

@@ -12,7 +12,8 @@ from urllib.parse import unquote
 
 from . import views
 from .errors import AlreadyExists, BadRequest
-from .handler import HubContext, Request, Response, Route
+from .context import HubContext
+from .messages import Request, Response, route
 from .rules import card_metadata
 
 _CARD_MAX_BYTES = 1 << 20
@@ -157,22 +158,18 @@ def delete_tag(ctx: HubContext, req: Request, m: re.Match) -> Response:
 _API = r"^/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)"
 
 
-def _r(methods: str, pattern: str, fn, write: bool = False) -> Route:
-    return Route(tuple(methods.split()), re.compile(pattern), fn, write)
-
-
 ROUTES = [
-    _r("POST", r"^/api/repos/create$", create_repo, write=True),
-    _r("DELETE", r"^/api/repos/delete$", delete_repo, write=True),
-    _r("POST", r"^/api/validate-yaml$", validate_yaml),
-    _r("GET", r"^/api/whoami-v2$", whoami, write=True),
-    _r("GET", _API + r"(?:/revision/(?P<rev>.+))?$", repo_info),
-    _r("GET", _API + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$", list_tree),
-    _r("POST", _API + r"/paths-info/(?P<rev>[^/]+)$", paths_info),
-    _r("GET", _API + r"/refs$", list_refs),
-    _r("GET", _API + r"/commits/(?P<rev>[^/]+)$", list_commits),
-    _r("POST", _API + r"/branch/(?P<name>.+)$", create_branch, write=True),
-    _r("DELETE", _API + r"/branch/(?P<name>.+)$", delete_branch, write=True),
-    _r("POST", _API + r"/tag/(?P<name>.+)$", create_tag, write=True),
-    _r("DELETE", _API + r"/tag/(?P<name>.+)$", delete_tag, write=True),
+    route("POST", r"^/api/repos/create$", create_repo, write=True),
+    route("DELETE", r"^/api/repos/delete$", delete_repo, write=True),
+    route("POST", r"^/api/validate-yaml$", validate_yaml),
+    route("GET", r"^/api/whoami-v2$", whoami, write=True),
+    route("GET", _API + r"(?:/revision/(?P<rev>.+))?$", repo_info),
+    route("GET", _API + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$", list_tree),
+    route("POST", _API + r"/paths-info/(?P<rev>[^/]+)$", paths_info),
+    route("GET", _API + r"/refs$", list_refs),
+    route("GET", _API + r"/commits/(?P<rev>[^/]+)$", list_commits),
+    route("POST", _API + r"/branch/(?P<name>.+)$", create_branch, write=True),
+    route("DELETE", _API + r"/branch/(?P<name>.+)$", delete_branch, write=True),
+    route("POST", _API + r"/tag/(?P<name>.+)$", create_tag, write=True),
+    route("DELETE", _API + r"/tag/(?P<name>.+)$", delete_tag, write=True),
 ]

@@ -10,7 +10,9 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from . import api_files, api_repos, security
-from .handler import HubContext, HubRequestHandler
+from .context import HubContext, Traffic
+from .handler import HubRequestHandler
+from .limits import Limits
 from .storage import HubStorage
 
 logger = logging.getLogger("hf_time.hubserver")
@@ -72,6 +74,7 @@ class HubServer:
             or web page that can reach the port can then write; for throwaway test servers only.
         allowed_hosts: more names (besides loopback and the bound address) that clients may put in
             the ``Host`` header, e.g. the name of a reverse proxy. Other names are refused (421).
+        limits: body and URL size limits (:class:`.Limits`; the defaults suit the real client).
 
     Attributes:
         token: the write token (None only with ``insecure_any_token``). Never logged.
@@ -82,7 +85,8 @@ class HubServer:
     """
 
     def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None, *,
-                 insecure_any_token: bool = False, allowed_hosts: tuple[str, ...] = ()):
+                 insecure_any_token: bool = False, allowed_hosts: tuple[str, ...] = (),
+                 limits: Limits | None = None):
         if token is not None and insecure_any_token:
             raise ValueError("Pass either a token or insecure_any_token=True, not both")
         if token is not None and not token.strip():
@@ -90,7 +94,8 @@ class HubServer:
         self.root = Path(root)
         self.storage = HubStorage(self.root)
         self.token = None if insecure_any_token else (token or security.generate_token())
-        context = HubContext(self.storage, token=self.token, any_token=insecure_any_token)
+        context = HubContext(self.storage, token=self.token, any_token=insecure_any_token,
+                             limits=limits or Limits())
         self._httpd = _HTTPServer((host, port), context)
         bound_host, self.port = self._httpd.server_address[:2]
         context.hosts = security.allowed_hosts(bound_host, self.port, allowed_hosts)
@@ -101,6 +106,11 @@ class HubServer:
         self._thread: threading.Thread | None = None
         self._foreground = False
         self._closed = False
+
+    @property
+    def traffic(self) -> Traffic:
+        """What the server has read so far (request-body bytes), for monitoring and tests."""
+        return self._httpd.hub_context.traffic
 
     def start(self) -> HubServer:
         """Serve in a daemon thread and return immediately. Returns ``self``."""
