@@ -6,8 +6,6 @@ preupload -> LFS batch -> PUT each object to its ticket href -> verify -> NDJSON
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Iterable
@@ -16,9 +14,10 @@ from urllib.parse import unquote
 from . import commits as C
 from . import views
 from .blobs import BlobStore
-from .errors import BadRequest, EntryNotFound, RangeNotSatisfiable, RevisionNotFound, RouteNotFound
 from .context import HubContext
+from .errors import BadRequest, EntryNotFound, RangeNotSatisfiable, RevisionNotFound, RouteNotFound
 from .messages import NDJSON_BODY, STREAM_BODY, Request, Response, route
+from .payload import FieldError, Fields
 from .rules import is_ignored, lfs_patterns, upload_mode
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -31,21 +30,19 @@ def preupload(ctx: HubContext, req: Request, m: re.Match) -> Response:
     The remote oid is the one the client compares with its local one to drop unchanged files: the
     sha256 for LFS, the git blob sha1 for regular files.
     """
+    body = Fields(req.json())
+    files = [(f.str("path", required=True), f.int("size", required=True), f.base64("sample"))
+             for f in body.objects("files")]
+    gitignore = body.str("gitIgnore")
     repo = ctx.open_repo(req, m["type"], m["repo"])
     _, tree = repo.tree(unquote(m["rev"]))
-    body = req.json()
     attributes = tree.get(".gitattributes")
     patterns = lfs_patterns(repo.read_text(attributes)) if attributes else []
-    gitignore = body.get("gitIgnore")
     if gitignore is None and ".gitignore" in tree:
         gitignore = repo.read_text(tree[".gitignore"])
     out = []
-    for item in body.get("files") or []:
-        try:
-            path, size = C.check_path(item["path"]), int(item["size"])
-            sample = base64.b64decode(item.get("sample") or "")
-        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-            raise BadRequest(f"Malformed preupload file entry: {exc}") from None
+    for raw_path, size, sample in files:
+        path = C.check_path(raw_path)
         mode = upload_mode(path, size, sample, patterns)
         entry = tree.get(path)
         remote = None
@@ -54,25 +51,29 @@ def preupload(ctx: HubContext, req: Request, m: re.Match) -> Response:
                 remote = entry["sha256"]
             elif not entry.get("lfs"):
                 remote = entry["oid"]
-        out.append({"path": item["path"], "uploadMode": mode,
-                    "shouldIgnore": is_ignored(path, gitignore), "oid": remote})
+        out.append({"path": raw_path, "uploadMode": mode, "shouldIgnore": is_ignored(path, gitignore), "oid": remote})
     return Response.json({"files": out})
+
+
+def _sha256_field(fields: Fields, name: str = "oid") -> str:
+    oid = fields.str(name, required=True)
+    if not _SHA256.match(oid):
+        raise FieldError(fields.path_of(name), "must be the 64-character lower-case hex sha256 of the content")
+    return oid
 
 
 def lfs_batch(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST /{P}{repo}.git/info/lfs/objects/batch``: basic transfer only, one ticket per missing object."""
-    repo = ctx.open_repo(req, m["type"], m["repo"])
-    body = req.json()
-    if body.get("operation") != "upload":
+    body = Fields(req.json())
+    if body.str("operation", required=True) != "upload":
         raise BadRequest("Only the 'upload' LFS operation is supported")
+    body.strings("transfers")  # any list is fine: "basic" is always what we answer
+    wanted = [(_sha256_field(obj), obj.int("size", required=True)) for obj in body.objects("objects")]
+    repo = ctx.open_repo(req, m["type"], m["repo"])
     verify = f"{views.repo_url(req.base_url, repo.repo_type, repo.repo_id)}.git/info/lfs/objects/verify"
     objects = []
-    for obj in body.get("objects") or []:
-        oid, size = obj.get("oid"), obj.get("size")
-        if not isinstance(oid, str) or not _SHA256.match(oid) or not isinstance(size, int) or size < 0:
-            objects.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
-                            "error": {"code": 422, "message": "oid must be a sha256 hex and size an int"}})
-        elif repo.blobs.has_lfs(oid) and repo.blobs.lfs_path(oid).stat().st_size == size:
+    for oid, size in wanted:
+        if repo.blobs.has_lfs(oid) and repo.blobs.lfs_path(oid).stat().st_size == size:
             objects.append({"oid": oid, "size": size})  # no actions: the client skips the upload
         else:
             ticket = ctx.tickets.issue(repo.repo_type, repo.repo_id, oid, size)
@@ -104,50 +105,58 @@ def lfs_upload(ctx: HubContext, req: Request, m: re.Match) -> Response:
 
 def lfs_verify(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST /{P}{repo}.git/info/lfs/objects/verify``: 200 once the object is stored with that size."""
+    body = Fields(req.json())
+    oid, size = _sha256_field(body), body.int("size")
     repo = ctx.open_repo(req, m["type"], m["repo"])
-    body = req.json()
-    oid, size = str(body.get("oid")), body.get("size")
-    if not _SHA256.match(oid) or not repo.blobs.has_lfs(oid):
+    if not repo.blobs.has_lfs(oid):
         raise BadRequest(f"LFS object {oid} has not been uploaded")
     if size is not None and repo.blobs.lfs_path(oid).stat().st_size != size:
         raise BadRequest(f"LFS object {oid} does not have {size} bytes")
     return Response.json({"success": True}, headers=_LFS_JSON)
 
 
-def _parse_ndjson(lines: Iterable[bytes], blobs: BlobStore) -> tuple[dict, list[C.Operation]]:
-    """Split a commit body into its header and its operations (shared/design/hub-protocol.md §3.9).
+def _operation(item: Fields, blobs: BlobStore) -> C.Operation:
+    """One commit operation from a non-header NDJSON line (``{"key", "value"}``)."""
+    key, value = item.str("key", required=True), item.obj("value", required=True)
+    if key == "file":
+        if value.str("encoding", default="base64") != "base64":
+            raise FieldError(value.path_of("encoding"), "only 'base64' is supported")
+        path, content = value.str("path", required=True), value.base64("content", required=True)
+        # Stored now, so a commit holds one line in memory however many files it carries; if the
+        # commit then fails, the blob is merely unreferenced.
+        return C.AddStoredFile(path, C.regular_entry(blobs.put_regular(content), content))
+    if key == "lfsFile":
+        if value.str("algo", default="sha256") != "sha256":
+            raise FieldError(value.path_of("algo"), "only 'sha256' is supported")
+        return C.AddLfsFile(value.str("path", required=True), _sha256_field(value), value.int("size"))
+    if key == "deletedFile":
+        return C.DeleteFile(value.str("path", required=True))
+    if key == "deletedFolder":
+        return C.DeleteFolder(value.str("path", required=True).rstrip("/"))
+    raise FieldError(item.path_of("key"), f"unknown operation {key[:40]!r}")
 
-    Inline file contents are written to ``blobs`` as their line arrives, so a commit costs one line
-    of memory however many files it carries; if the commit then fails, they are unreferenced blobs.
-    """
-    header, ops = None, []
+
+def _parse_ndjson(lines: Iterable[bytes], blobs: BlobStore) -> tuple[Fields, list[C.Operation]]:
+    """Split a commit body into its header and its operations (shared/design/hub-protocol.md §3.9)."""
+    header: Fields | None = None
+    ops: list[C.Operation] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-            key, value = item["key"], item["value"]
-            if key == "header":
-                header = value
-            elif key == "file":
-                if value.get("encoding", "base64") != "base64":
-                    raise ValueError(f"unsupported encoding {value.get('encoding')!r}")
-                content = base64.b64decode(value["content"])
-                ops.append(C.AddStoredFile(value["path"], C.regular_entry(blobs.put_regular(content), content)))
-            elif key == "lfsFile":
-                if value.get("algo", "sha256") != "sha256" or not _SHA256.match(value["oid"]):
-                    raise ValueError("lfsFile needs a sha256 oid")
-                ops.append(C.AddLfsFile(value["path"], value["oid"], value.get("size")))
-            elif key == "deletedFile":
-                ops.append(C.DeleteFile(value["path"]))
-            elif key == "deletedFolder":
-                ops.append(C.DeleteFolder(value["path"].rstrip("/")))
-            else:
-                raise ValueError(f"unknown key {key!r}")
-        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
-            raise BadRequest(f"Malformed commit payload, line {number}: {exc}") from None
-    if not isinstance(header, dict) or not isinstance(header.get("summary"), str) or not header["summary"]:
-        raise BadRequest("The commit payload must start with a header carrying a non-empty 'summary'")
+            parsed = json.loads(line)
+        except ValueError as exc:
+            raise BadRequest(f"Commit payload line {number} is not valid JSON: {exc}") from None
+        item = Fields(parsed, f"line {number}")
+        if item.str("key", required=True) == "header":
+            header = item.obj("value", required=True)
+        else:
+            ops.append(_operation(item, blobs))
+    if header is None:
+        raise BadRequest("The commit payload must start with a header line carrying a 'summary'")
+    header.str("summary", required=True, nonempty=True)
+    header.str("description")
+    header.str("parentCommit")
     return header, ops
 
 
@@ -155,8 +164,8 @@ def commit(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST /api/{T}/{repo}/commit/{rev}[?create_pr=1]`` with an NDJSON body."""
     repo = ctx.open_repo(req, m["type"], m["repo"])
     header, ops = _parse_ndjson(req.lines(), repo.blobs)
-    result = repo.commit(unquote(m["rev"]), ops, header["summary"], header.get("description") or "",
-                         parent=header.get("parentCommit"), create_pr=req.flag("create_pr"), author=ctx.user)
+    result = repo.commit(unquote(m["rev"]), ops, header.str("summary"), header.str("description") or "",
+                         parent=header.str("parentCommit"), create_pr=req.flag("create_pr"), author=ctx.user)
     url = views.repo_url(req.base_url, repo.repo_type, repo.repo_id)
     body = {"success": True, "commitOid": result.oid, "commitUrl": f"{url}/commit/{result.oid}", "hookOutput": ""}
     if result.pr_num is not None:

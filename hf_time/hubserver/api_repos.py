@@ -11,32 +11,32 @@ import re
 from urllib.parse import unquote
 
 from . import views
-from .errors import AlreadyExists, BadRequest
+from .errors import AlreadyExists
 from .context import HubContext
 from .messages import Request, Response, route
+from .payload import FieldError, Fields
 from .rules import card_metadata
 
 _CARD_MAX_BYTES = 1 << 20
 _TYPES = {"model": "models", "dataset": "datasets", "space": "spaces", None: "models"}
 
 
-def _repo_id_from_body(ctx: HubContext, body: dict) -> tuple[str, str]:
+def _repo_id_from_body(ctx: HubContext, body: Fields) -> tuple[str, str]:
     """``(repo_type, repo_id)`` from a create/delete body; no organisation means the user's namespace."""
-    name = body.get("name")
-    if not isinstance(name, str) or not name:
-        raise BadRequest("Missing repository 'name'")
-    if body.get("type") not in _TYPES:
-        raise BadRequest(f"Unknown repository type {body.get('type')!r}")
-    namespace = body.get("organization") or ctx.user
-    return _TYPES[body.get("type")], name if "/" in name else f"{namespace}/{name}"
+    name = body.str("name", required=True, nonempty=True)
+    repo_type = body.str("type")
+    if repo_type not in _TYPES:
+        raise FieldError("type", f"unknown repository type {repo_type[:40]!r}; expected model, dataset or space")
+    namespace = body.str("organization") or ctx.user
+    return _TYPES[repo_type], name if "/" in name else f"{namespace}/{name}"
 
 
 def create_repo(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST /api/repos/create`` -> ``{"url"}``; 409 with ``url`` when it exists (for ``exist_ok``)."""
-    body = req.json()
+    body = Fields(req.json())
     repo_type, repo_id = _repo_id_from_body(ctx, body)
     url = views.repo_url(req.base_url, repo_type, repo_id)
-    private = body.get("visibility") == "private" or body.get("private") is True
+    private = body.str("visibility") == "private" or body.bool("private")
     try:
         ctx.storage.create_repo(repo_type, repo_id, private=private, author=ctx.user)
     except AlreadyExists as err:
@@ -46,16 +46,14 @@ def create_repo(ctx: HubContext, req: Request, m: re.Match) -> Response:
 
 def delete_repo(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``DELETE /api/repos/delete``; 404 ``RepoNotFound`` when missing (``missing_ok`` relies on it)."""
-    repo_type, repo_id = _repo_id_from_body(ctx, req.json())
+    repo_type, repo_id = _repo_id_from_body(ctx, Fields(req.json()))
     ctx.storage.delete_repo(repo_type, repo_id)
     return Response.json({})
 
 
 def validate_yaml(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST /api/validate-yaml``: parse the card's front matter; 400 with ``errors`` if invalid."""
-    content = req.json().get("content")
-    if not isinstance(content, str):
-        raise BadRequest("Missing 'content'")
+    content = Fields(req.json()).str("content", required=True)
     _, problems = card_metadata(content)
     body = {"errors": [{"message": p} for p in problems], "warnings": []}
     return Response.json(body, 400 if problems else 200)
@@ -96,15 +94,15 @@ def list_tree(ctx: HubContext, req: Request, m: re.Match) -> Response:
 
 def paths_info(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST .../paths-info/{rev}`` (form ``paths=..&expand=..``): known paths only, missing ones left out."""
-    repo = ctx.open_repo(req, m["type"], m["repo"])
-    oid, tree = repo.tree(unquote(m["rev"]))
     if "json" in (req.headers.get("content-type") or ""):
-        body = req.json()
-        paths, expand = body.get("paths") or [], bool(body.get("expand"))
+        body = Fields(req.json())
+        paths, expand = body.strings("paths", allow_single=True), body.bool("expand")
     else:
         form = req.form()
         paths, expand = form.get("paths", []), form.get("expand", ["false"])[0].lower() in ("1", "true")
-    paths = [p.strip("/") for p in ([paths] if isinstance(paths, str) else paths)]
+    repo = ctx.open_repo(req, m["type"], m["repo"])
+    oid, tree = repo.tree(unquote(m["rev"]))
+    paths = [p.strip("/") for p in paths]
     items = [(p, views.path_item(tree, p)) for p in dict.fromkeys(paths)]
     found = [p for p, item in items if item is not None]
     last = repo.last_changes(oid, found) if expand else {}
@@ -127,8 +125,8 @@ def list_commits(ctx: HubContext, req: Request, m: re.Match) -> Response:
 
 def create_branch(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST .../branch/{name}`` from ``startingPoint`` (default ``main``); 409 if it exists."""
+    start = Fields(req.json()).str("startingPoint")
     repo = ctx.open_repo(req, m["type"], m["repo"])
-    start = req.json().get("startingPoint")
     repo.create_ref("branches", unquote(m["name"]), start)
     return Response.json({})
 
@@ -141,10 +139,10 @@ def delete_branch(ctx: HubContext, req: Request, m: re.Match) -> Response:
 
 def create_tag(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST .../tag/{rev}`` with ``{"tag", "message"?}``: the revision is in the path; 409 if it exists."""
+    body = Fields(req.json())
+    tag = body.str("tag", required=True, nonempty=True)
+    body.str("message")  # accepted for the client's sake; lightweight tags carry no message here
     repo = ctx.open_repo(req, m["type"], m["repo"])
-    tag = req.json().get("tag")
-    if not isinstance(tag, str) or not tag:
-        raise BadRequest("Missing 'tag'")
     repo.create_ref("tags", tag, unquote(m["name"]))
     return Response.json({})
 
