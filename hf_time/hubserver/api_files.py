@@ -20,8 +20,10 @@ from .messages import NDJSON_BODY, STREAM_BODY, Request, Response, route
 from .payload import FieldError, Fields
 from .rules import is_ignored, lfs_patterns, upload_mode
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")  # \Z, not $: "$" also matches before a final "\n"
 _LFS_JSON = {"Content-Type": "application/vnd.git-lfs+json"}
+# Longest unencoded multi-segment revision tried in a /resolve URL (a ref name plus "refs/heads/").
+_MAX_REVISION_CHARS = 300
 
 
 def preupload(ctx: HubContext, req: Request, m: re.Match) -> Response:
@@ -177,25 +179,35 @@ def _split_revision(repo, rest: str) -> tuple[str, str, dict | None]:
     """Split ``{rev}/{path}`` of a resolve URL into ``(commit oid, path, tree entry or None)``.
 
     The client sends the revision as one percent-encoded segment; an unencoded one such as
-    ``refs/pr/1`` still works: every split is tried, and the first that names an existing file wins.
+    ``refs/pr/1`` still works: splits are tried left to right, and the first that names an
+    existing file wins. The refs are read once and only prefixes up to the longest possible ref
+    name are tried, so the work is linear in the URL (it used to read ``refs.json`` per segment).
 
     Raises:
         RevisionNotFound: no prefix of the URL is a revision.
     """
     segments = rest.split("/")
+    refs = repo.refs()
+    trees: dict[str, dict] = {}
     first: tuple[str, str, dict | None] | None = None
+    candidate = ""
     for i in range(1, len(segments)):
+        candidate = segments[0] if i == 1 else f"{candidate}/{segments[i - 1]}"
+        if i > 1 and len(candidate) > _MAX_REVISION_CHARS:
+            break  # no ref name is this long: everything after the first segment is the path
         try:
-            oid = repo.resolve(unquote("/".join(segments[:i])))
+            oid = repo.resolve(unquote(candidate), refs=refs)
         except RevisionNotFound:
             continue
+        if oid not in trees:
+            trees[oid] = repo.commit_record(oid)["tree"]
         path = unquote("/".join(segments[i:]))
-        entry = repo.commit_record(oid)["tree"].get(path)
+        entry = trees[oid].get(path)
         if entry is not None:
             return oid, path, entry
         first = first or (oid, path, None)
     if first is None:
-        raise RevisionNotFound(f"Invalid rev id in {rest!r}")
+        raise RevisionNotFound(f"Invalid rev id in {rest[:200]!r}")
     return first
 
 
@@ -237,10 +249,10 @@ _API = r"^/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)"
 
 
 ROUTES = [
-    route("POST", _API + r"/preupload/(?P<rev>[^/]+)$", preupload, write=True),
-    route("POST", _API + r"/commit/(?P<rev>[^/]+)$", commit, write=True, body=NDJSON_BODY),
-    route("POST", _PREFIX + r"\.git/info/lfs/objects/batch$", lfs_batch, write=True),
-    route("POST", _PREFIX + r"\.git/info/lfs/objects/verify$", lfs_verify, write=True),
-    route("PUT", r"^/lfs-upload/(?P<ticket>[A-Za-z0-9_-]+)$", lfs_upload, body=STREAM_BODY),
-    route("GET HEAD", _PREFIX + r"/resolve/(?P<rest>.+)$", resolve),
+    route("POST", _API + r"/preupload/(?P<rev>[^/]+)\Z", preupload, write=True),
+    route("POST", _API + r"/commit/(?P<rev>[^/]+)\Z", commit, write=True, body=NDJSON_BODY),
+    route("POST", _PREFIX + r"\.git/info/lfs/objects/batch\Z", lfs_batch, write=True),
+    route("POST", _PREFIX + r"\.git/info/lfs/objects/verify\Z", lfs_verify, write=True),
+    route("PUT", r"^/lfs-upload/(?P<ticket>[A-Za-z0-9_-]+)\Z", lfs_upload, body=STREAM_BODY),
+    route("GET HEAD", _PREFIX + r"/resolve/(?P<rest>.+)\Z", resolve),
 ]

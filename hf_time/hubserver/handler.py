@@ -8,6 +8,7 @@ framing, the URL length, the route, the token, the announced body size.
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import socket
@@ -79,9 +80,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             resp = route.fn(ctx, req, match)
         except E.HubError as err:
             resp = error_response(err)
-        except Exception:  # a bug must not kill the connection thread silently
-            logger.exception("internal error on %s %s", self.command, url.path)
-            resp = Response.json({"error": "Internal server error"}, 500)
+        except Exception as exc:  # a bug must not kill the connection thread silently
+            resp = _unexpected(exc, self.command, url.path)
         self._respond(resp, stream, ctx.limits)
 
     def _match(self, req: Request) -> tuple[Route, re.Match[str]]:
@@ -188,6 +188,17 @@ def _bound_body(req: Request, route: Route, limits: Limits) -> None:
     if req.max_body is not None and (req.content_length or 0) > req.max_body:
         raise E.PayloadTooLarge(f"Request body of {req.content_length} bytes is larger than the "
                                 f"{req.max_body} bytes this endpoint accepts")
+
+
+def _unexpected(exc: Exception, method: str, path: str) -> Response:
+    """507 for a full disk, which retrying soon will not fix (the client retries 500 for ~23 s and
+    does not retry 507); 500 with the traceback logged for anything else, which is a bug."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        logger.error("disk full while serving %s %s: %s", method, path, exc)
+        return error_response(E.InsufficientStorage(
+            f"The Hub server's disk is full ({exc.strerror}); free space on the server, then retry"))
+    logger.exception("internal error on %s %s", method, path)
+    return Response.json({"error": "Internal server error"}, 500)
 
 
 def _host_error(host: str | None) -> Response:

@@ -93,6 +93,10 @@ class HubServer:
             raise ValueError("The token must not be empty")
         self.root = Path(root)
         self.storage = HubStorage(self.root)
+        removed, freed = self.storage.sweep_temp_files()
+        if removed:
+            logger.info("removed %d stale temporary files (%d bytes) left by interrupted writes under %s",
+                        removed, freed, self.root)
         self.token = None if insecure_any_token else (token or security.generate_token())
         context = HubContext(self.storage, token=self.token, any_token=insecure_any_token,
                              limits=limits or Limits())
