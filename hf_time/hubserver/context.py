@@ -13,6 +13,7 @@ from .storage import HubStorage, Repo
 from .uploads import UploadTickets
 
 if TYPE_CHECKING:
+    from .faults import FaultPlan
     from .messages import Request
 
 
@@ -38,6 +39,7 @@ class HubContext:
             one (an explicit, insecure choice), None without it accepts none.
         hosts: the ``Host`` header values this server answers to (:func:`.security.allowed_hosts`).
         any_ip_host: also answer a ``Host`` that is any IP literal with our port (wildcard binds).
+        faults: test-only fault injection (:mod:`.faults`); None, and never consulted, otherwise.
     """
 
     storage: HubStorage
@@ -49,6 +51,7 @@ class HubContext:
     user: str = "user"
     tickets: UploadTickets = field(default_factory=UploadTickets)
     traffic: Traffic = field(default_factory=Traffic)
+    faults: FaultPlan | None = None
 
     def accepts(self, bearer: str | None) -> bool:
         """Whether a bearer token grants write access."""

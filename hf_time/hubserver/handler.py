@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from . import errors as E
 from .context import HubContext
+from .faults import Abort
 from .framing import BodyReader, parse_framing
 from .limits import Limits
 from .messages import JSON_BODY, NDJSON_BODY, Request, Response, Route, error_response
@@ -71,6 +72,21 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), self.headers,
                       f"http://{host}", stream, content_length=None if framing.chunked else framing.length)
         try:
+            resp = self._run(ctx, req)
+        except Abort as exc:  # test-only fault injection
+            logger.debug("%s", exc)
+            self._abort()
+            return
+        self._respond(resp, stream, ctx.limits)
+
+    def _run(self, ctx: HubContext, req: Request) -> Response:
+        """The response to ``req``: checks, then its route; every failure becomes a status."""
+        plan = ctx.faults
+        fault = plan.take(req.method, req.path) if plan is not None else None
+        try:
+            injected = plan.before(fault, ctx, req) if fault is not None else None
+            if injected is not None:
+                return injected
             if len(self.path) > ctx.limits.max_url_bytes:
                 raise E.URITooLong(f"Request URL is longer than {ctx.limits.max_url_bytes} bytes")
             route, match = self._match(req)
@@ -80,9 +96,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             resp = route.fn(ctx, req, match)
         except E.HubError as err:
             resp = error_response(err)
+        except Abort:
+            raise
         except Exception as exc:  # a bug must not kill the connection thread silently
-            resp = _unexpected(exc, self.command, url.path)
-        self._respond(resp, stream, ctx.limits)
+            resp = _unexpected(exc, req.method, req.path)
+        return plan.after(fault, resp) if fault is not None else resp
 
     def _match(self, req: Request) -> tuple[Route, re.Match[str]]:
         allowed = False
@@ -146,6 +164,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             if time.monotonic() - start >= _DRAIN_SECONDS:
                 self.close_connection = True
 
+    def _abort(self) -> None:
+        """Hang up without (finishing) a response, as a crashed server or a broken network would."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _send(self, resp: Response) -> None:
         size = resp.length if resp.file is not None else len(resp.body)
         self.send_response(resp.status)
@@ -156,18 +182,21 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
+        # cut_after is only ever set by fault injection: send part of the body, then hang up.
+        left = size if resp.cut_after is None else min(size, resp.cut_after)
         if resp.file is None:
-            self.wfile.write(resp.body)
-            return
-        with open(resp.file, "rb") as f:
-            f.seek(resp.start)
-            left = resp.length
-            while left > 0:
-                chunk = f.read(min(_COPY_CHUNK, left))
-                if not chunk:
-                    break
-                self.wfile.write(chunk)
-                left -= len(chunk)
+            self.wfile.write(resp.body[:left])
+        else:
+            with open(resp.file, "rb") as f:
+                f.seek(resp.start)
+                while left > 0:
+                    chunk = f.read(min(_COPY_CHUNK, left))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    left -= len(chunk)
+        if resp.cut_after is not None:
+            self._abort()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         # Request lines only (never headers, so never tokens); upload tickets are masked too.

@@ -99,7 +99,11 @@ class Request:
 
 @dataclass
 class Response:
-    """A response: JSON/bytes in ``body``, or a slice of a file streamed from disk."""
+    """A response: JSON/bytes in ``body``, or a slice of a file streamed from disk.
+
+    Attributes:
+        cut_after: set by fault injection only: hang up after this many body bytes.
+    """
 
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
@@ -107,6 +111,7 @@ class Response:
     file: Path | None = None
     start: int = 0
     length: int = 0
+    cut_after: int | None = None
 
     @classmethod
     def json(cls, obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import api_files, api_repos, security
 from .context import HubContext, Traffic
+from .faults import FaultPlan
 from .handler import HubRequestHandler
 from .limits import Limits
 from .storage import HubStorage
@@ -75,6 +76,8 @@ class HubServer:
         allowed_hosts: more names (besides loopback and the bound address) that clients may put in
             the ``Host`` header, e.g. the name of a reverse proxy. Other names are refused (421).
         limits: body and URL size limits (:class:`.Limits`; the defaults suit the real client).
+        faults: test-only :class:`.FaultPlan` of errors to inject; also settable later through
+            :attr:`faults`.
 
     Attributes:
         token: the write token (None only with ``insecure_any_token``). Never logged.
@@ -86,7 +89,7 @@ class HubServer:
 
     def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None, *,
                  insecure_any_token: bool = False, allowed_hosts: tuple[str, ...] = (),
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, faults: FaultPlan | None = None):
         if token is not None and insecure_any_token:
             raise ValueError("Pass either a token or insecure_any_token=True, not both")
         if token is not None and not token.strip():
@@ -99,7 +102,7 @@ class HubServer:
                         removed, freed, self.root)
         self.token = None if insecure_any_token else (token or security.generate_token())
         context = HubContext(self.storage, token=self.token, any_token=insecure_any_token,
-                             limits=limits or Limits())
+                             limits=limits or Limits(), faults=faults)
         self._httpd = _HTTPServer((host, port), context)
         bound_host, self.port = self._httpd.server_address[:2]
         context.hosts = security.allowed_hosts(bound_host, self.port, allowed_hosts)
@@ -110,6 +113,15 @@ class HubServer:
         self._thread: threading.Thread | None = None
         self._foreground = False
         self._closed = False
+
+    @property
+    def faults(self) -> FaultPlan | None:
+        """The fault plan in force (test-only); assign a :class:`.FaultPlan`, or None to stop."""
+        return self._httpd.hub_context.faults
+
+    @faults.setter
+    def faults(self, plan: FaultPlan | None) -> None:
+        self._httpd.hub_context.faults = plan
 
     @property
     def traffic(self) -> Traffic:
