@@ -31,6 +31,12 @@ class Unauthorized(HubError):
     code = "Unauthorized"
 
 
+class MisdirectedRequest(HubError):
+    """The ``Host`` header does not name this server (DNS rebinding protection)."""
+
+    code = "MisdirectedRequest"
+
+
 class RouteNotFound(HubError):
     """No endpoint answers this method and path."""
 

@@ -233,9 +233,6 @@ def _unexpected(exc: Exception, method: str, path: str) -> Response:
 def _host_error(host: str | None) -> Response:
     """421 (Misdirected Request: "not this server") for a foreign Host; 400 when there is none."""
     if host:
-        err: E.HubError = E.BadRequest(f"Host header {host[:100]!r} does not name this server "
-                                       "(DNS rebinding protection); use 127.0.0.1 or localhost")
-        resp = error_response(err)
-        resp.status = 421
-        return resp
+        return error_response(E.MisdirectedRequest(f"Host header {host[:100]!r} does not name this server "
+                                                   "(DNS rebinding protection); use 127.0.0.1 or localhost"))
     return error_response(E.BadRequest("A Host header naming this server is required"))

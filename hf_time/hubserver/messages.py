@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 STATUS = {
     "BadRequest": 400, "Unauthorized": 401, "NotFound": 404, "RepoNotFound": 404,
     "RevisionNotFound": 404, "EntryNotFound": 404, "Conflict": 409, "PreconditionFailed": 412,
-    "PayloadTooLarge": 413, "URITooLong": 414, "RangeNotSatisfiable": 416, "NotImplemented": 501,
+    "PayloadTooLarge": 413, "URITooLong": 414, "RangeNotSatisfiable": 416, "MisdirectedRequest": 421,
+    "NotImplemented": 501,
     "InsufficientStorage": 507,
 }
 # Only these codes are meaningful to huggingface_hub; others would only add noise.
