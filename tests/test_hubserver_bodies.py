@@ -183,3 +183,19 @@ def test_malformed_header_lines_are_refused(hub, header):
     raw = _post_head(hub.url, "/api/validate-yaml").replace(b"\r\n\r\n", b"\r\n" + header + b"\r\n\r\n")
     resp, after = exchange(hub.url, raw + SMUGGLED.ljust(60, b"\n"), timeout=10)
     assert resp.status == 400 and after == b""
+
+
+def test_expect_100_continue_is_only_sent_once_the_body_is_wanted(hub):
+    # Refused: the final status comes at once, without a "100 Continue" inviting the 400 MB.
+    before = hub.traffic.body_bytes
+    with Conn(hub.url) as conn:
+        conn.send(_post_head(hub.url, "/api/validate-yaml", f"Content-Length: {400 << 20}", "Expect: 100-continue"))
+        resp = conn.response()
+        assert resp.status == 413 and conn.rest() == b""
+    assert hub.traffic.body_bytes == before
+    # Accepted: "100 Continue" first, then the body is sent and answered.
+    with Conn(hub.url) as conn:
+        conn.send(_post_head(hub.url, "/api/validate-yaml", f"Content-Length: {len(CARD)}", "Expect: 100-continue"))
+        assert conn.response().status == 100
+        conn.send(CARD)
+        assert conn.response().status == 200

@@ -87,10 +87,14 @@ class BodyReader:
         limit: most bytes :meth:`read` may return in total (None: unbounded, the caller checks);
             exceeding it raises :class:`PayloadTooLarge` before the excess is read.
         on_read: called with each amount read (traffic counters).
+        on_start: called once, just before the first byte of the body is read: where the
+            handler sends ``100 Continue`` to a client that asked for it, so a request refused
+            without reading its body never invites the client to send it.
     """
 
-    def __init__(self, raw: BinaryIO, framing: Framing, limit: int | None = None, on_read=None):
+    def __init__(self, raw: BinaryIO, framing: Framing, limit: int | None = None, on_read=None, on_start=None):
         self._raw = raw
+        self._on_start = on_start
         self._chunked = framing.chunked
         self._left = 0 if framing.chunked else framing.length  # bytes left in the current chunk/body
         self._done = not framing.chunked and framing.length == 0
@@ -102,6 +106,11 @@ class BodyReader:
     def consumed(self) -> bool:
         """Whether the whole body has been read (the connection can carry another request)."""
         return self._done
+
+    @property
+    def awaiting_continue(self) -> bool:
+        """Whether the client still waits for the ``100 Continue`` it asked for (body not invited)."""
+        return self._on_start is not None and not self._done
 
     def left_hint(self) -> int | None:
         """Bytes of the body not read yet, when known (None for chunked bodies)."""
@@ -115,6 +124,9 @@ class BodyReader:
             PayloadTooLarge: the body goes past ``limit``.
         """
         out = bytearray()
+        if self._on_start is not None and not self._done and n != 0:
+            self._on_start()
+            self._on_start = None
         while not self._done and (n < 0 or len(out) < n):
             if self._left == 0:
                 if not self._chunked:

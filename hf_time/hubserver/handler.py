@@ -50,6 +50,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         finally:
             self.server.track_connection(self.connection, add=False)
 
+    _expect_continue = False  # the current request asked for "100 Continue"
+
+    def handle_expect_100(self) -> bool:
+        # The stdlib answers "100 Continue" at once, inviting the body before any check. Defer it
+        # to the first read of the body (BodyReader.on_start): a refused request never gets one.
+        self._expect_continue = True
+        return True
+
     def do_GET(self):
         self._dispatch()
 
@@ -57,6 +65,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         ctx: HubContext = self.server.hub_context
+        expect_continue, self._expect_continue = self._expect_continue, False
         host = self.headers.get("host")
         if not host_allowed(host, ctx.hosts, any_ip_literal=ctx.any_ip_host):
             # Before anything else, reads included: a DNS-rebinding page must learn nothing.
@@ -67,7 +76,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         except E.HubError as err:
             self._refuse(error_response(err))  # the body's end is unknown: the connection is done
             return
-        stream = BodyReader(self.rfile, framing, on_read=ctx.traffic.add_body)
+        stream = BodyReader(self.rfile, framing, on_read=ctx.traffic.add_body,
+                            on_start=self._send_continue if expect_continue else None)
         url = urlsplit(self.path)
         req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), self.headers,
                       f"http://{host}", stream, content_length=None if framing.chunked else framing.length)
@@ -113,9 +123,15 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             allowed = True
         raise E.RouteNotFound(f"{'Method not allowed' if allowed else 'Not found'}: {req.method} {req.path}")
 
+    def _send_continue(self) -> None:
+        self.send_response_only(100)
+        self.end_headers()
+
     def _respond(self, resp: Response, stream: BodyReader, limits: Limits) -> None:
         """Send ``resp``; keep the connection only if the request body was consumed."""
         left = None if stream.consumed else stream.left_hint()
+        if stream.awaiting_continue:
+            left = None  # never invited, the body may never come: answer and close instead
         if left is not None and left <= limits.drain_bytes:
             # A small unread body (a refused JSON request): skip it and keep the connection.
             self._with_deadline(lambda: stream.discard(limits.drain_bytes))
