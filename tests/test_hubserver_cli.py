@@ -123,3 +123,24 @@ def test_token_precedence():
     assert resolve_token("cli", None, False, env) == ("cli", "--token")
     assert resolve_token(None, None, True, env) == (None, "any")
     assert resolve_token(None, None, False, {}) == (None, "generated")
+
+
+@pytest.mark.parametrize("extra, first_line", [([], "WARNING: serving on 0.0.0.0"),
+                                                (["--insecure-any-token"], "DANGER: --insecure-any-token")])
+def test_serving_beyond_loopback_prints_the_warnings(monkeypatch, capsys, tmp_path, extra, first_line):
+    import hf_time.hubserver as hubserver
+    from hf_time.cli import main
+
+    class Bound:  # stands in for HubServer: nothing is bound on 0.0.0.0 by this test
+        def __init__(self, root, host, port, token, insecure_any_token):
+            self.url, self.token = f"http://127.0.0.1:{port}", None if insecure_any_token else "generated-123"
+
+        def serve_forever(self):
+            return None
+
+    monkeypatch.setattr(hubserver, "HubServer", Bound)
+    assert main(["hub", "serve", "--root", str(tmp_path), "--host", "0.0.0.0", "--port", "8765", *extra]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith(first_line)
+    assert out.startswith(f"embedded Hub serving {tmp_path} at http://127.0.0.1:8765")
+    assert ("generated-123" in out) == (not extra) and "generated-123" not in err
