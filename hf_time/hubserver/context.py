@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 
 class Traffic:
-    """Counters of what the server read, for operators and for tests that bound it."""
+    """Counters of what the server read, for operators and for tests that bound it.
+
+    ``body_bytes`` counts request-body bytes read through :class:`.BodyReader` (what routes may
+    hold); bytes dropped during a lingering close after a refusal are not counted.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
