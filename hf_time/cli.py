@@ -177,18 +177,27 @@ def _add_hub(sub) -> None:
     hsub = p.add_subparsers(dest="hub_command", required=True)
     s = hsub.add_parser("serve", help="serve repos stored under --root")
     s.add_argument("--root", required=True, help="folder holding the repos (created if missing)")
-    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; others are warned about)")
     s.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    s.add_argument("--token", default=None, help="accept only this token for writes (default: any non-empty token)")
+    s.add_argument("--token-file", default=None, help="read the write token from this file (default: "
+                   "$HF_TIME_HUB_TOKEN, else a random token printed once)")
+    s.add_argument("--token", default=None, help="the write token; visible in `ps` and shell history, "
+                   "prefer --token-file or $HF_TIME_HUB_TOKEN")
+    s.add_argument("--insecure-any-token", action="store_true",
+                   help="accept any non-empty token for writes (any local program or web page can write)")
     s.set_defaults(func=cmd_hub_serve)
 
 
 def cmd_hub_serve(args) -> int:
     from hf_time.hubserver import HubServer
+    from hf_time.hubserver.launch import banner, resolve_token, warnings
 
-    server = HubServer(root=args.root, host=args.host, port=args.port, token=args.token)
-    print(f"embedded Hub serving {args.root} at {server.url}")
-    print(f"  export HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<any non-empty token>")
+    token, source = resolve_token(args.token, args.token_file, args.insecure_any_token)
+    server = HubServer(root=args.root, host=args.host, port=args.port, token=token,
+                       insecure_any_token=args.insecure_any_token)
+    for line in warnings(args.host, source):
+        print(line, file=sys.stderr, flush=True)
+    print("\n".join(banner(args.root, server.url, server.token, source)), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

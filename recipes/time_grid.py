@@ -46,15 +46,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def start_hub(root: str, work: str) -> str:
-    from hf_time.hubserver import HubServer
+    """Start the embedded Hub and point huggingface_hub at it (before it is imported)."""
+    from hf_time.hubserver import use_embedded_hub
 
-    server = HubServer(root=root, port=0).start()
-    # The client reads these at import time (shared/design/hub-protocol.md §2): set them first.
-    os.environ.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
-                      NO_PROXY="127.0.0.1,localhost", HF_HUB_DISABLE_PROGRESS_BARS="1")
-    os.environ.setdefault("HF_TOKEN", "embedded-hub-local-token")
-    os.environ["HF_HOME"] = str(Path(work).absolute() / "hf_home")
-    return server.url
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    # Sets HF_ENDPOINT, HF_HUB_DISABLE_XET and HF_TOKEN (the server's generated write token), which the
+    # client reads at import time; a separate HF_HOME keeps the user's cache clean.
+    return use_embedded_hub(root, hf_home=Path(work) / "hf_home").url
 
 
 def build_configs(args) -> list:

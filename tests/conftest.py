@@ -48,7 +48,7 @@ def hub():
     # A mis-ordered import would silently talk to huggingface.co: fail loudly instead.
     assert c.ENDPOINT == HUB_URL, f"huggingface_hub was imported before conftest set HF_ENDPOINT ({c.ENDPOINT})"
     assert c.HF_HUB_DISABLE_XET
-    server = HubServer(root=_SESSION_DIR / "hub", host="127.0.0.1", port=HUB_PORT)
+    server = HubServer(root=_SESSION_DIR / "hub", host="127.0.0.1", port=HUB_PORT, token=HUB_TOKEN)
     server.start()
     yield server
     server.stop()

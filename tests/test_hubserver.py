@@ -231,13 +231,13 @@ def test_concurrent_commits_are_serialised(api, repo_name):
 
 def test_data_persists_across_restarts(tmp_path):
     root = tmp_path / "hub"
-    with HubServer(root) as first:
+    with HubServer(root, token="t") as first:
         api = HfApi(endpoint=first.url, token="t")
         api.create_repo("me/persist")
         oid = api.upload_file(path_or_fileobj=_safetensors_like(), path_in_repo="m.safetensors",
                               repo_id="me/persist").oid
         api.create_tag("me/persist", tag="v1")
-    with HubServer(root) as second:
+    with HubServer(root, token="t") as second:
         api = HfApi(endpoint=second.url, token="t")
         assert api.model_info("me/persist", revision="v1").sha == oid
         path = api.hf_hub_download("me/persist", "m.safetensors", revision="v1", cache_dir=tmp_path / "cache")
@@ -299,7 +299,7 @@ def test_lfs_upload_href_authorises_itself(hub, api, repo_name):
 
 
 def test_serve_forever_in_foreground_stops_cleanly(tmp_path):
-    server = HubServer(tmp_path / "hub", port=0)
+    server = HubServer(tmp_path / "hub", port=0, token="t")
     runner = threading.Thread(target=server.serve_forever)
     runner.start()
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import HUB_TOKEN
 from test_timeline_common import fake_evaluator, fake_trainer, save_tiny_bert, timeline_dict
 
 from hf_time.hub import Hub
@@ -61,7 +62,7 @@ def _fingerprint(hub: Hub, repos: list[str]) -> dict:
 def _run(shared, tmp: Path, name: str, strategy: dict, *, kill_after: int | None = None, work: Path | None = None,
          server: HubServer | None = None):
     root, base = shared
-    server = server or HubServer(root=tmp / "hub").start()
+    server = server or HubServer(root=tmp / "hub", token=HUB_TOKEN).start()
     hub = Hub(endpoint=server.url)
     hub.publish(base, "tests/base", commit_message="tiny base")
     config = timeline_config_from_dict(timeline_dict(root, "tests/base", name, **strategy))

@@ -5,14 +5,20 @@ It speaks the protocol of the real huggingface_hub client (shared/design/hub-pro
 against it unchanged (with ``HF_HUB_DISABLE_XET=1``). Layers, each usable alone:
 
 * :mod:`.storage` / :mod:`.commits` / :mod:`.blobs`: repositories on disk, no HTTP;
-* :mod:`.handler`: HTTP parsing, routing, auth, error mapping;
+* :mod:`.framing` / :mod:`.limits`: where a request body ends, and how much of it may be read;
+* :mod:`.security`: the ``Host`` allow-list and the write token;
+* :mod:`.messages` / :mod:`.context` / :mod:`.handler`: requests, responses, routing, auth, error mapping;
 * :mod:`.api_repos` / :mod:`.api_files`: the endpoints;
+* :mod:`.payload`: typed reading of JSON bodies (a wrong type is a 400 naming the field);
 * :mod:`.server`: :class:`HubServer`, the lifecycle;
-* :mod:`.local`: :func:`use_embedded_hub`, a server plus this process's client pointed at it.
+* :mod:`.local`: :func:`use_embedded_hub`, a server plus this process's client pointed at it;
+* :mod:`.launch`: token and banner of ``hf-time hub serve``;
+* :mod:`.faults`: test-only fault injection (5xx, 429, dropped connections, delays, moved branches).
 """
 
+from .limits import Limits
 from .local import use_embedded_hub
 from .server import HubServer
 from .storage import HubStorage
 
-__all__ = ["HubServer", "HubStorage", "use_embedded_hub"]
+__all__ = ["HubServer", "HubStorage", "Limits", "use_embedded_hub"]

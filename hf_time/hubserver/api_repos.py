@@ -11,31 +11,32 @@ import re
 from urllib.parse import unquote
 
 from . import views
-from .errors import AlreadyExists, BadRequest
-from .handler import HubContext, Request, Response, Route
+from .errors import AlreadyExists
+from .context import HubContext
+from .messages import Request, Response, route
+from .payload import FieldError, Fields
 from .rules import card_metadata
 
 _CARD_MAX_BYTES = 1 << 20
 _TYPES = {"model": "models", "dataset": "datasets", "space": "spaces", None: "models"}
 
 
-def _repo_id_from_body(ctx: HubContext, body: dict) -> tuple[str, str]:
+def _repo_id_from_body(ctx: HubContext, body: Fields) -> tuple[str, str]:
     """``(repo_type, repo_id)`` from a create/delete body; no organisation means the user's namespace."""
-    name = body.get("name")
-    if not isinstance(name, str) or not name:
-        raise BadRequest("Missing repository 'name'")
-    if body.get("type") not in _TYPES:
-        raise BadRequest(f"Unknown repository type {body.get('type')!r}")
-    namespace = body.get("organization") or ctx.user
-    return _TYPES[body.get("type")], name if "/" in name else f"{namespace}/{name}"
+    name = body.str("name", required=True, nonempty=True)
+    repo_type = body.str("type")
+    if repo_type not in _TYPES:
+        raise FieldError("type", f"unknown repository type {repo_type[:40]!r}; expected model, dataset or space")
+    namespace = body.str("organization") or ctx.user
+    return _TYPES[repo_type], name if "/" in name else f"{namespace}/{name}"
 
 
 def create_repo(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST /api/repos/create`` -> ``{"url"}``; 409 with ``url`` when it exists (for ``exist_ok``)."""
-    body = req.json()
+    body = Fields(req.json())
     repo_type, repo_id = _repo_id_from_body(ctx, body)
     url = views.repo_url(req.base_url, repo_type, repo_id)
-    private = body.get("visibility") == "private" or body.get("private") is True
+    private = body.str("visibility") == "private" or body.bool("private")
     try:
         ctx.storage.create_repo(repo_type, repo_id, private=private, author=ctx.user)
     except AlreadyExists as err:
@@ -45,16 +46,14 @@ def create_repo(ctx: HubContext, req: Request, m: re.Match) -> Response:
 
 def delete_repo(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``DELETE /api/repos/delete``; 404 ``RepoNotFound`` when missing (``missing_ok`` relies on it)."""
-    repo_type, repo_id = _repo_id_from_body(ctx, req.json())
+    repo_type, repo_id = _repo_id_from_body(ctx, Fields(req.json()))
     ctx.storage.delete_repo(repo_type, repo_id)
     return Response.json({})
 
 
 def validate_yaml(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST /api/validate-yaml``: parse the card's front matter; 400 with ``errors`` if invalid."""
-    content = req.json().get("content")
-    if not isinstance(content, str):
-        raise BadRequest("Missing 'content'")
+    content = Fields(req.json()).str("content", required=True)
     _, problems = card_metadata(content)
     body = {"errors": [{"message": p} for p in problems], "warnings": []}
     return Response.json(body, 400 if problems else 200)
@@ -95,15 +94,15 @@ def list_tree(ctx: HubContext, req: Request, m: re.Match) -> Response:
 
 def paths_info(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST .../paths-info/{rev}`` (form ``paths=..&expand=..``): known paths only, missing ones left out."""
-    repo = ctx.open_repo(req, m["type"], m["repo"])
-    oid, tree = repo.tree(unquote(m["rev"]))
     if "json" in (req.headers.get("content-type") or ""):
-        body = req.json()
-        paths, expand = body.get("paths") or [], bool(body.get("expand"))
+        body = Fields(req.json())
+        paths, expand = body.strings("paths", allow_single=True), body.bool("expand")
     else:
         form = req.form()
         paths, expand = form.get("paths", []), form.get("expand", ["false"])[0].lower() in ("1", "true")
-    paths = [p.strip("/") for p in ([paths] if isinstance(paths, str) else paths)]
+    repo = ctx.open_repo(req, m["type"], m["repo"])
+    oid, tree = repo.tree(unquote(m["rev"]))
+    paths = [p.strip("/") for p in paths]
     items = [(p, views.path_item(tree, p)) for p in dict.fromkeys(paths)]
     found = [p for p, item in items if item is not None]
     last = repo.last_changes(oid, found) if expand else {}
@@ -126,8 +125,8 @@ def list_commits(ctx: HubContext, req: Request, m: re.Match) -> Response:
 
 def create_branch(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST .../branch/{name}`` from ``startingPoint`` (default ``main``); 409 if it exists."""
+    start = Fields(req.json()).str("startingPoint")
     repo = ctx.open_repo(req, m["type"], m["repo"])
-    start = req.json().get("startingPoint")
     repo.create_ref("branches", unquote(m["name"]), start)
     return Response.json({})
 
@@ -140,10 +139,10 @@ def delete_branch(ctx: HubContext, req: Request, m: re.Match) -> Response:
 
 def create_tag(ctx: HubContext, req: Request, m: re.Match) -> Response:
     """``POST .../tag/{rev}`` with ``{"tag", "message"?}``: the revision is in the path; 409 if it exists."""
+    body = Fields(req.json())
+    tag = body.str("tag", required=True, nonempty=True)
+    body.str("message")  # accepted for the client's sake; lightweight tags carry no message here
     repo = ctx.open_repo(req, m["type"], m["repo"])
-    tag = req.json().get("tag")
-    if not isinstance(tag, str) or not tag:
-        raise BadRequest("Missing 'tag'")
     repo.create_ref("tags", tag, unquote(m["name"]))
     return Response.json({})
 
@@ -157,22 +156,18 @@ def delete_tag(ctx: HubContext, req: Request, m: re.Match) -> Response:
 _API = r"^/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)"
 
 
-def _r(methods: str, pattern: str, fn, write: bool = False) -> Route:
-    return Route(tuple(methods.split()), re.compile(pattern), fn, write)
-
-
 ROUTES = [
-    _r("POST", r"^/api/repos/create$", create_repo, write=True),
-    _r("DELETE", r"^/api/repos/delete$", delete_repo, write=True),
-    _r("POST", r"^/api/validate-yaml$", validate_yaml),
-    _r("GET", r"^/api/whoami-v2$", whoami, write=True),
-    _r("GET", _API + r"(?:/revision/(?P<rev>.+))?$", repo_info),
-    _r("GET", _API + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$", list_tree),
-    _r("POST", _API + r"/paths-info/(?P<rev>[^/]+)$", paths_info),
-    _r("GET", _API + r"/refs$", list_refs),
-    _r("GET", _API + r"/commits/(?P<rev>[^/]+)$", list_commits),
-    _r("POST", _API + r"/branch/(?P<name>.+)$", create_branch, write=True),
-    _r("DELETE", _API + r"/branch/(?P<name>.+)$", delete_branch, write=True),
-    _r("POST", _API + r"/tag/(?P<name>.+)$", create_tag, write=True),
-    _r("DELETE", _API + r"/tag/(?P<name>.+)$", delete_tag, write=True),
+    route("POST", r"^/api/repos/create\Z", create_repo, write=True),
+    route("DELETE", r"^/api/repos/delete\Z", delete_repo, write=True),
+    route("POST", r"^/api/validate-yaml\Z", validate_yaml),
+    route("GET", r"^/api/whoami-v2\Z", whoami, write=True),
+    route("GET", _API + r"(?:/revision/(?P<rev>.+))?\Z", repo_info),
+    route("GET", _API + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?\Z", list_tree),
+    route("POST", _API + r"/paths-info/(?P<rev>[^/]+)\Z", paths_info),
+    route("GET", _API + r"/refs\Z", list_refs),
+    route("GET", _API + r"/commits/(?P<rev>[^/]+)\Z", list_commits),
+    route("POST", _API + r"/branch/(?P<name>.+)\Z", create_branch, write=True),
+    route("DELETE", _API + r"/branch/(?P<name>.+)\Z", delete_branch, write=True),
+    route("POST", _API + r"/tag/(?P<name>.+)\Z", create_tag, write=True),
+    route("DELETE", _API + r"/tag/(?P<name>.+)\Z", delete_tag, write=True),
 ]

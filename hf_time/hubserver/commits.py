@@ -32,6 +32,17 @@ class AddFile:
 
 
 @dataclass(frozen=True)
+class AddStoredFile:
+    """Add or replace a regular file already written to the blob store; ``entry`` is its tree entry.
+
+    The HTTP layer stores each inline file as its line of the commit arrives (bounded memory).
+    """
+
+    path: str
+    entry: dict
+
+
+@dataclass(frozen=True)
 class AddLfsFile:
     """Add or replace a file whose content was uploaded to the LFS store beforehand."""
 
@@ -54,7 +65,7 @@ class DeleteFolder:
     path: str
 
 
-Operation = AddFile | AddLfsFile | DeleteFile | DeleteFolder
+Operation = AddFile | AddStoredFile | AddLfsFile | DeleteFile | DeleteFolder
 
 
 def now_iso() -> str:
@@ -103,6 +114,8 @@ def apply_operations(tree: dict[str, dict], ops: list[Operation], blobs: BlobSto
         path = check_path(op.path)
         if isinstance(op, AddFile):
             new[path] = regular_entry(blobs.put_regular(op.content), op.content)
+        elif isinstance(op, AddStoredFile):
+            new[path] = dict(op.entry)
         elif isinstance(op, AddLfsFile):
             stored = blobs.lfs_path(op.sha256)
             if not stored.is_file():
@@ -120,7 +133,7 @@ def apply_operations(tree: dict[str, dict], ops: list[Operation], blobs: BlobSto
                 raise EntryNotFound(f"A file with this name doesn't exist: folder {path!r}")
             for p in doomed:
                 del new[p]
-        else:  # pragma: no cover - the HTTP layer only builds the four kinds above
+        else:  # pragma: no cover - the HTTP layer only builds the kinds above
             raise BadRequest(f"Unknown operation {op!r}")
     _check_no_file_folder_clash(new)
     return new

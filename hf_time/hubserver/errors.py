@@ -20,7 +20,7 @@ class HubError(Exception):
 
 
 class BadRequest(HubError):
-    """The request is malformed (bad JSON, bad path, unknown operation...)."""
+    """The request is malformed (bad framing, bad JSON or field type, bad path, unknown operation...)."""
 
     code = "BadRequest"
 
@@ -29,6 +29,12 @@ class Unauthorized(HubError):
     """A write was attempted without an acceptable ``Bearer`` token."""
 
     code = "Unauthorized"
+
+
+class MisdirectedRequest(HubError):
+    """The ``Host`` header does not name this server (DNS rebinding protection)."""
+
+    code = "MisdirectedRequest"
 
 
 class RouteNotFound(HubError):
@@ -84,3 +90,27 @@ class RangeNotSatisfiable(HubError):
     def __init__(self, message: str, size: int):
         super().__init__(message)
         self.size = size
+
+
+class PayloadTooLarge(HubError):
+    """A request body is larger than the server accepts for that endpoint (see :class:`.Limits`)."""
+
+    code = "PayloadTooLarge"
+
+
+class URITooLong(HubError):
+    """The request target is longer than any legitimate Hub URL."""
+
+    code = "URITooLong"
+
+
+class UnsupportedFraming(HubError):
+    """A ``Transfer-Encoding`` other than ``chunked``: the body cannot be delimited, so it is refused."""
+
+    code = "NotImplemented"
+
+
+class InsufficientStorage(HubError):
+    """The server's disk is full (ENOSPC) or over quota; retrying soon will not help."""
+
+    code = "InsufficientStorage"

@@ -1,214 +1,33 @@
-"""HTTP plumbing of the embedded Hub: request parsing, routing, auth, JSON and file responses.
+"""HTTP plumbing of the embedded Hub: one connection, its requests, routing, auth, bounded bodies.
 
-Endpoint logic lives in :mod:`.api_repos` and :mod:`.api_files`; this module only turns bytes on a
-socket into a :class:`Request`, calls the matching route and writes its :class:`Response`.
-Hub errors become the status code and ``X-Error-Code`` header the real client maps to its exception
-types (shared/design/hub-protocol.md §3.2).
+Endpoint logic lives in :mod:`.api_repos` and :mod:`.api_files`. This module turns bytes on a socket
+into a :class:`.Request`, calls the matching route and writes its :class:`.Response`. Everything a
+request could abuse is checked before a route runs, cheapest first: the ``Host`` header, the body
+framing, the URL length, the route, the token, the announced body size.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
+import errno
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from email.message import Message
+import socket
+import time
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import errors as E
-from .storage import HubStorage, Repo
-from .uploads import UploadTickets
+from .context import HubContext
+from .faults import Abort
+from .framing import BodyReader, parse_framing
+from .limits import Limits
+from .messages import JSON_BODY, NDJSON_BODY, Request, Response, Route, error_response
+from .security import host_allowed
 
 logger = logging.getLogger("hf_time.hubserver")
 
-_STATUS = {
-    "BadRequest": 400, "Unauthorized": 401, "NotFound": 404, "RepoNotFound": 404,
-    "RevisionNotFound": 404, "EntryNotFound": 404, "Conflict": 409, "PreconditionFailed": 412,
-    "RangeNotSatisfiable": 416,
-}
-# Only these codes are meaningful to huggingface_hub; others would only add noise.
-_CLIENT_CODES = {"RepoNotFound", "RevisionNotFound", "EntryNotFound"}
 _COPY_CHUNK = 1 << 20
-
-
-@dataclass
-class HubContext:
-    """What every route needs: the storage, the auth policy, pending LFS uploads, the user name."""
-
-    storage: HubStorage
-    token: str | None = None
-    user: str = "user"
-    tickets: UploadTickets = field(default_factory=UploadTickets)
-
-    def accepts(self, bearer: str | None) -> bool:
-        """Whether a bearer token grants write access: the configured one, or any when none is set."""
-        if not bearer:
-            return False
-        if self.token is None:
-            return True
-        return hmac.compare_digest(bearer.encode(), self.token.encode())
-
-    def open_repo(self, req: Request, repo_type: str | None, repo_id: str) -> Repo:
-        """Open a repository for a request; a private one is invisible without an accepted token.
-
-        Args:
-            repo_type: ``models``/``datasets``/``spaces``; None (no URL prefix) means ``models``.
-        """
-        repo = self.storage.repo(repo_type or "models", repo_id)
-        if repo.meta().get("private") and not self.accepts(req.bearer()):
-            raise E.RepoNotFound(f"Repository Not Found for {repo_type or 'models'}/{repo_id}")
-        return repo
-
-
-class _ChunkedReader:
-    """File-like view of a ``Transfer-Encoding: chunked`` request body."""
-
-    def __init__(self, raw):
-        self._raw = raw
-        self._left = 0
-        self._done = False
-
-    @property
-    def consumed(self) -> bool:
-        """Whether the terminating zero-size chunk has been read."""
-        return self._done
-
-    def read(self, n: int = -1) -> bytes:
-        out = bytearray()
-        while not self._done and (n < 0 or len(out) < n):
-            if self._left == 0:
-                size_line = self._raw.readline(65537).split(b";", 1)[0].strip()
-                self._left = int(size_line or b"0", 16)
-                if self._left == 0:
-                    while self._raw.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    self._done = True
-                    break
-            take = self._left if n < 0 else min(self._left, n - len(out))
-            data = self._raw.read(take)
-            if not data:
-                raise E.BadRequest("truncated chunked body")
-            out += data
-            self._left -= len(data)
-            if self._left == 0:
-                self._raw.readline(3)  # CRLF after each chunk
-        return bytes(out)
-
-
-class _LengthReader:
-    """File-like view of a body of known ``Content-Length``; never reads past it."""
-
-    def __init__(self, raw, length: int):
-        self._raw = raw
-        self.left = length
-
-    @property
-    def consumed(self) -> bool:
-        """Whether every byte of the body has been read."""
-        return self.left == 0
-
-    def read(self, n: int = -1) -> bytes:
-        n = self.left if n < 0 else min(n, self.left)
-        data = self._raw.read(n) if n else b""
-        self.left -= len(data)
-        return data
-
-
-@dataclass
-class Request:
-    """One parsed HTTP request. The body is read lazily, at most once."""
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: Message
-    base_url: str
-    stream: Any
-    _body: bytes | None = None
-
-    def body(self) -> bytes:
-        """The whole request body."""
-        if self._body is None:
-            self._body = self.stream.read()
-        return self._body
-
-    def json(self) -> Any:
-        """The body parsed as JSON (``{}`` when empty)."""
-        raw = self.body()
-        try:
-            return json.loads(raw) if raw.strip() else {}
-        except ValueError as exc:
-            raise E.BadRequest(f"Request body is not valid JSON: {exc}") from None
-
-    def form(self) -> dict[str, list[str]]:
-        """The body parsed as ``application/x-www-form-urlencoded``."""
-        return parse_qs(self.body().decode("utf-8", "replace"), keep_blank_values=True)
-
-    def arg(self, name: str, default: str | None = None) -> str | None:
-        """First value of a query parameter."""
-        return self.query.get(name, [default])[0]
-
-    def flag(self, name: str) -> bool:
-        """Whether a boolean query parameter is set (``1``/``true``)."""
-        return (self.arg(name) or "").lower() in ("1", "true", "yes")
-
-    def bearer(self) -> str | None:
-        """The bearer token of the ``Authorization`` header, if any. Never log it."""
-        auth = self.headers.get("authorization") or ""
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        return value.strip() or None
-
-
-@dataclass
-class Response:
-    """A response: JSON/bytes in ``body``, or a slice of a file streamed from disk."""
-
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    file: Path | None = None
-    start: int = 0
-    length: int = 0
-
-    @classmethod
-    def json(cls, obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-        """A JSON response."""
-        return cls(status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(obj).encode())
-
-
-def error_response(err: E.HubError) -> Response:
-    """Map a :class:`HubError` to the status, headers and body the real Hub would send."""
-    headers = {"X-Error-Message": err.message.encode("ascii", "replace").decode()[:500]}
-    if err.code in _CLIENT_CODES:
-        headers["X-Error-Code"] = err.code
-    body: dict[str, Any] = {"error": err.message}
-    if isinstance(err, E.EntryNotFound) and err.commit:
-        headers["X-Repo-Commit"] = err.commit
-    if isinstance(err, E.AlreadyExists) and err.url:
-        body["url"] = err.url
-    if isinstance(err, E.RangeNotSatisfiable):
-        headers["Content-Range"] = f"bytes */{err.size}"
-    return Response.json(body, _STATUS.get(err.code, 400), headers)
-
-
-RouteFn = Callable[[HubContext, Request, "re.Match[str]"], Response]
-
-
-@dataclass(frozen=True)
-class Route:
-    """``methods`` + a regex over the raw (still percent-encoded) path -> a function."""
-
-    methods: tuple[str, ...]
-    pattern: re.Pattern
-    fn: RouteFn
-    write: bool = False  # write routes need an accepted bearer token
+_DRAIN_SECONDS = 2.0
 
 
 class HubRequestHandler(BaseHTTPRequestHandler):
@@ -231,6 +50,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         finally:
             self.server.track_connection(self.connection, add=False)
 
+    _expect_continue = False  # the current request asked for "100 Continue"
+
+    def handle_expect_100(self) -> bool:
+        # The stdlib answers "100 Continue" at once, inviting the body before any check. Defer it
+        # to the first read of the body (BodyReader.on_start): a refused request never gets one.
+        self._expect_continue = True
+        return True
+
     def do_GET(self):
         self._dispatch()
 
@@ -238,30 +65,52 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         ctx: HubContext = self.server.hub_context
-        url = urlsplit(self.path)
-        host = self.headers.get("host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
-        length = self.headers.get("content-length")
-        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
-            stream: Any = _ChunkedReader(self.rfile)
-        else:
-            stream = _LengthReader(self.rfile, int(length) if length and length.isdigit() else 0)
-        req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), self.headers,
-                      f"http://{host}", stream)
+        expect_continue, self._expect_continue = self._expect_continue, False
+        host = self.headers.get("host")
+        if not host_allowed(host, ctx.hosts, any_ip_literal=ctx.any_ip_host):
+            # Before anything else, reads included: a DNS-rebinding page must learn nothing.
+            self._refuse(_host_error(host))
+            return
         try:
+            framing = parse_framing(self.headers)
+        except E.HubError as err:
+            self._refuse(error_response(err))  # the body's end is unknown: the connection is done
+            return
+        stream = BodyReader(self.rfile, framing, on_read=ctx.traffic.add_body,
+                            on_start=self._send_continue if expect_continue else None)
+        url = urlsplit(self.path)
+        req = Request(self.command, url.path, parse_qs(url.query, keep_blank_values=True), self.headers,
+                      f"http://{host}", stream, content_length=None if framing.chunked else framing.length)
+        try:
+            resp = self._run(ctx, req)
+        except Abort as exc:  # test-only fault injection
+            logger.debug("%s", exc)
+            self._abort()
+            return
+        self._respond(resp, stream, ctx.limits)
+
+    def _run(self, ctx: HubContext, req: Request) -> Response:
+        """The response to ``req``: checks, then its route; every failure becomes a status."""
+        plan = ctx.faults
+        fault = plan.take(req.method, req.path) if plan is not None else None
+        try:
+            injected = plan.before(fault, ctx, req) if fault is not None else None
+            if injected is not None:
+                return injected
+            if len(self.path) > ctx.limits.max_url_bytes:
+                raise E.URITooLong(f"Request URL is longer than {ctx.limits.max_url_bytes} bytes")
             route, match = self._match(req)
             if route.write and not ctx.accepts(req.bearer()):
                 raise E.Unauthorized("Invalid credentials in Authorization header")
+            _bound_body(req, route, ctx.limits)
             resp = route.fn(ctx, req, match)
         except E.HubError as err:
             resp = error_response(err)
-        except Exception:  # a bug must not kill the connection thread silently
-            logger.exception("internal error on %s %s", self.command, url.path)
-            resp = Response.json({"error": "Internal server error"}, 500)
-        if not stream.consumed:
-            # The body was not fully consumed: the next request on this socket would be garbage.
-            self.close_connection = True
-            resp.headers["Connection"] = "close"
-        self._send(resp)
+        except Abort:
+            raise
+        except Exception as exc:  # a bug must not kill the connection thread silently
+            resp = _unexpected(exc, req.method, req.path)
+        return plan.after(fault, resp) if fault is not None else resp
 
     def _match(self, req: Request) -> tuple[Route, re.Match[str]]:
         allowed = False
@@ -274,6 +123,71 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             allowed = True
         raise E.RouteNotFound(f"{'Method not allowed' if allowed else 'Not found'}: {req.method} {req.path}")
 
+    def _send_continue(self) -> None:
+        self.send_response_only(100)
+        self.end_headers()
+
+    def _respond(self, resp: Response, stream: BodyReader, limits: Limits) -> None:
+        """Send ``resp``; keep the connection only if the request body was consumed."""
+        left = None if stream.consumed else stream.left_hint()
+        if stream.awaiting_continue:
+            left = None  # never invited, the body may never come: answer and close instead
+        if left is not None and left <= limits.drain_bytes:
+            # A small unread body (a refused JSON request): skip it and keep the connection.
+            self._with_deadline(lambda: stream.discard(limits.drain_bytes))
+        if stream.consumed:
+            self._send(resp)
+        else:
+            self._refuse(resp)
+
+    def _refuse(self, resp: Response) -> None:
+        """Send ``resp`` and close, without reading the rest of the request body.
+
+        Closing a socket that still has unread input makes the kernel send a reset, which can
+        destroy the response before the client reads it. So, like other servers' "lingering
+        close", stop sending, then read and drop a bounded amount until the client hangs up.
+        """
+        self.close_connection = True
+        resp.headers["Connection"] = "close"
+        self._send(resp)
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        limit = self.server.hub_context.limits.drain_bytes
+
+        def drain() -> None:
+            got = 0
+            while got < limit:
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    return
+                got += len(chunk)
+
+        self._with_deadline(drain)
+
+    def _with_deadline(self, fn) -> None:
+        """Run ``fn`` with a short socket timeout; a client too slow to finish loses its connection."""
+        self.connection.settimeout(_DRAIN_SECONDS)
+        start = time.monotonic()
+        try:
+            fn()
+        except (OSError, E.HubError):
+            self.close_connection = True
+        finally:
+            self.connection.settimeout(self.timeout)
+            if time.monotonic() - start >= _DRAIN_SECONDS:
+                self.close_connection = True
+
+    def _abort(self) -> None:
+        """Hang up without (finishing) a response, as a crashed server or a broken network would."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _send(self, resp: Response) -> None:
         size = resp.length if resp.file is not None else len(resp.body)
         self.send_response(resp.status)
@@ -284,20 +198,57 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
+        # cut_after is only ever set by fault injection: send part of the body, then hang up.
+        left = size if resp.cut_after is None else min(size, resp.cut_after)
         if resp.file is None:
-            self.wfile.write(resp.body)
-            return
-        with open(resp.file, "rb") as f:
-            f.seek(resp.start)
-            left = resp.length
-            while left > 0:
-                chunk = f.read(min(_COPY_CHUNK, left))
-                if not chunk:
-                    break
-                self.wfile.write(chunk)
-                left -= len(chunk)
+            self.wfile.write(resp.body[:left])
+        else:
+            with open(resp.file, "rb") as f:
+                f.seek(resp.start)
+                while left > 0:
+                    chunk = f.read(min(_COPY_CHUNK, left))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    left -= len(chunk)
+        if resp.cut_after is not None:
+            self._abort()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         # Request lines only (never headers, so never tokens); upload tickets are masked too.
         line = format % args
         logger.debug("%s %s", self.address_string(), re.sub(r"/lfs-upload/[^ ]+", "/lfs-upload/***", line))
+
+
+def _bound_body(req: Request, route: Route, limits: Limits) -> None:
+    """Give ``req`` the body limits of its route; refuse an announced length over them right away.
+
+    Raises:
+        PayloadTooLarge: ``Content-Length`` exceeds the route's limit (nothing has been read).
+    """
+    if route.body == JSON_BODY:
+        req.max_body = limits.max_json_bytes
+    elif route.body == NDJSON_BODY:
+        req.max_body, req.max_line = limits.max_commit_bytes, limits.max_commit_line_bytes
+    if req.max_body is not None and (req.content_length or 0) > req.max_body:
+        raise E.PayloadTooLarge(f"Request body of {req.content_length} bytes is larger than the "
+                                f"{req.max_body} bytes this endpoint accepts")
+
+
+def _unexpected(exc: Exception, method: str, path: str) -> Response:
+    """507 for a full disk, which retrying soon will not fix (the client retries 500 for ~23 s and
+    does not retry 507); 500 with the traceback logged for anything else, which is a bug."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        logger.error("disk full while serving %s %s: %s", method, path, exc)
+        return error_response(E.InsufficientStorage(
+            f"The Hub server's disk is full ({exc.strerror}); free space on the server, then retry"))
+    logger.exception("internal error on %s %s", method, path)
+    return Response.json({"error": "Internal server error"}, 500)
+
+
+def _host_error(host: str | None) -> Response:
+    """421 (Misdirected Request: "not this server") for a foreign Host; 400 when there is none."""
+    if host:
+        return error_response(E.MisdirectedRequest(f"Host header {host[:100]!r} does not name this server "
+                                                   "(DNS rebinding protection); use 127.0.0.1 or localhost"))
+    return error_response(E.BadRequest("A Host header naming this server is required"))

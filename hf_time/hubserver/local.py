@@ -11,15 +11,14 @@ from pathlib import Path
 
 from .server import HubServer
 
-# Any non-empty token may write to an embedded Hub started without a token of its own.
-LOCAL_TOKEN = "embedded-hub-local-token"
-
 
 def use_embedded_hub(root: str | os.PathLike, *, hf_home: str | os.PathLike | None = None, port: int = 0) -> HubServer:
     """Start an embedded Hub storing its repos under ``root`` and point this process's client at it.
 
     Sets ``HF_ENDPOINT``, ``HF_HUB_DISABLE_XET=1`` (the embedded Hub speaks plain LFS),
-    ``HF_HUB_DISABLE_TELEMETRY``, ``NO_PROXY`` for loopback and, unless already set, ``HF_TOKEN``.
+    ``HF_HUB_DISABLE_TELEMETRY``, ``NO_PROXY`` for loopback and ``HF_TOKEN`` to the server's own
+    random write token. A token already in ``HF_TOKEN`` (the user's real one) is replaced for this
+    process: it would not be accepted, and it should not be sent to a local server anyway.
 
     Args:
         root: folder of the repos (created if missing; reused across runs).
@@ -37,10 +36,9 @@ def use_embedded_hub(root: str | os.PathLike, *, hf_home: str | os.PathLike | No
     if "huggingface_hub" in sys.modules:
         raise RuntimeError("use_embedded_hub() must run before huggingface_hub (or transformers, peft, datasets) "
                            "is imported: the client reads HF_ENDPOINT at import time")
-    server = HubServer(root=root, port=port).start()
+    server = HubServer(root=root, port=port).start()  # no token given: it generates one
     os.environ.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
-                      NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
-    os.environ.setdefault("HF_TOKEN", LOCAL_TOKEN)
+                      NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", HF_TOKEN=server.token)
     if hf_home is not None:
         os.environ["HF_HOME"] = str(Path(hf_home).absolute())
     return server

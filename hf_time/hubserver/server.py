@@ -9,8 +9,11 @@ import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from . import api_files, api_repos
-from .handler import HubContext, HubRequestHandler
+from . import api_files, api_repos, security
+from .context import HubContext, Traffic
+from .faults import FaultPlan
+from .handler import HubRequestHandler
+from .limits import Limits
 from .storage import HubStorage
 
 logger = logging.getLogger("hf_time.hubserver")
@@ -66,24 +69,64 @@ class HubServer:
         root: folder holding the repositories; created if missing, reused across restarts.
         host: interface to listen on (loopback by default: there is no TLS and reads are anonymous).
         port: TCP port, or 0 for a free one.
-        token: if given, the only bearer token accepted for writes; otherwise any non-empty token is.
+        token: the only bearer token accepted for writes. When None, a random one is generated
+            (read it from :attr:`token`) unless ``insecure_any_token`` is set.
+        insecure_any_token: accept any non-empty token for writes (the old behaviour). Any program
+            or web page that can reach the port can then write; for throwaway test servers only.
+        allowed_hosts: more names (besides loopback and the bound address) that clients may put in
+            the ``Host`` header, e.g. the name of a reverse proxy. Other names are refused (421).
+        limits: body and URL size limits (:class:`.Limits`; the defaults suit the real client).
+        faults: test-only :class:`.FaultPlan` of errors to inject; also settable later through
+            :attr:`faults`.
+
+    Attributes:
+        token: the write token (None only with ``insecure_any_token``). Never logged.
 
     Example:
         >>> with HubServer("/tmp/hub") as hub:   # doctest: +SKIP
-        ...     HfApi(endpoint=hub.url, token="x").create_repo("me/model")
+        ...     HfApi(endpoint=hub.url, token=hub.token).create_repo("me/model")
     """
 
-    def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None):
+    def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None, *,
+                 insecure_any_token: bool = False, allowed_hosts: tuple[str, ...] = (),
+                 limits: Limits | None = None, faults: FaultPlan | None = None):
+        if token is not None and insecure_any_token:
+            raise ValueError("Pass either a token or insecure_any_token=True, not both")
+        if token is not None and not token.strip():
+            raise ValueError("The token must not be empty")
         self.root = Path(root)
         self.storage = HubStorage(self.root)
-        self._httpd = _HTTPServer((host, port), HubContext(self.storage, token=token))
+        removed, freed = self.storage.sweep_temp_files()
+        if removed:
+            logger.info("removed %d stale temporary files (%d bytes) left by interrupted writes under %s",
+                        removed, freed, self.root)
+        self.token = None if insecure_any_token else (token or security.generate_token())
+        context = HubContext(self.storage, token=self.token, any_token=insecure_any_token,
+                             limits=limits or Limits(), faults=faults)
+        self._httpd = _HTTPServer((host, port), context)
         bound_host, self.port = self._httpd.server_address[:2]
+        context.hosts = security.allowed_hosts(bound_host, self.port, allowed_hosts)
+        context.any_ip_host = bound_host in ("0.0.0.0", "", "::")
         # A wildcard bind is reachable on loopback; the URL must be something a client can dial.
         self.host = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
         self.url = f"http://{self.host}:{self.port}"
         self._thread: threading.Thread | None = None
         self._foreground = False
         self._closed = False
+
+    @property
+    def faults(self) -> FaultPlan | None:
+        """The fault plan in force (test-only); assign a :class:`.FaultPlan`, or None to stop."""
+        return self._httpd.hub_context.faults
+
+    @faults.setter
+    def faults(self, plan: FaultPlan | None) -> None:
+        self._httpd.hub_context.faults = plan
+
+    @property
+    def traffic(self) -> Traffic:
+        """What the server has read so far (request-body bytes), for monitoring and tests."""
+        return self._httpd.hub_context.traffic
 
     def start(self) -> HubServer:
         """Serve in a daemon thread and return immediately. Returns ``self``."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +28,17 @@ from .errors import AlreadyExists, BadRequest, RepoNotFound, RevisionNotFound, S
 from .rules import DEFAULT_GITATTRIBUTES
 
 REPO_TYPES = ("models", "datasets", "spaces")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+# Temporary files of blobs.py (atomic writes, LFS uploads), and how old one must be to be garbage.
+_TEMP_PATTERNS = (".tmp-*", ".upload-*")
+STALE_TEMP_AGE_S = 300.0
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
 # Top-level URL words that would make /{namespace}/... ambiguous with other routes.
 _RESERVED_NAMESPACES = {"api", "datasets", "spaces", "models", "lfs-upload", "lfs-verify"}
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
-_SHORT_SHA = re.compile(r"^[0-9a-f]{4,39}$")
-_REF_NAME = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)[^\x00-\x20~^:?*\[\\]+(?<!/)(?<!\.lock)$")
+# Patterns are used with .match and end in \Z: "$" would also match before a final newline, so
+# "name\n" would pass (issue 9, defect 9). Ref names are at most 255 characters (see _split_revision).
+_HEX40 = re.compile(r"[0-9a-f]{40}\Z")
+_SHORT_SHA = re.compile(r"[0-9a-f]{4,39}\Z")
+_REF_NAME = re.compile(r"(?!/)(?!.*//)(?!.*\.\.)[^\x00-\x20~^:?*\[\\]{1,255}(?<!/)(?<!\.lock)\Z")
 
 
 @dataclass(frozen=True)
@@ -83,14 +89,18 @@ class Repo:
             raise RevisionNotFound(f"Invalid rev id: {oid}")
         return read_json(self.path / "commits" / f"{oid}.json")
 
-    def resolve(self, revision: str | None) -> str:
+    def resolve(self, revision: str | None, refs: dict | None = None) -> str:
         """Turn a revision (branch, tag, ``refs/...``, full or short sha) into a commit oid.
+
+        Args:
+            refs: the refs to look in (default: read them now); lets a caller trying many
+                candidate names read ``refs.json`` once.
 
         Raises:
             RevisionNotFound: nothing of that name exists.
         """
         rev = revision or "main"
-        refs = self.refs()
+        refs = refs if refs is not None else self.refs()
         for prefix, kind in (("refs/heads/", "branches"), ("refs/tags/", "tags"), ("refs/pr/", "prs")):
             if rev.startswith(prefix) and rev[len(prefix):] in refs[kind]:
                 return refs[kind][rev[len(prefix):]]
@@ -237,6 +247,29 @@ class HubStorage:
         self.root = Path(root)
         (self.root / "repos").mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+
+    def sweep_temp_files(self, older_than_s: float = STALE_TEMP_AGE_S) -> tuple[int, int]:
+        """Delete temporary files that writers left behind when they were killed mid-write.
+
+        Every write goes through a ``.tmp-*`` or ``.upload-*`` file that is renamed into place, so
+        one left over is garbage; only old ones are removed, because another process may be
+        writing a fresh one right now (a live upload touches its file at least every MiB).
+
+        Returns:
+            ``(files removed, bytes freed)``.
+        """
+        cutoff = time.time() - older_than_s
+        count = size = 0
+        for pattern in _TEMP_PATTERNS:
+            for path in (self.root / "repos").rglob(pattern):
+                try:
+                    stat = path.stat()
+                    if stat.st_mtime < cutoff and path.is_file():
+                        path.unlink()
+                        count, size = count + 1, size + stat.st_size
+                except FileNotFoundError:  # renamed into place or removed meanwhile: not ours
+                    continue
+        return count, size
 
     def _path(self, repo_type: str, repo_id: str) -> Path:
         if repo_type not in REPO_TYPES:
