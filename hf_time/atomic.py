@@ -10,20 +10,79 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
 from hf_time.errors import OutputExistsError
 
 
+OWNER_FILE = ".hf_time-owner"  # inside a temporary output: which process writes it (removed before the rename)
+LEGACY_STALE_S = 3600  # temporary folders without an owner file (older versions) count as stale after this
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale(out: Path) -> list[Path]:
+    """Remove temporary siblings of ``out`` left by writers that died (a crash, a ``kill -9``).
+
+    A temporary folder is stale when the process named in its owner file is gone (same host), or, for a
+    folder without one, when it is older than an hour. Folders of live writers are never touched.
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    host = socket.gethostname()
+    for tmp in list(out.parent.glob(f".{out.name}.tmp-*")) + list(out.parent.glob(f".{out.name}.old-*")):
+        if not tmp.is_dir():
+            continue
+        try:
+            owner_host, pid = (tmp / OWNER_FILE).read_text().split()
+            stale = owner_host == host and not _alive(int(pid))
+        except (OSError, ValueError):
+            try:
+                stale = time.time() - tmp.stat().st_mtime > LEGACY_STALE_S
+            except FileNotFoundError:  # another process removed it meanwhile
+                continue
+        if stale:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file of ``folder`` and the folder entries themselves to disk."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        _fsync(path)
+    _fsync(folder)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``out_dir``; on success it is renamed to ``out_dir``.
+    """Yield a temporary sibling of ``out_dir``; on success it is flushed to disk and renamed to ``out_dir``.
 
     On any error (or KeyboardInterrupt) the temporary directory is removed, so no partial output is
-    ever visible at ``out_dir``. With ``overwrite`` an existing ``out_dir`` is replaced only after the
-    new one is complete.
+    ever visible at ``out_dir``; temporary siblings left by writers that died are removed first. With
+    ``overwrite`` an existing ``out_dir`` is replaced only after the new one is complete.
 
     Raises:
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is False (checked before any work).
@@ -32,9 +91,13 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output directory {out} already exists; choose another --out or pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    (tmp / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")
     try:
         yield tmp
+        (tmp / OWNER_FILE).unlink()
+        fsync_tree(tmp)  # the data is on disk before the name says it is complete
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, trash / out.name)
@@ -42,6 +105,7 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, out)
+        _fsync(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

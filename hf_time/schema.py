@@ -102,6 +102,22 @@ def type_name(tp: Any) -> str:
     return "any" if tp is Any else getattr(tp, "__name__", str(tp))
 
 
+def _expected(tp: Any) -> str:
+    """How a message says what a field wants: "a number", "a string or null", "a list of strings"..."""
+    names = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}
+    if tp in names:
+        return names[tp]
+    if _is_union(tp):
+        args = typing.get_args(tp)
+        parts = [_expected(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" or null" if type(None) in args else "")
+    if typing.get_origin(tp) in (tuple, list):
+        return "a list"
+    if _is_mapping(tp) or dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return type_name(tp)
+
+
 def _is_mapping(tp: Any) -> bool:
     return tp in (dict, typing.Mapping, collections.abc.Mapping) or typing.get_origin(tp) in (dict, collections.abc.Mapping)
 
@@ -135,9 +151,9 @@ def convert(value: Any, tp: Any, *, path: str, problems: list[str], strings: boo
                 raise
             except _Invalid:
                 continue
-        raise _Invalid(f"expected {type_name(tp)}, got {value!r}")
+        raise _Invalid(f"expected {_expected(tp)}, got {value!r}")
     if value is None:
-        raise _Invalid(f"a value is required (expected {type_name(tp)})")
+        raise _Invalid(f"a value is required (expected {_expected(tp)})")
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -97,15 +97,17 @@ def test_hub_serve_command(tmp_path):
         line = proc.stdout.readline()
         url = line.strip().split(" at ")[-1]
         assert url.startswith("http://127.0.0.1:")
-        for _ in range(50):
+        answer = None
+        for _ in range(50):  # the server prints its URL before it accepts: poll until it answers
             try:
                 with urllib.request.urlopen(url + "/api/models/none/none") as r:
-                    pass
+                    answer = (r.status, None)
             except urllib.error.HTTPError as e:
-                assert e.code == 404 and e.headers["X-Error-Code"] == "RepoNotFound"
+                answer = (e.code, e.headers["X-Error-Code"])
                 break
             except OSError:
                 time.sleep(0.1)
+        assert answer == (404, "RepoNotFound"), answer
     finally:
         proc.terminate()
         proc.wait(10)

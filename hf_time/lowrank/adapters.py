@@ -110,8 +110,31 @@ def check_adapter_config(cfg: Mapping[str, Any], source: str) -> None:
     if init.startswith(_BASE_ALTERING_INITS) or cfg.get("loftq_config"):
         problems.append(f"init_lora_weights={cfg.get('init_lora_weights')!r}: this initialisation changes the base weights; "
                         "save the adapter with save_pretrained(path_initial_model_for_weight_conversion=...) to get a standard LoRA")
+    problems += _type_problems(cfg)
     if problems:
         raise UnsupportedAdapterError(f"adapter {source} cannot be merged exactly: " + "; ".join(problems))
+
+
+def _is_number(x: Any, *, integer: bool = False) -> bool:
+    kinds = (int,) if integer else (int, float)
+    return isinstance(x, kinds) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def _type_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """The scaling fields must be what PEFT writes: a positive integer r, a positive alpha, patterns of them."""
+    problems = []
+    if "r" in cfg and not _is_number(cfg["r"], integer=True):
+        problems.append(f"r={cfg['r']!r}: must be a positive integer (the LoRA rank)")
+    if "lora_alpha" in cfg and not _is_number(cfg["lora_alpha"]):
+        problems.append(f"lora_alpha={cfg['lora_alpha']!r}: must be a positive number")
+    for key, integer in (("rank_pattern", True), ("alpha_pattern", False)):
+        pattern = cfg.get(key) or {}
+        if not isinstance(pattern, Mapping) or not all(isinstance(k, str) and _is_number(v, integer=integer)
+                                                       for k, v in pattern.items()):
+            problems.append(f"{key}={pattern!r}: must map module names to positive {'integers' if integer else 'numbers'}")
+    if not isinstance(cfg.get("use_rslora", False), bool):
+        problems.append(f"use_rslora={cfg['use_rslora']!r}: must be true or false")
+    return problems
 
 
 def module_rank_alpha(cfg: Mapping[str, Any], path: str) -> tuple[int, float]:
