@@ -19,7 +19,7 @@ from typing import Iterator
 from hf_time.errors import OutputExistsError
 
 
-OWNER_FILE = ".hf_time-owner"  # inside a temporary output: which process writes it (removed before the rename)
+OWNER_SUFFIX = ".owner"  # beside a temporary output: which process writes it (never inside the output)
 LEGACY_STALE_S = 3600  # temporary folders without an owner file (older versions) count as stale after this
 
 
@@ -47,8 +47,9 @@ def sweep_stale(out: Path) -> list[Path]:
     for tmp in list(out.parent.glob(f".{out.name}.tmp-*")) + list(out.parent.glob(f".{out.name}.old-*")):
         if not tmp.is_dir():
             continue
+        owner = tmp.with_name(tmp.name + OWNER_SUFFIX)
         try:
-            owner_host, pid = (tmp / OWNER_FILE).read_text().split()
+            owner_host, pid = owner.read_text().split()
             stale = owner_host == host and not _alive(int(pid))
         except (OSError, ValueError):
             try:
@@ -57,7 +58,11 @@ def sweep_stale(out: Path) -> list[Path]:
                 continue
         if stale:
             shutil.rmtree(tmp, ignore_errors=True)
+            owner.unlink(missing_ok=True)
             removed.append(tmp)
+    for owner in out.parent.glob(f".{out.name}.tmp-*{OWNER_SUFFIX}"):  # an owner file whose folder is gone
+        if not owner.with_name(owner.name.removesuffix(OWNER_SUFFIX)).exists():
+            owner.unlink(missing_ok=True)
     return removed
 
 
@@ -93,10 +98,10 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
     out.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    (tmp / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    owner = tmp.with_name(tmp.name + OWNER_SUFFIX)
+    owner.write_text(f"{socket.gethostname()} {os.getpid()}\n")
     try:
         yield tmp
-        (tmp / OWNER_FILE).unlink()
         fsync_tree(tmp)  # the data is on disk before the name says it is complete
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -109,6 +114,8 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        owner.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

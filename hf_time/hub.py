@@ -20,7 +20,10 @@ from urllib.parse import urlparse
 
 from hf_time import hub_retry
 from hf_time.cards import sha256_file
-from hf_time.errors import CorruptCheckpointError, MissingWeightsError, PublishError, RepoNotFoundError, RevisionNotFoundError
+from hf_time.errors import (
+    CorruptCheckpointError, HubConnectionError, HubRequestError, MissingWeightsError, PublishError, RepoNotFoundError,
+    RevisionNotFoundError,
+)
 from hf_time.hub_retry import redact
 from hf_time.io import TensorInfo, read_safetensors_header, weight_files
 from hf_time.lineage import LINEAGE_FILE, Lineage
@@ -274,16 +277,34 @@ class Hub:
         ops += [CommitOperationDelete(path_in_repo=p) for p in sorted(remote - set(local) - {".gitattributes"})]
         # parent_commit makes a retried or concurrent commit fail instead of landing twice or on top of
         # someone else's: the branch moves only from the head this publish compared against.
-        info = self._net(f"committing to {repo_id}", lambda: self.api.create_commit(
-            repo_id, operations=ops, commit_message=commit_message, commit_description=commit_description,
-            revision=branch, parent_commit=head_before))
-        commit = info.oid
+        try:
+            commit = self._net(f"committing to {repo_id}", lambda: self.api.create_commit(
+                repo_id, operations=ops, commit_message=commit_message, commit_description=commit_description,
+                revision=branch, parent_commit=head_before)).oid
+        except (HubConnectionError, HubRequestError) as e:
+            commit = self._landed(repo_id, branch, head_before, folder, local, e)
         changed = commit != head_before
         if tag is not None:
             self._tag(repo_id, tag, commit)
         url = f"{self.display}/{repo_id}/tree/{commit}"
         logger.info("published %s@%s (%s)", repo_id, commit[:10], "new commit" if changed else "unchanged")
         return PublishResult(repo_id=repo_id, commit=commit, url=url, tag=tag, changed=changed)
+
+    def _landed(self, repo_id: str, branch: str, head_before: str, folder: Path, local: list[str],
+                error: Exception) -> str:
+        """After a failed commit call: the new head if our commit landed anyway (its answer was lost),
+        else a PublishError saying what happened (the branch moved, or the Hub failed)."""
+        try:
+            head = self._net(f"reading {repo_id}@{branch}", lambda: self.api.model_info(repo_id, revision=branch).sha)
+        except (HubConnectionError, HubRequestError):
+            raise error from None
+        if head != head_before and self._same_content(repo_id, head, folder, local):
+            logger.info("the commit to %s landed although its answer was lost", repo_id)
+            return head
+        if head != head_before:
+            raise PublishError(f"{repo_id}@{branch} moved to {head[:10]} while publishing (another writer committed); "
+                               "nothing was committed: publish again on top of it") from None
+        raise error from None
 
     def _tag_target(self, repo_id: str, tag: str) -> str | None:
         refs = self._net(f"listing the tags of {repo_id}", lambda: self.api.list_repo_refs(repo_id))

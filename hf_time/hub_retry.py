@@ -72,7 +72,7 @@ def _retry_after(error: BaseException) -> float | None:
         return None
 
 
-def call(fn: Callable[[], T], *, what: str, endpoint: str, sleep: Callable[[float], None] = time.sleep) -> T:
+def call(fn: Callable[[], T], *, what: str, endpoint: str, sleep: Callable[[float], None] | None = None) -> T:
     """``fn()``, retried on transport failures and retryable statuses, with typed errors after.
 
     Errors the caller translates itself (repository or revision not found, a missing file) pass
@@ -82,7 +82,7 @@ def call(fn: Callable[[], T], *, what: str, endpoint: str, sleep: Callable[[floa
         fn: the call.
         what: the operation, for messages ("resolving org/name@main").
         endpoint: the Hub endpoint (shown without credentials).
-        sleep: how to wait between attempts (tests pass a recorder).
+        sleep: how to wait between attempts (default ``time.sleep``; tests pass a recorder).
 
     Raises:
         HubConnectionError: the endpoint could not be reached.
@@ -91,6 +91,7 @@ def call(fn: Callable[[], T], *, what: str, endpoint: str, sleep: Callable[[floa
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     passthrough = (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)
+    sleep = sleep or time.sleep
     transport = transport_errors()
     where = redact(endpoint)
     for attempt in range(1, ATTEMPTS + 1):

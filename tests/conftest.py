@@ -69,3 +69,16 @@ def repo_name(request):
 
     slug = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name).strip("-").lower()[:60]
     return f"tests/{slug}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Tests marked ``@pytest.mark.probe(CATEGORY)`` count as one probe each in the reliability report
+    (tests/probes.py): a passing test is a probe that held."""
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("probe")
+    if marker is not None and (report.when == "call" or (report.when == "setup" and report.failed)):
+        from probes import record
+
+        record(marker.args[0], item.nodeid, ok=report.passed, detail=str(report.longrepr)[:200] if report.failed else "")

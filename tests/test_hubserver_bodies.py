@@ -17,6 +17,8 @@ from hub_raw import Conn, exchange, host_of, request
 
 from hf_time.hubserver import HubServer, Limits
 
+pytestmark = pytest.mark.probe("Hub probes")
+
 CARD = json.dumps({"content": "---\nlicense: mit\n---\n# card\n"}).encode()
 
 

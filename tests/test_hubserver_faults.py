@@ -26,6 +26,8 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from hf_time.hubserver import HubServer
 from hf_time.hubserver.faults import Fault, FaultPlan, delay, drop, move_branch, respond
 
+pytestmark = pytest.mark.probe("faults")
+
 BLOB = bytes(range(256)) * 400  # 100 kB, stored through LFS (.bin)
 
 

@@ -19,6 +19,7 @@ import socket
 import pytest
 from conftest import HUB_TOKEN
 from hub_raw import Conn, host_of
+from probes import record
 
 REPO = "tests/fuzz"
 SHA = hashlib.sha256(b"x").hexdigest()
@@ -150,6 +151,7 @@ def test_mutated_requests_get_an_answer_below_500(hub, fuzz_repo, caplog, seed):
             path = "/".join(parts)
         status = _probe(hub.url, method, path, headers, raw)
         statuses[status] = statuses.get(status, 0) + 1
+        record("Hub probes", f"mutated {method} {path[:60]}", ok=status is not None and status < 500, detail=str(status))
         assert status is not None and status < 500, (method, path, headers, raw[:200], status)
     assert "internal error" not in caplog.text
     assert fuzz_repo.model_info(REPO).sha  # still serving

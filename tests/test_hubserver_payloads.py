@@ -14,6 +14,8 @@ import pytest
 from conftest import HUB_TOKEN
 from hub_raw import request
 
+pytestmark = pytest.mark.probe("Hub probes")
+
 REPO = "tests/payload-types"
 SHA = hashlib.sha256(b"x").hexdigest()
 API = f"/api/models/{REPO}"

@@ -23,6 +23,8 @@ from hub_raw import request
 
 from hf_time.hubserver import HubServer, blobs, storage
 
+pytestmark = pytest.mark.probe("Hub probes")
+
 AUTH = {"Authorization": f"Bearer {HUB_TOKEN}", "Content-Type": "application/json"}
 
 

@@ -18,6 +18,8 @@ from hub_raw import request
 
 from hf_time.hubserver import HubServer
 
+pytestmark = pytest.mark.probe("Hub probes")
+
 
 @pytest.mark.parametrize("host", ["evil.example:{port}", "attacker.localhost.evil:{port}", "127.0.0.1:1",
                                   "localhost", "127.0.0.1.nip.io:{port}", ""])

@@ -267,7 +267,7 @@ def test_retries_back_off_and_stop(monkeypatch):
 # -- defect 8: crashes leave nothing behind ------------------------------------------------------------
 
 def test_temp_folders_of_dead_writers_are_swept_and_live_ones_kept(models, tmp_path):
-    from hf_time.atomic import OWNER_FILE
+    from hf_time.atomic import OWNER_SUFFIX
 
     d, base, expert = models
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -275,33 +275,61 @@ def test_temp_folders_of_dead_writers_are_swept_and_live_ones_kept(models, tmp_p
 
     stale = tmp_path / ".m.tmp-dead"
     stale.mkdir()
-    (stale / OWNER_FILE).write_text(f"{socket.gethostname()} {dead.stdout.strip()}\n")
+    (tmp_path / (stale.name + OWNER_SUFFIX)).write_text(f"{socket.gethostname()} {dead.stdout.strip()}\n")
     (stale / "model.safetensors").write_bytes(b"\0" * 1000)
     live = tmp_path / ".m.tmp-live"
     live.mkdir()
-    (live / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    (tmp_path / (live.name + OWNER_SUFFIX)).write_text(f"{socket.gethostname()} {os.getpid()}\n")
     legacy = tmp_path / ".m.tmp-legacy"
     legacy.mkdir()
     os.utime(legacy, (time.time() - 7200, time.time() - 7200))
     merge(str(base), [str(expert)], "ties", out=tmp_path / "m", progress=False)
     assert not stale.exists() and not legacy.exists() and live.exists()
-    assert not (tmp_path / "m" / OWNER_FILE).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, live.name + OWNER_SUFFIX, "m"]
     record("partial outputs", "stale temp folders swept", ok=True)
 
 
-def test_a_merge_killed_midway_leaves_no_output(models, tmp_path):
+KILL_POINTS = {  # where a merge process is SIGKILLed: the writer's n-th tensor, or just before the rename
+    "dense, first tensor written": (["--method", "ties"], "write", 1),
+    "dense, midway": (["--method", "ties"], "write", 10),
+    "dense, complete but not renamed": (["--method", "ties"], "fsync", 1),
+    "sequential fold, pass 1": (["--method", "opcm"], "write", 5),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KILL_POINTS))
+def test_a_merge_killed_at_any_point_leaves_no_output(models, tmp_path, case):
     d, base, expert = models
-    code = ("import sys, os, signal\nsys.path.insert(0, %r)\nfrom hf_time import engine\nreal = engine.ShardedSafetensorsWriter.write\n"
-            "def write(self, name, t):\n    real(self, name, t)\n    if 'layers.1' in name: os.kill(os.getpid(), signal.SIGKILL)\n"
-            "engine.ShardedSafetensorsWriter.write = write\nfrom hf_time.cli import main\n"
-            "main(['merge', '--base', %r, '--expert', %r, '--method', 'ties', '--out', %r, '--quiet'])\n"
-            % (str(Path(__file__).parent), str(base), str(expert), str(tmp_path / "m")))
+    args, where, nth = KILL_POINTS[case]
+    previous = []
+    if "--method" in args and "opcm" in args:  # a fold at t = 2 runs the two-pass path
+        first = merge(str(base), [str(expert)], "opcm", out=tmp_path / "f1", progress=False)
+        previous = ["--previous", str(first.out_dir)]
+    hook = {"write": "engine.ShardedSafetensorsWriter.write", "fsync": "atomic.fsync_tree"}[where]
+    code = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from hf_time import atomic, engine
+owner, attr = {hook!r}.rsplit(".", 1)
+target = {{"engine.ShardedSafetensorsWriter": engine.ShardedSafetensorsWriter, "atomic": atomic}}[owner]
+real, calls = getattr(target, attr), [0]
+def hooked(*a, **k):
+    calls[0] += 1
+    if calls[0] >= {nth}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*a, **k)
+setattr(target, attr, hooked)
+from hf_time.cli import main
+main(["merge", "--base", {str(base)!r}, "--expert", {str(expert)!r}, *{args + previous!r}, "--out", {str(tmp_path / "m")!r}, "--quiet"])
+"""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == -9
-    assert not (tmp_path / "m").exists()  # the name appears only when complete
-    res = merge(str(base), [str(expert)], "ties", out=tmp_path / "m", progress=False)  # the next run sweeps the rest
-    assert [p.name for p in tmp_path.iterdir()] == ["m"] and res.out_dir.is_dir()
-    record("kill points", "merge killed while writing", ok=True)
+    assert proc.returncode == -9, proc.stderr
+    left = (tmp_path / "m").exists()
+    assert not left  # the name appears only when complete
+    again = merge(str(base), [str(expert)], args[1], previous=previous[1] if previous else None, out=tmp_path / "m",
+                  progress=False)  # the next run sweeps what the dead one left
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [] and again.out_dir.is_dir()
+    record("kill points", f"merge killed: {case}", ok=not left)
 
 
 def test_a_torn_evaluation_cache_file_cannot_happen(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub.errors import RepositoryNotFoundError
 from conftest import HUB_TOKEN
+from probes import record
 from test_timeline_common import fake_evaluator, fake_trainer, save_tiny_bert, timeline_dict
 
 from hf_time.hub import Hub
@@ -21,7 +22,8 @@ from hf_time.timeline.runner import run_timeline
 
 # The hardest resume: init=ema with deploy=latest publishes the running chain to the -running repo, and a
 # sequential technique (the registry's `ema`, through hf_time.sequential.fold) carries a fold state.
-STRATEGIES = {"ema-latest-fold": {"init": "ema", "deploy": "latest", "method": "ema", "params": {"w": 0.5}}}
+STRATEGIES = {"ema-latest-fold": {"init": "ema", "deploy": "latest", "method": "ema", "params": {"w": 0.5}},
+              "merge_all-ties": {"init": "base", "deploy": "merge_all", "method": "ties", "params": {"density": 0.5}}}
 
 
 class Killed(Exception):
@@ -98,6 +100,9 @@ def test_killed_at_each_step_boundary_resumes_to_the_same_files(shared, tmp_path
         _, resumed = _run(shared, tmp, name, STRATEGIES[strategy], work=work, server=server)
         assert resumed.skipped == tuple(range(1, kill_after + 1))
         assert [t.step for t in resumed.timings] == list(range(kill_after + 1, 4))
+        same = _fingerprint(Hub(endpoint=server.url), repos) == expected and resumed.state == full.state
+        record("kill points", f"{strategy}: killed after step {kill_after}, resumed from the "
+                              f"{'Hub alone' if kill_after == 2 else 'work dir'}", ok=same)
         assert _fingerprint(Hub(endpoint=server.url), repos) == expected, f"differs after a kill at step {kill_after}"
         assert resumed.state == full.state
         server.stop()
