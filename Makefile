@@ -5,6 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PLAIN := .venv-plain
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -23,8 +24,19 @@ demo: $(STAMP)
 merge-demo: $(STAMP)
 	$(BIN)/python recipes/merge_demo.py
 
-test: $(STAMP)
+test: $(STAMP) $(PLAIN)/.installed
 	$(BIN)/python -m pytest -q tests
+	# The README's commands from a plain `pip install hf_time` (no extras): the package as built, not the checkout.
+	$(PLAIN)/bin/pip install -q --no-deps --force-reinstall .
+	$(PLAIN)/bin/python -I tests/plain_install_smoke.py
+
+# A venv with hf_time and only its declared dependencies (no extras), rebuilt when they change.
+$(PLAIN)/.installed: pyproject.toml constraints.txt
+	rm -rf $(PLAIN)
+	$(PY) -m venv $(PLAIN)
+	$(PLAIN)/bin/pip install -q --upgrade pip
+	$(PLAIN)/bin/pip install -q -c constraints.txt .
+	touch $@
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/merge_bench.py

@@ -33,6 +33,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _umask() -> int:
+    """The process umask (read without changing it where the system allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, hence the /proc read above)
+    os.umask(mask)
+    return mask
+
+
 def sweep_stale(out: Path) -> list[Path]:
     """Remove temporary siblings of ``out`` left by writers that died (a crash, a ``kill -9``).
 
@@ -98,6 +111,7 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
     out.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the output is a normal folder, as the umask says
     owner = tmp.with_name(tmp.name + OWNER_SUFFIX)
     owner.write_text(f"{socket.gethostname()} {os.getpid()}\n")
     try:

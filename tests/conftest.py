@@ -4,7 +4,9 @@ The environment must be set before huggingface_hub (or transformers/peft/dataset
 because the client reads its endpoint and Xet switch at import time (shared/design/hub-protocol.md §2).
 """
 
+import atexit
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -17,6 +19,7 @@ def _free_port() -> int:
 
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="hf_time_tests_"))
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)  # the session's Hub and HF cache go with it
 HUB_PORT = _free_port()
 HUB_URL = f"http://127.0.0.1:{HUB_PORT}"
 HUB_TOKEN = "hf_time_test_token_do_not_print"

@@ -345,3 +345,13 @@ def test_a_torn_evaluation_cache_file_cannot_happen(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         atomic_write_text(target, '{"a": 2, "b": 3}\n')
     assert target.read_text() == '{"a": 1}\n' and [p.name for p in target.parent.iterdir()] == ["k.json"]
+
+
+def test_outputs_honour_the_umask(models, tmp_path):
+    d, base, expert = models
+    old = os.umask(0o022)
+    try:
+        res = merge(str(base), [str(expert)], "ties", out=tmp_path / "m", progress=False)
+    finally:
+        os.umask(old)
+    assert res.out_dir.stat().st_mode & 0o777 == 0o755

@@ -90,7 +90,7 @@ def _config_yaml(config: Mapping[str, Any]) -> str:
 
 
 def render_timeline_card(state: TimelineState, *, title: str | None = None, recipe: Mapping[str, Any] | None = None,
-                         datasets: Mapping[str, str] | None = None, plot_file: str = PLOT_FILE) -> str:
+                         datasets: Mapping[str, str] | None = None, plot_file: str | None = PLOT_FILE) -> str:
     """Render README.md of the snapshot deployed after the last step of ``state``.
 
     Args:
@@ -98,7 +98,7 @@ def render_timeline_card(state: TimelineState, *, title: str | None = None, reci
         title: card title (default: the repo name and the step).
         recipe: how the deployed node was made (method, parameters, inputs, weights), if it is a merge.
         datasets: task name -> dataset id for ``model-index`` (default: the task name).
-        plot_file: the plot's path in the repo.
+        plot_file: the plot's path in the repo (None: no plot, matplotlib is not installed).
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -147,14 +147,32 @@ def render_timeline_card(state: TimelineState, *, title: str | None = None, reci
 
 
 def plot_timeline(state: TimelineState, path: str | os.PathLike) -> Path:
-    """Write the plot of :func:`plot_png` to ``path``."""
+    """Write the plot of :func:`plot_png` to ``path``.
+
+    Raises:
+        ConfigError: matplotlib is not installed (``pip install 'hf_time[plot]'``).
+    """
+    png = plot_png(state)
+    if png is None:
+        from hf_time.errors import ConfigError
+
+        raise ConfigError("plotting needs matplotlib: pip install 'hf_time[plot]'")
     path = Path(path)
-    path.write_bytes(plot_png(state))
+    path.write_bytes(png)
     return path
 
 
-def plot_png(state: TimelineState) -> bytes:
-    """The PNG: the A_KA / A_ZS / GM trajectory (step 0 = base) and the accuracy matrix."""
+def can_plot() -> bool:
+    """Whether matplotlib is installed (the ``plot`` extra); without it snapshots have no plot.png."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def plot_png(state: TimelineState) -> bytes | None:
+    """The PNG: the A_KA / A_ZS / GM trajectory (step 0 = base) and the accuracy matrix; None without matplotlib."""
+    if not can_plot():
+        return None
     import matplotlib
 
     matplotlib.use("Agg")

@@ -286,8 +286,9 @@ class TimelineRunner:
             recipe = {"method": lineage.method.name, "inputs": labels,
                       "weights": None if plan.sequential else [e.weight for e in lineage.experts]}
         datasets = {name: t.source.get("dataset") or name for name, t in self.tasks.items()}
-        card = render_timeline_card(state, recipe=recipe, datasets=datasets)
-        extra = {STATE_FILE: state.to_json(), PLOT_FILE: plot_png(state)}
+        plot = plot_png(state)  # None without matplotlib (the `plot` extra): the card says so
+        card = render_timeline_card(state, recipe=recipe, datasets=datasets, plot_file=PLOT_FILE if plot else None)
+        extra = {STATE_FILE: state.to_json(), **({PLOT_FILE: plot} if plot else {})}
         write_snapshot(folder, lineage, card=card, extra=extra)
         return folder
 
