@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 from hf_time import hub_retry
 from hf_time.cards import sha256_file
 from hf_time.errors import (
-    CorruptCheckpointError, HubConnectionError, HubRequestError, MissingWeightsError, PublishError, RepoNotFoundError,
-    RevisionNotFoundError,
+    CorruptCheckpointError, HubConnectionError, HubRequestError, InvalidReferenceError, MissingWeightsError,
+    PublishError, RepoNotFoundError, RevisionNotFoundError,
 )
 from hf_time.hub_retry import redact
 from hf_time.io import TensorInfo, read_safetensors_header, weight_files
@@ -238,6 +238,43 @@ class Hub:
         return {t.name: t.target_commit for t in refs.tags}
 
     # -- publishing -------------------------------------------------------------------------------
+    def check_publish(self, repo_id: str) -> None:
+        """Everything about publishing to ``repo_id`` that can be known before any work: a valid repo
+        id, and a token the Hub accepts and that may write. Called before anything is downloaded.
+
+        Raises:
+            InvalidReferenceError: not a repo id (``org/name``).
+            PublishError: no token, a refused token, or a read-only token (each with the fix).
+        """
+        from huggingface_hub.errors import LocalTokenNotFoundError
+
+        ref = parse_ref(repo_id)
+        if ref.is_local or ref.revision or "/" not in repo_id:
+            raise InvalidReferenceError(f"--push-to {repo_id!r} is not a repo id; write 'namespace/name'")
+        try:
+            if self._token is False:
+                raise LocalTokenNotFoundError("anonymous client")
+            info = self._net(f"checking the token for {repo_id}", lambda: self.api.whoami())
+        except LocalTokenNotFoundError:
+            raise PublishError(f"publishing to {repo_id} needs a token: set HF_TOKEN or run `hf auth login`") from None
+        except HubRequestError as e:
+            raise PublishError(f"publishing to {repo_id}: {e}") from None
+        role = ((info.get("auth") or {}).get("accessToken") or {}).get("role")
+        if role == "read":
+            raise PublishError(f"publishing to {repo_id}: the token is read-only; use a token with write access")
+
+    def tag_lineage(self, repo_id: str, tag: str) -> tuple[str, Lineage | None] | None:
+        """(commit, lineage) of an existing ``repo_id@tag``, or None when the repo or the tag does not exist."""
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        try:
+            target = self._tag_target(repo_id, tag)
+        except RepositoryNotFoundError:
+            return None
+        if target is None:
+            return None
+        return target, self.read_lineage(ResolvedRef(parse_ref(f"{repo_id}@{target}"), target))
+
     def publish(
         self,
         folder: str | os.PathLike,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hf_time.config import MergeConfig
-from hf_time.errors import ConfigError, OutputExistsError
+from hf_time.errors import ConfigError, OutputExistsError, PublishError
 from hf_time.hub import Hub, PublishResult
 from hf_time.atomic import atomic_output_dir
 from hf_time.lineage import Lineage, RefRecord
@@ -80,6 +80,27 @@ def produce(plan: Plan, inputs: Inputs, hub: Hub, folder: Path, *, progress: boo
     return merge_lineage(plan, inputs, folder, output)
 
 
+def _check_tag(hub: Hub, options: RunOptions, plan: Plan, inputs: Inputs) -> None:
+    """Before any download: an existing tag is fine only if it holds this very merge (a re-publish).
+
+    Raises:
+        PublishError: the tag points at a snapshot made from other inputs or settings.
+    """
+    found = hub.tag_lineage(options.push_to, options.tag)
+    if found is None:
+        return
+    commit, lineage = found
+    same = (lineage is not None and lineage.method is not None and lineage.method.name == plan.method.name
+            and dict(lineage.method.parameters) == plan.parameters and lineage.method.lines == plan.lines
+            and lineage.output.dtype == plan.dtype
+            and [e.pinned for e in lineage.experts] == [RefRecord.from_resolved(e.res).pinned for e in inputs.experts]
+            and [e.weight for e in lineage.experts] == list(plan.weights)
+            and lineage.base.pinned == RefRecord.from_resolved(inputs.base.res).pinned)
+    if not same:
+        raise PublishError(f"tag {options.tag!r} already exists in {options.push_to} at commit {commit[:10]} with another "
+                           "merge; choose another --tag or delete the old one (nothing was downloaded)")
+
+
 def _title(options: RunOptions) -> str | None:
     return options.title or (options.push_to.split("/")[-1] if options.push_to else None)
 
@@ -110,7 +131,11 @@ def run(config: MergeConfig, options: RunOptions, *, hub: Hub | None = None,
     plan = make_plan(config, options)  # every request problem before any network call
     out = _check_out(options)
     hub = hub or Hub()
+    if options.push_to:
+        hub.check_publish(options.push_to)  # repo id and token, before any download
     plan, inputs = prepare(config, options, hub, state=state, plan=plan)
+    if options.push_to and options.tag:
+        _check_tag(hub, options, plan, inputs)
     with atomic_output_dir(out, overwrite=options.overwrite) as tmp:
         lineage = produce(plan, inputs, hub, tmp, progress=options.progress)
         write_snapshot(tmp, lineage, card=render_card(lineage, title=_title(options), repo=options.push_to))
@@ -165,6 +190,8 @@ def run_revert(ref: str | os.PathLike, expert: int | str, options: RunOptions, *
     if problems:
         raise ConfigError.from_problems("invalid revert", problems)
     hub = hub or Hub()
+    if options.push_to:
+        hub.check_publish(options.push_to)
     plan = resolve_revert(hub, os.fspath(ref), expert, dense=dense, dtype=dtype, max_shard_bytes=shard,
                           allow_pickle=options.allow_pickle)
     with atomic_output_dir(out, overwrite=options.overwrite) as tmp:

@@ -132,6 +132,7 @@ class TimelineRunner:
     # -- set-up ------------------------------------------------------------------------------------
     def _setup(self, timer: StepTimings) -> tuple[Plan, TimelineState]:
         with timer.phase("resolve"):
+            self.hub.check_publish(self.repos.timeline)  # a refused token fails now, not after the first training
             base_res = self.hub.resolve(self.config.base_ref)
             base_dir = self.hub.download(base_res)
             if base_res.sha:
