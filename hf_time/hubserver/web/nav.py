@@ -56,7 +56,7 @@ def header(repo: Repo, active: str, *, rev: str | None = None, oid: str | None =
         names = [n for n in refs_at(refs, oid) if n != rev]
         also = h(' <span class="muted">(also $n)</span>', n=", ".join(names)) if names else Html("")
         shown = rev if rev and rev != oid else short(oid)
-        where = h('<p>at <code class="rev">$rev</code> · commit <a href="$c"><code>$oid</code></a>$also</p>',
+        where = h('<p class="where">at <code class="rev">$rev</code> · commit <a href="$c"><code>$oid</code></a>$also</p>',
                   rev=shown, c=urls.commit(t, rid, oid), oid=short(oid), also=also)
     private = Html(' <span class="badge">private</span>') if repo.meta().get("private") else Html("")
     return h('<p class="muted"><span class="badge">$kind</span>$private</p><h1>$title</h1>$where'
