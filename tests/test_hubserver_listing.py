@@ -1,4 +1,4 @@
-"""``/api/models`` and ``/api/datasets`` against the REAL client: ``list_models``/``list_datasets`` and ``hf``.
+"""``/api/models``, ``/api/datasets`` and ``/api/spaces`` against the REAL client and the ``hf`` CLI.
 
 A dedicated server with pages of 2 repos (``Limits.max_page_items``) holds a known set of repos, so
 every listing of more than two items has crossed a page boundary through the ``Link`` header.
@@ -27,7 +27,7 @@ CARD = "---\ntags: [hf_time, merge]\nlibrary_name: transformers\npipeline_tag: f
 
 @pytest.fixture(scope="module")
 def small_pages(tmp_path_factory):
-    """A server whose listing pages hold 2 repos, with 5 models (1 private extra) and 3 datasets."""
+    """A server whose listing pages hold 2 repos: 5 public models, a private one, 3 datasets, a space."""
     server = HubServer(tmp_path_factory.mktemp("listing") / "hub", token=TOKEN, limits=Limits(max_page_items=2))
     server.start()
     api = HfApi(endpoint=server.url, token=TOKEN)
@@ -36,6 +36,7 @@ def small_pages(tmp_path_factory):
     for repo_id in DATASETS:
         api.create_repo(repo_id, repo_type="dataset")
     api.create_repo("alice/hidden", private=True)
+    api.create_repo("alice/app", repo_type="space", space_sdk="static")
     # A commit makes this repo the most recently modified one, and gives it a card with tags.
     api.create_commit("alice/merge-two", operations=[CommitOperationAdd("README.md", CARD.encode())],
                       commit_message="card")
@@ -74,6 +75,12 @@ def test_list_datasets_search_author_and_sort(small_pages):
     assert [d.id for d in api.list_datasets(author="bob", sort="created_at")] == ["bob/data-c", "bob/data-b"]
     assert [d.id for d in api.list_datasets(search="DATA-A")] == ["alice/data-a"]  # case-insensitive
     assert list(api.list_datasets(search="merge")) == []  # models are not datasets
+
+
+def test_list_spaces_lists_spaces_only(small_pages):
+    _, api = small_pages
+    assert [s.id for s in api.list_spaces()] == ["alice/app"]
+    assert "alice/app" not in {m.id for m in api.list_models()}
 
 
 def test_list_models_author_search_limit_and_direction(small_pages):

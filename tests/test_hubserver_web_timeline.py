@@ -149,7 +149,7 @@ def test_timeline_page_in_a_real_browser(timeline, tmp_path):
             assert [m for m in console if "Content Security Policy" in m] == []
             page.screenshot(path=str(shot), full_page=True)
             # A step's link leads to that snapshot's tree view.
-            page.click(f"#accuracy-matrix th[data-step='2'] a")
+            page.click("#accuracy-matrix th[data-step='2'] a")
             page.wait_for_url(f"**/{REPO}/tree/step-2")
             assert page.inner_text("code.rev") == "step-2"
             assert page.locator("table.files a", has_text="plot.png").count() == 1

@@ -95,7 +95,7 @@ def _value(key: str, value: Any, exists: Callable[[str, str], bool]) -> Html:
     elif isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value):
         values = value
     else:
-        import yaml
+        import yaml  # a declared dependency, imported when needed as in rules.py
 
         return h("<pre>$y</pre>", y=yaml.safe_dump(value, sort_keys=False, allow_unicode=True))
     kind = {"base_model": "models", "datasets": "datasets"}.get(key)

@@ -53,15 +53,6 @@ def link(href: str, text: object, cls: str = "") -> Html:
     return h('<a href="$href">$text</a>', href=href, text=text)
 
 
-def table(head: Iterable[object], rows: Iterable[Iterable[object]], *, attrs: Html = Html("")) -> Html:
-    """A ``<table>`` with one header row; cells are text or :class:`Html` (e.g. a :func:`cell`)."""
-    head_html = join(h("<th>$c</th>", c=c) if not _is_cell(c) else c for c in head)
-    body = join(h("<tr>$cells</tr>", cells=join(c if _is_cell(c) else h("<td>$c</td>", c=c) for c in row))
-                for row in rows)
-    return h("<table $attrs><thead><tr>$head</tr></thead><tbody>$body</tbody></table>",
-             attrs=attrs, head=head_html, body=body)
-
-
 class Cell(Html):
     """A complete ``<td>``/``<th>`` element (made by :func:`cell`), placed in a row as it is."""
 
@@ -73,8 +64,13 @@ def cell(content: object, *, tag: str = "td", attrs: Html = Html("")) -> Cell:
     return Cell(h(f"<{tag} $attrs>$content</{tag}>", attrs=attrs, content=content))
 
 
-def _is_cell(value: object) -> bool:
-    return isinstance(value, Cell)
+def table(head: Iterable[object], rows: Iterable[Iterable[object]], *, attrs: Html = Html("")) -> Html:
+    """A ``<table>`` with one header row; a cell is text, :class:`Html` content or a whole :class:`Cell`."""
+    head_html = join(c if isinstance(c, Cell) else h("<th>$c</th>", c=c) for c in head)
+    body = join(h("<tr>$cells</tr>", cells=join(c if isinstance(c, Cell) else h("<td>$c</td>", c=c) for c in row))
+                for row in rows)
+    return h("<table $attrs><thead><tr>$head</tr></thead><tbody>$body</tbody></table>",
+             attrs=attrs, head=head_html, body=body)
 
 
 def short(oid: str) -> str:
@@ -158,6 +154,7 @@ def redirect(location: str) -> Response:
 
 
 PageFn = Callable[..., Response]
+_REASONS = {400: "Bad request", 404: "Not found", 409: "Conflict", 413: "Too large", 414: "URL too long"}
 
 
 def html_errors(fn: PageFn) -> PageFn:
@@ -181,5 +178,3 @@ def html_errors(fn: PageFn) -> PageFn:
 
     return wrapper
 
-
-_REASONS = {400: "Bad request", 404: "Not found", 409: "Conflict", 413: "Too large", 414: "URL too long"}

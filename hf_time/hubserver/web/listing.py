@@ -41,9 +41,6 @@ class Listed:
         """The card's YAML metadata at ``main`` (None without a README or front matter)."""
         return read_card(self.repo, self.record)
 
-    def refs(self) -> dict:
-        return self.repo.refs()
-
 
 def read_card(repo: Repo, record: dict) -> dict | None:
     """The YAML metadata of ``README.md`` in a commit (None when absent, too large or invalid)."""

@@ -46,22 +46,25 @@ def _side_table(rows: list[Html], a: Snapshot, b: Snapshot, attrs: str) -> Html:
              attrs=Html(attrs), ra=a.rev, rb=b.rev, rows=join(rows))
 
 
-def _lineage_rows(a: Lineage | None, b: Lineage | None, sa: Snapshot, sb: Snapshot) -> list[Html]:
-    def get(lin: Lineage | None, fn) -> Any:
-        return fn(lin) if lin is not None else None
+def _parameters(lineage: Lineage | None) -> dict:
+    return dict(lineage.method.parameters) if lineage is not None and lineage.method is not None else {}
 
-    rows = [_row("kind", get(a, lambda x: x.kind), get(b, lambda x: x.kind)),
-            _row("method", get(a, lambda x: x.method and x.method.name), get(b, lambda x: x.method and x.method.name))]
-    params = lambda x: dict(x.method.parameters) if x is not None and x.method else {}  # noqa: E731
-    pa, pb = params(a), params(b)
+
+def _lineage_rows(sa: Snapshot, sb: Snapshot) -> list[Html]:
+    """What each lineage records: kind, method and every resolved parameter, output, timeline step."""
+    a, b = sa.lineage, sb.lineage
+
+    def both(label: str, fn) -> Html:
+        return _row(label, fn(a) if a is not None else None, fn(b) if b is not None else None)
+
+    rows = [both("kind", lambda x: x.kind), both("method", lambda x: x.method and x.method.name)]
+    pa, pb = _parameters(a), _parameters(b)
     rows += [_row(h("parameter <code>$k</code>", k=k), pa.get(k), pb.get(k)) for k in sorted({*pa, *pb})]
-    rows.append(_row("LiNeS", get(a, lambda x: x.method and x.method.lines), get(b, lambda x: x.method and x.method.lines)))
-    for label, fn in (("output format", lambda x: x.output.format), ("dtype", lambda x: x.output.dtype),
-                      ("hf_time version", lambda x: x.hf_time_version)):
-        rows.append(_row(label, get(a, fn), get(b, fn)))
-    sta, stb = sa.section.get("strategy") or {}, sb.section.get("strategy") or {}
+    rows += [both("LiNeS", lambda x: x.method and x.method.lines), both("output format", lambda x: x.output.format),
+             both("dtype", lambda x: x.output.dtype), both("hf_time version", lambda x: x.hf_time_version)]
     if sa.step is not None or sb.step is not None:
         rows.append(_row("timeline step", sa.step, sb.step))
+    sta, stb = sa.section.get("strategy") or {}, sb.section.get("strategy") or {}
     rows += [_row(f"strategy {k}", sta.get(k), stb.get(k)) for k in sorted({*sta, *stb})]
     return rows
 
@@ -188,7 +191,7 @@ def compare_page(ctx: HubContext, req: Request, m: re.Match) -> Response:
     body = h("$head<h2>Snapshots</h2>$snap$notes<h2>Lineage</h2>$lineage<h2>Inputs (pinned)</h2>$inputs"
              "<h2>Accuracy per task</h2>$acc$metrics<h2>Weight files (sha256)</h2>$files$form",
              head=nav.header(repo, "compare"), snap=_side_table(_snapshot_rows(repo, a, b), a, b, 'class="snapshots"'),
-             notes=notes, lineage=_side_table(_lineage_rows(a.lineage, b.lineage, a, b), a, b, 'id="compare-lineage"'),
+             notes=notes, lineage=_side_table(_lineage_rows(a, b), a, b, 'id="compare-lineage"'),
              inputs=_side_table(_input_rows(a.lineage, b.lineage), a, b, 'id="compare-inputs"'),
              acc=_accuracy(a, b), metrics=metrics,
              files=_side_table(files, a, b, 'class="weights"') if files else h('<p class="muted">None recorded.</p>'),
