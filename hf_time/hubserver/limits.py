@@ -25,6 +25,9 @@ class Limits:
         max_url_bytes: the request target (path and query). Longer ones are answered 414.
         drain_bytes: after refusing a request whose body was not read, how much more is read and
             discarded before closing, so the client sees the answer rather than a reset.
+        max_page_items: most repositories one page of ``/api/models`` (and the web index) returns;
+            a larger ``limit`` is cut to this and the rest follows through the ``Link`` header, as on
+            huggingface.co (which caps pages at 1000).
     """
 
     max_json_bytes: int = 8 * MiB
@@ -32,8 +35,10 @@ class Limits:
     max_commit_bytes: int = 2048 * MiB
     max_url_bytes: int = 8192
     drain_bytes: int = 1 * MiB
+    max_page_items: int = 1000
 
     def __post_init__(self) -> None:
-        for name in ("max_json_bytes", "max_commit_line_bytes", "max_commit_bytes", "max_url_bytes"):
+        for name in ("max_json_bytes", "max_commit_line_bytes", "max_commit_bytes", "max_url_bytes",
+                     "max_page_items"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Limits.{name} must be positive")

@@ -9,7 +9,7 @@ import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from . import api_files, api_repos, security
+from . import api_files, api_repos, security, web
 from .context import HubContext, Traffic
 from .faults import FaultPlan
 from .handler import HubRequestHandler
@@ -18,8 +18,9 @@ from .storage import HubStorage
 
 logger = logging.getLogger("hf_time.hubserver")
 
-# Order matters only where patterns overlap; file routes are the more specific ones.
-ROUTES = [*api_files.ROUTES, *api_repos.ROUTES]
+# Order matters only where patterns overlap: file routes are the more specific ones, and the web
+# pages' repo patterns (/{ns}/{name}/...) come last so that no API path reaches them.
+ROUTES = [*api_files.ROUTES, *api_repos.ROUTES, *web.ROUTES]
 
 
 class _HTTPServer(ThreadingHTTPServer):

@@ -279,6 +279,18 @@ class HubStorage:
             raise RepoNotFound(f"Repository Not Found for {repo_type}/{repo_id}: invalid repo id")
         return self.root / "repos" / repo_type / parts[0] / parts[1]
 
+    def repo_ids(self, repo_type: str) -> list[str]:
+        """The ids (``namespace/name``) of every repository of one type, sorted; private ones included.
+
+        Raises:
+            BadRequest: unknown repository type.
+        """
+        if repo_type not in REPO_TYPES:
+            raise BadRequest(f"Unknown repo type {repo_type!r}; expected one of {REPO_TYPES}")
+        # refs.json is what makes a repository exist (create_repo writes it last, delete removes it first).
+        found = (self.root / "repos" / repo_type).glob("*/*/refs.json")
+        return sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in found)
+
     def exists(self, repo_type: str, repo_id: str) -> bool:
         """Whether the repository exists."""
         try:

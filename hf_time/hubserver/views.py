@@ -141,13 +141,38 @@ def _tags(card: dict | None) -> list[str]:
     return tags
 
 
-def resolve_headers(commit: str, entry: dict) -> dict[str, str]:
-    """Headers of ``/resolve``: commit, ETag (blob id) and, for LFS, the linked etag and size."""
+# Types a browser may render from /resolve. Anything else is served as bytes to download, and never
+# as HTML: a repo file shown as a page would run its scripts with this server's origin.
+_SAFE_TYPES = {
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+    ".webp": "image/webp", ".svg": "image/svg+xml",
+    ".md": "text/plain; charset=utf-8", ".txt": "text/plain; charset=utf-8",
+    ".json": "application/json", ".yaml": "text/plain; charset=utf-8", ".yml": "text/plain; charset=utf-8",
+    ".csv": "text/plain; charset=utf-8", ".py": "text/plain; charset=utf-8",
+}
+# A file opened directly may still be an SVG with a script: this sandbox (no allow-scripts) stops it.
+_FILE_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox"
+
+
+def content_type(path: str) -> str:
+    """The ``Content-Type`` of a repo file: images and text for the browser, bytes otherwise."""
+    dot = path.rfind(".")
+    return _SAFE_TYPES.get(path[dot:].lower() if dot > path.rfind("/") else "", "application/octet-stream")
+
+
+def resolve_headers(commit: str, entry: dict, path: str = "") -> dict[str, str]:
+    """Headers of ``/resolve``: commit, ETag (blob id) and, for LFS, the linked etag and size.
+
+    The content type lets a browser show a card's images; ``nosniff`` and the sandboxing CSP keep
+    any file from being run as a page of this origin (the client itself ignores all three).
+    """
     headers = {
         "X-Repo-Commit": commit,
         "ETag": f'"{entry["oid"]}"',
         "Accept-Ranges": "bytes",
-        "Content-Type": "application/octet-stream",
+        "Content-Type": content_type(path),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": _FILE_CSP,
         "Cache-Control": "no-cache",
     }
     if entry.get("lfs"):
