@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -34,7 +35,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def model_entry(record: RefRecord, **extra: Any) -> dict[str, Any]:
     """What a template shows of one input: its link (endpoint-relative for Hub models), short sha..."""
-    link = f"[{record.repo_id}](/{record.repo_id})" if record.repo_id else f"`{record.ref}`"
+    # A local input is shown by its folder's name: the card is for readers elsewhere, and the full
+    # path (this machine's) stays in hf_time.json and merge_config.yaml, which reproduce the merge.
+    link = f"[{record.repo_id}](/{record.repo_id})" if record.repo_id else f"`{Path(record.ref).name}` (local folder)"
     return {"ref": record.ref, "repo_id": record.repo_id, "revision": record.revision, "sha": record.sha,
             "link": link, "short_sha": record.sha[:10] if record.sha else None,
             "load_id": record.repo_id or record.ref, "name": record.short_name, **extra}
@@ -46,8 +49,25 @@ def hub_ids(*records: RefRecord | None) -> list[str]:
 
 
 def config_yaml(lineage: Lineage) -> str:
+    """The card's "Reproduce" block: merge_config.yaml with local folders shown by name (see merge_config.yaml)."""
     config = lineage.merge_config()
-    return yaml.safe_dump(config, sort_keys=False) if config else ""
+    if not config:
+        return ""
+    local = {r.ref: f"./{Path(r.ref).name}" for r in lineage.inputs() if not r.repo_id}
+    text = yaml.safe_dump(config, sort_keys=False)
+    for path, short in local.items():
+        text = text.replace(path, short)
+    return text
+
+
+def eval_results(lineage: Lineage, model_name: str) -> list:
+    """The lineage's scores as huggingface_hub ``EvalResult`` entries (the card's ``model-index``)."""
+    from huggingface_hub import EvalResult
+
+    return [EvalResult(task_type=e.get("task_type", "text-classification"), dataset_type=e.get("dataset") or e["task"],
+                       dataset_name=e["task"], dataset_split=e.get("split"), metric_type=e["metric"],
+                       metric_value=round(float(e["value"]), 4), metric_name=e.get("metric_name"))
+            for e in lineage.evaluation]
 
 
 def render_merge_card(lineage: Lineage, title: str | None = None) -> str:
@@ -62,17 +82,21 @@ def render_merge_card(lineage: Lineage, title: str | None = None) -> str:
     method = lineage.method
     experts = [model_entry(e, weight=e.weight) for e in lineage.experts]
     previous = model_entry(lineage.previous) if lineage.previous else None
+    name = title or "Merged model"
     data = ModelCardData(
         base_model=hub_ids(lineage.base, lineage.previous, *lineage.experts) or None,
         library_name="transformers",
         tags=["hf_time", "merge", method.name],
         base_model_relation="merge",
+        eval_results=eval_results(lineage, name) or None,
+        model_name=name if lineage.evaluation else None,
     )
     card = ModelCard.from_template(
         data,
         template_str=template_text("merge"),
-        title=title or "Merged model",
+        title=name,
         method=method.name,
+        evaluation=list(lineage.evaluation),
         summary=method.summary,
         paper=method.paper,
         parameters=dict(method.parameters),

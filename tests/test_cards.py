@@ -50,3 +50,24 @@ def test_expert_card_matches_golden():
                       output=OutputRecord("model", {"model.safetensors": "0" * 64}))
     card = render_expert_card(lineage, title="MiniLM expert: sms_spam")
     assert card == (GOLDEN / "expert_card.md").read_text()
+
+
+def test_recorded_evaluation_goes_into_the_model_index(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from hf_time.api import merge
+    from hf_time.pipeline import record_evaluation
+    from tiny import save_tiny_llama
+
+    base = save_tiny_llama(tmp_path / "base", 0)
+    res = merge(str(base), [str(save_tiny_llama(tmp_path / "e1", 1, base=base))], "ties", out=tmp_path / "m",
+                progress=False)
+    lineage = record_evaluation(res.out_dir, [{"task": "sms_spam", "metric": "accuracy", "value": 0.91, "split": "test"},
+                                              {"task": "trec_qtype", "metric": "accuracy", "value": 0.5}], title="m")
+    assert [(e["task"], e["value"]) for e in lineage.evaluation] == [("sms_spam", 0.91), ("trec_qtype", 0.5)]
+    card = ModelCard.load(res.out_dir / "README.md")
+    assert {(r.dataset_name, r.metric_value) for r in card.data.eval_results} == {("sms_spam", 0.91), ("trec_qtype", 0.5)}
+    assert "| sms_spam | accuracy | 0.9100 |" in card.text
+    assert Lineage.load(res.out_dir) == lineage  # the lineage and the card say the same
+    again = record_evaluation(res.out_dir, [{"task": "sms_spam", "metric": "accuracy", "value": 0.93}], title="m")
+    assert [(e["task"], e["value"]) for e in again.evaluation] == [("trec_qtype", 0.5), ("sms_spam", 0.93)]

@@ -77,7 +77,8 @@ def test_card_model_index_parses_back(timeline):
     config, run, h, _ = timeline
     path = hf_hub_download(config.repo_id, "README.md", revision="step-3", endpoint=h.endpoint)
     card = ModelCard.load(path)
-    assert card.data.base_model == ["tests/hub-base"] and card.data.base_model_relation == "merge"
+    # the Hub models the deployed merge was made from: the base and the experts repo (not the timeline itself)
+    assert card.data.base_model == ["tests/hub-base", "tests/hub-best-experts"] and card.data.base_model_relation == "merge"
     results = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
     last = run.state.steps[-1].accuracy
     for task, acc in last.items():
@@ -89,6 +90,9 @@ def test_card_model_index_parses_back(timeline):
     text = card.text
     assert "| step 3 (c) |" in text and "![trajectory and accuracy matrix](plot.png)" in text
     assert "`ema`" in text and "EMA weight w" in text
+    assert ("made by `linear` from the expert of step 3 (weight 0.5) and the running merge after step 2 (weight 0.5)"
+            in text)
+    assert "chain-2" not in text and "expert-3" not in text and "huggingface.co" not in text  # no jargon, no fixed host
     # The main branch's card loads through the Hub too (ModelCard.load by repo id).
     assert ModelCard.load(config.repo_id).data.eval_results
 

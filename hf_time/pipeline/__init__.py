@@ -13,6 +13,9 @@ stages) and :mod:`.run` (the chain). ``hf_time.merge``/``fold``/``revert`` and t
 """
 
 from hf_time.pipeline.plan import Plan, RunOptions, make_plan
-from hf_time.pipeline.run import MergeResult, prepare, produce, record_training, run, run_revert
+from hf_time.pipeline.run import (
+    MergeResult, prepare, produce, record_evaluation, record_training, run, run_revert,
+)
 
-__all__ = ["MergeResult", "Plan", "RunOptions", "make_plan", "prepare", "produce", "record_training", "run", "run_revert"]
+__all__ = ["MergeResult", "Plan", "RunOptions", "make_plan", "prepare", "produce", "record_evaluation",
+           "record_training", "run", "run_revert"]

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from hf_time.config import MergeConfig
 from hf_time.errors import ConfigError, OutputExistsError, PublishError
@@ -170,6 +170,27 @@ def record_training(folder: str | os.PathLike, init: RefRecord, *, task: str, tr
     lineage = training_lineage(init, folder, files, fmt="adapter" if adapter else "model", details=details,
                                timeline=timeline)
     write_snapshot(folder, lineage, card=render_card(lineage, title=title or f"Expert: {task}"))
+    return lineage
+
+
+def record_evaluation(folder: str | os.PathLike, results: Sequence[Mapping[str, Any]], *,
+                      title: str | None = None, repo: str | None = None) -> Lineage:
+    """Add scores measured on a snapshot to its lineage and card (``model-index``), before it is published.
+
+    Args:
+        folder: a snapshot hf_time wrote (it has ``hf_time.json``).
+        results: one mapping per score: ``task``, ``metric``, ``value`` (optional ``dataset``, ``split``, ``n``).
+        title, repo: the card's title and target repo, as for :func:`run`.
+
+    Raises:
+        ConfigError: the folder has no lineage, or a result is malformed.
+    """
+    folder = Path(folder)
+    lineage = Lineage.load(folder)
+    if lineage is None:
+        raise ConfigError(f"{folder} has no hf_time.json; evaluation results are recorded on snapshots hf_time wrote")
+    lineage = lineage.with_evaluation(results)
+    write_snapshot(folder, lineage, card=render_card(lineage, title=title or folder.name, repo=repo))
     return lineage
 
 

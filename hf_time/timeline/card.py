@@ -90,7 +90,8 @@ def _config_yaml(config: Mapping[str, Any]) -> str:
 
 
 def render_timeline_card(state: TimelineState, *, title: str | None = None, recipe: Mapping[str, Any] | None = None,
-                         datasets: Mapping[str, str] | None = None, plot_file: str | None = PLOT_FILE) -> str:
+                         datasets: Mapping[str, str] | None = None, plot_file: str | None = PLOT_FILE,
+                         base_models: list[str] | None = None) -> str:
     """Render README.md of the snapshot deployed after the last step of ``state``.
 
     Args:
@@ -99,6 +100,7 @@ def render_timeline_card(state: TimelineState, *, title: str | None = None, reci
         recipe: how the deployed node was made (method, parameters, inputs, weights), if it is a merge.
         datasets: task name -> dataset id for ``model-index`` (default: the task name).
         plot_file: the plot's path in the repo (None: no plot, matplotlib is not installed).
+        base_models: the Hub models this snapshot was made from (default: the base); the card's ``base_model``.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -111,7 +113,7 @@ def render_timeline_card(state: TimelineState, *, title: str | None = None, reci
     model_name = f"{name} (step {last.step})"
     merged = last.deployed.kind != "expert"
     data = ModelCardData(
-        base_model=[state.base.repo_id] if state.base.repo_id else None,
+        base_model=base_models or ([state.base.repo_id] if state.base.repo_id else None),
         library_name="transformers",
         tags=["hf_time", "temporal-merging", "time", f"init-{strategy['init']}", f"deploy-{strategy['deploy']}",
               strategy["method"]],

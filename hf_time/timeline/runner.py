@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hf_time.cards import sha256_file
+from hf_time.cards import hub_ids, sha256_file
 from hf_time.errors import TimelineConflictError
 from hf_time.hub import Hub
 from hf_time.atomic import atomic_output_dir, atomic_write_text
@@ -50,7 +50,7 @@ from hf_time.timeline.data import LoadedTask, content_key, load_tasks
 from hf_time.timeline.experts import ExpertMaker, Trainer, default_trainer
 from hf_time.timeline.state import STATE_FILE, TIMINGS_FILE, NodeRecord, StepRecord, TimelineState
 from hf_time.timeline.store import NodeStore, Repos, copy_tree, node_section
-from hf_time.timeline.strategies import Node, Plan, StepPlan, build_plan, merge_product
+from hf_time.timeline.strategies import Node, Plan, StepPlan, build_plan, describe_node, merge_product
 
 logger = logging.getLogger(__name__)
 
@@ -283,12 +283,15 @@ class TimelineRunner:
         lineage = deployed.with_timeline(section)
         recipe = None
         if sp.deploy.is_product and lineage.method is not None:
-            labels = [n.label for n in plan.inputs(sp.deploy)]
-            recipe = {"method": lineage.method.name, "inputs": labels,
-                      "weights": None if plan.sequential else [e.weight for e in lineage.experts]}
+            nodes = plan.inputs(sp.deploy)
+            weights = [None] * len(nodes) if plan.sequential else [e.weight for e in lineage.experts]
+            recipe = {"method": lineage.method.name,
+                      "inputs": [{"label": describe_node(n), "weight": w} for n, w in zip(nodes, weights)]}
         datasets = {name: t.source.get("dataset") or name for name, t in self.tasks.items()}
         plot = plot_png(state)  # None without matplotlib (the `plot` extra): the card says so
-        card = render_timeline_card(state, recipe=recipe, datasets=datasets, plot_file=PLOT_FILE if plot else None)
+        made_from = [r for r in hub_ids(lineage.base, lineage.previous, *lineage.experts) if r != self.repos.timeline]
+        card = render_timeline_card(state, recipe=recipe, datasets=datasets, plot_file=PLOT_FILE if plot else None,
+                                    base_models=made_from)
         extra = {STATE_FILE: state.to_json(), **({PLOT_FILE: plot} if plot else {})}
         write_snapshot(folder, lineage, card=card, extra=extra)
         return folder

@@ -99,6 +99,14 @@ class Plan:
         return []
 
 
+def describe_node(node: Node) -> str:
+    """A node in plain words, for cards and logs ("the expert of step 3", "the running merge after step 2")."""
+    if node.kind == "base" or node.step == 0:
+        return "the base model"
+    return {"expert": f"the expert of step {node.step}", "chain": f"the running merge after step {node.step}",
+            "merge_all": f"the merge of experts 1..{node.step}"}[node.kind]
+
+
 def is_sequential(method: str) -> bool:
     return get(method).kind == "sequential"
 
