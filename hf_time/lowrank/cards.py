@@ -7,8 +7,6 @@ Rendered from ``model_cards/{adapter_merge,rmm,rmm_revert}.md`` through huggingf
 
 from __future__ import annotations
 
-from huggingface_hub import ModelCard, ModelCardData
-
 from hf_time.cards import config_yaml, hub_ids, model_entry, template_text
 from hf_time.lineage import ExpertRecord, Lineage
 
@@ -19,6 +17,8 @@ def _expert(e: ExpertRecord) -> dict:
 
 def render_adapter_merge_card(lineage: Lineage, title: str | None = None, repo: str | None = None) -> str:
     """README.md of a merged adapter (``lora_cat``, ``lora_svd``): a PEFT adapter of the base."""
+    from huggingface_hub import ModelCard, ModelCardData
+
     method = lineage.method
     base = model_entry(lineage.base)
     experts = [_expert(e) for e in lineage.experts]
@@ -41,6 +41,8 @@ def render_adapter_merge_card(lineage: Lineage, title: str | None = None, repo: 
 
 def render_rmm_card(lineage: Lineage, title: str | None = None, repo: str | None = None) -> str:
     """README.md of an RMM snapshot: the experts it reverts to, their errors and the storage ratio."""
+    from huggingface_hub import ModelCard, ModelCardData
+
     details = lineage.output.details
     data = ModelCardData(base_model=hub_ids(lineage.base, *lineage.experts) or None, library_name="hf_time",
                          tags=["hf_time", "lora", "rmm", "reversible-merge"], base_model_relation="merge")
@@ -55,6 +57,8 @@ def render_rmm_card(lineage: Lineage, title: str | None = None, repo: str | None
 
 def render_revert_card(lineage: Lineage, title: str | None = None, repo: str | None = None) -> str:
     """README.md of an expert reverted from an RMM snapshot (an adapter, or full weights with ``dense``)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
     details = lineage.details
     expert = _expert(lineage.experts[0])
     dense = bool(details.get("dense"))
