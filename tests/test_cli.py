@@ -145,3 +145,24 @@ dtype: float32
     agree1, agree2 = (t1 * s > 0), (t2 * s > 0)
     expected = b.get(name) + 0.5 * t1 * agree1 + 0.5 * t2 * agree2
     torch.testing.assert_close(m.get(name), expected, rtol=0, atol=1e-6)
+
+
+def test_quiet_is_quiet_on_hub_refs(hub, tmp_path):
+    """--quiet silences hf_time's bars and huggingface_hub's download bars ("Fetching N files") alike."""
+    import subprocess
+    import sys
+
+    from conftest import HUB_TOKEN
+    from hf_time.hub import Hub
+
+    h = Hub(endpoint=hub.url, token=HUB_TOKEN)
+    base = save_tiny_llama(tmp_path / "b", 0)
+    h.publish(base, "quiet/base", commit_message="b")
+    h.publish(save_tiny_llama(tmp_path / "e", 1, base=base), "quiet/e1", commit_message="e")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    env["HF_HOME"] = str(tmp_path / "fresh_home")  # a cold cache: downloads happen
+    proc = subprocess.run([sys.executable, "-m", "hf_time.cli", "merge", "--base", "quiet/base", "--expert", "quiet/e1",
+                           "--method", "ties", "--out", str(tmp_path / "m"), "--endpoint", hub.url, "--quiet"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "" and proc.stdout.strip().splitlines() == [f"merged -> {tmp_path / 'm'}"]
