@@ -18,7 +18,6 @@ from typing import Iterator
 
 from hf_time.errors import OutputExistsError
 
-
 OWNER_SUFFIX = ".owner"  # beside a temporary output: which process writes it (never inside the output)
 LEGACY_STALE_S = 3600  # temporary folders without an owner file (older versions) count as stale after this
 
@@ -132,14 +131,19 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
         owner.unlink(missing_ok=True)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary sibling and a rename: readers see all or nothing."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, prefix: str | None = None) -> Path:
+    """Write ``data`` to ``path`` through a temporary sibling, fsync and a rename: readers see all or nothing.
+
+    Args:
+        prefix: the temporary file's name prefix (default ``.<name>.``); a server sweeping its own
+            leftovers by pattern passes its pattern's prefix.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -148,3 +152,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """:func:`atomic_write_bytes` of UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))

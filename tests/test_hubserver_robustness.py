@@ -21,6 +21,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from hub_raw import request
 
+from hf_time import atomic
 from hf_time.hubserver import HubServer, blobs, storage
 
 pytestmark = pytest.mark.probe("Hub probes")
@@ -106,7 +107,13 @@ def fill_disk(monkeypatch):
     def fsync(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    return lambda: monkeypatch.setattr(blobs, "os", types.SimpleNamespace(**{**vars(os), "fsync": fsync}))
+    full = types.SimpleNamespace(**{**vars(os), "fsync": fsync})
+
+    def fill():  # the blob store's own writes and the atomic writes it delegates to
+        monkeypatch.setattr(blobs, "os", full)
+        monkeypatch.setattr(atomic, "os", full)
+
+    return fill
 
 
 def _requests(caplog, request_line_start: str) -> int:

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from hf_time.atomic import atomic_write_bytes as write_atomically
+
 _CHUNK = 1 << 20
 
 
@@ -32,18 +34,8 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    """Write ``data`` to ``path`` atomically, through a ``.tmp-*`` file the storage sweeps after a crash."""
+    write_atomically(path, data, prefix=".tmp-")
 
 
 def atomic_write_json(path: Path, obj) -> None:
