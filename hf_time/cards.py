@@ -9,8 +9,6 @@ is a Hub model is known from its lineage record. Low-rank outputs have their own
 
 from __future__ import annotations
 
-import hashlib
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,14 +21,6 @@ from hf_time.lineage import Lineage, RefRecord
 def template_text(name: str) -> str:
     """The text of ``model_cards/<name>.md`` as shipped in the package."""
     return resources.files("hf_time.model_cards").joinpath(f"{name}.md").read_text(encoding="utf-8")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_entry(record: RefRecord, **extra: Any) -> dict[str, Any]:

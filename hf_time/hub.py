@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from hf_time import hub_retry
-from hf_time.cards import sha256_file
+from hf_time.hashing import git_blob_sha1, sha256_file
 from hf_time.errors import (
     CorruptCheckpointError, HubConnectionError, HubRequestError, InvalidReferenceError, MissingWeightsError,
     PublishError, RepoNotFoundError, RevisionNotFoundError,
@@ -388,18 +388,6 @@ class Hub:
                 "choose another tag or delete the old one"
             )
         self._net(f"tagging {repo_id}@{commit[:10]} as {tag}", lambda: self.api.create_tag(repo_id, tag=tag, revision=commit))
-
-
-def git_blob_sha1(path: str | os.PathLike) -> str:
-    """The git blob id of a file (what the Hub reports as ``oid`` for regular files)."""
-    import hashlib
-
-    h = hashlib.sha1()
-    h.update(b"blob %d\0" % os.path.getsize(path))
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def require_weights(infos: dict[str, TensorInfo] | None, res: ResolvedRef, allow_pickle: bool, files: list[str]) -> None:

@@ -79,3 +79,25 @@ def test_no_import_circles_and_merges_import_nothing_above_them():
     for m in edges:
         if m not in state:
             visit(m, [m])
+
+
+def test_the_merge_command_imports_only_what_a_merge_needs(tmp_path):
+    """`hf-time merge` starts fast: no transformers, datasets, evaluate, matplotlib or peft on its path."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, torch
+from safetensors.torch import save_file
+for name, shift in (("base", 0.0), ("e1", 0.5)):
+    import os; os.makedirs({str(tmp_path)!r} + "/" + name)
+    save_file({{"w": torch.ones(4, 4) + shift}}, {str(tmp_path)!r} + f"/{{name}}/model.safetensors")
+from hf_time.cli import main
+assert main(["merge", "--base", {str(tmp_path / "base")!r}, "--expert", {str(tmp_path / "e1")!r}, "--method", "ties",
+             "--out", {str(tmp_path / "m")!r}, "--quiet"]) == 0
+print("IMPORTED:" + ",".join(m for m in ("transformers", "datasets", "evaluate", "matplotlib", "peft") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    imported = out.stdout.strip().splitlines()[-1].removeprefix("IMPORTED:")
+    assert imported == "", f"the merge path imported {imported}"

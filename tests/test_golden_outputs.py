@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_time.cards import sha256_file
+from hf_time.hashing import sha256_file
 from hf_time.merges import list_methods
 from test_lora_adapters import save_tiny_lora
 from tiny import save_tiny_llama

@@ -127,3 +127,19 @@ def test_no_weights(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(MissingWeightsError, match="model.safetensors"):
         Checkpoint(tmp_path)
+
+
+def test_sha256_is_computed_once_per_file_version(tmp_path, monkeypatch):
+    import hashlib
+
+    from hf_time import hashing
+
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 1000)
+    calls = []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashing.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    first = hashing.sha256_file(path)
+    assert hashing.sha256_file(path) == first == real(b"a" * 1000).hexdigest() and len(calls) == 1
+    path.write_bytes(b"b" * 1001)  # a new version of the file is hashed again
+    assert hashing.sha256_file(path) == real(b"b" * 1001).hexdigest() and len(calls) == 2

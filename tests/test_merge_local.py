@@ -50,7 +50,7 @@ def test_task_arithmetic_end_to_end_reloads(models, tmp_path):
 
 
 def test_lineage_records_hashes_and_parameters(models, tmp_path):
-    from hf_time.cards import sha256_file
+    from hf_time.hashing import sha256_file
 
     d, base, e1, e2 = models
     res = merge(str(base), [str(e1), str(e2)], "ties", params={"density": 0.5}, out=tmp_path / "t", progress=False)

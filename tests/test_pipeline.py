@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hf_time.api import fold, merge
-from hf_time.cards import sha256_file
+from hf_time.hashing import sha256_file
 from hf_time.cli import main
 from hf_time.errors import ConfigError
 from hf_time.hub import Hub

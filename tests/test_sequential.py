@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from hf_time import engine
-from hf_time.cards import sha256_file
+from hf_time.hashing import sha256_file
 from hf_time.errors import ConfigError, IncompatibleExpertsError, OutputExistsError, UnknownMethodError
 from hf_time.io import Checkpoint
 from hf_time.merges import get, list_methods

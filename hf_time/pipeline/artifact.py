@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from hf_time.cards import sha256_file
+from hf_time.hashing import sha256_file
 from hf_time.io import copy_files
 from hf_time.lineage import ExpertRecord, Lineage, MethodRecord, OutputRecord, RefRecord
 from hf_time.pipeline.plan import Plan

@@ -43,7 +43,7 @@ class LoadedTask:
 
 
 def _files_digest(path: Path) -> str:
-    from hf_time.cards import sha256_file
+    from hf_time.hashing import sha256_file
 
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     return content_key([(str(f.relative_to(path)) if path.is_dir() else f.name, sha256_file(f)) for f in files])

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hf_time.cards import hub_ids, sha256_file
+from hf_time.cards import hub_ids
+from hf_time.hashing import sha256_file
 from hf_time.errors import TimelineConflictError
 from hf_time.hub import Hub
 from hf_time.atomic import atomic_output_dir, atomic_write_text
