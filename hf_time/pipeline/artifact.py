@@ -102,20 +102,25 @@ def file_hashes(folder: Path, files: Sequence[str]) -> dict[str, str]:
 def merge_lineage(plan: Plan, inputs: Inputs, folder: Path, output: Output) -> Lineage:
     """The lineage of a merge or fold, from the plan that ran and the inputs it read."""
     method = plan.method
+    tp = plan.tensor_params
     experts = []
-    for i, (inp, weight) in enumerate(zip(inputs.experts, plan.weights)):
+    for i, (inp, weight) in enumerate(zip(inputs.experts, plan.recorded_weights())):
         ref = RefRecord.from_resolved(inp.res)
         public = {p.attr: p.name for p in method.parameters()}
         params = {public[k]: v for k, v in (plan.expert_params[i] if plan.expert_params else {}).items()}
+        if tp is not None and not tp.layered:  # schedules of this expert's own parameters
+            params.update({k: v for k, v in tp.expert_record(i).items() if k != "weight"})
         experts.append(ExpertRecord(**vars(ref), weight=weight, parameters=params,
                                     name=output.names[i] if output.names else None,
                                     details=output.expert_details[i] if output.expert_details else {}))
     record = MethodRecord(method.name, method.kind, method.summary, method.paper, plan.parameters, plan.lines)
+    refs = [RefRecord.from_resolved(m.res).pinned for m in (inputs.base, *inputs.experts)]
     return Lineage(
         kind="fold" if method.kind == "sequential" else "merge", method=record,
         base=RefRecord.from_resolved(inputs.base.res), experts=tuple(experts),
         previous=None if inputs.previous is None else RefRecord.from_resolved(inputs.previous.res),
-        state=output.state,
+        state=output.state, slices=tp.slices_record(refs) if tp is not None and tp.layered else (),
+        tokenizer=plan.tokenizer.recorded(refs) if plan.tokenizer is not None else None,
         output=OutputRecord(output.format, file_hashes(folder, output.files), plan.dtype, plan.device, output.details))
 
 
