@@ -205,10 +205,7 @@ def merge_config_from_dict(data: Any, source: str = "config") -> MergeConfig:
     experts: list[ExpertSpec] = []
     positions: list[int] = []
     if slices is not None:
-        models = slice_models(slices)
-        base = base if base is not None else models[0]
-        reads_base = spec is None or spec.requires_base
-        experts = [ExpertSpec(ref=m) for m in models if not (reads_base and m == base)]
+        base, experts = slice_inputs(spec, base, slices)
     else:
         default_weight = params.pop("weight", 1.0)
         models = parsed.get("models")
@@ -238,6 +235,15 @@ def merge_config_from_dict(data: Any, source: str = "config") -> MergeConfig:
         lines=None if lines is None else (lines.alpha, lines.beta), previous=parsed.get("previous"),
         out=parsed.get("out"), push_to=parsed.get("push_to"), tag=parsed.get("tag"), slices=slices,
         tokenizer_source=parsed.get("tokenizer_source"), chat_template=parsed.get("chat_template"))
+
+
+def slice_inputs(spec, base: str | None, slices) -> tuple[str, list[ExpertSpec]]:
+    """The base and experts of a merge given by ``slices``: the base (default: the first model) and every
+    other model in order of first appearance; a method that ignores θ_0 merges the base's layers too."""
+    models = slice_models(slices)
+    base = base if base is not None else models[0]
+    reads_base = spec is None or spec.requires_base
+    return base, [ExpertSpec(ref=m) for m in models if not (reads_base and m == base)]
 
 
 def _spec(method: str | None, problems: list[str]):

@@ -15,7 +15,7 @@ deploys plus a ``timeline`` section (step, accuracy, metrics).
 
 Parameters that varied per tensor are recorded as their schedules, in mergekit's YAML form
 (gradient lists, ``{filter, value}`` lists), and an output assembled from layer ranges records its
-``slices``: with :func:`hf_time.pipeline.tensor_params.tensor_values` the value every tensor got is
+``slices``: with :func:`hf_time.pipeline.tensor_values.tensor_values` the value every tensor got is
 derived from the lineage alone, and :meth:`Lineage.merge_config` writes them back unchanged.
 """
 
@@ -195,9 +195,15 @@ class Lineage:
         Parameters are the resolved ones (defaults included), so the file means the same thing under
         a later hf_time whose defaults differ.
         """
-        if self.kind == "moe" and self.base is not None:
-            return {**dict(self.details.get("config") or {}), "base_model": self.base.pinned,
-                    "experts": [{**dict(e.parameters), "source_model": e.pinned} for e in self.experts]}
+        if self.kind == "moe" and self.base is not None:  # the mergekit-moe YAML: `hf-time moe` reruns it
+            def entry(e: ExpertRecord) -> dict[str, Any]:
+                return {"source_model": e.pinned, **dict(e.parameters)}
+
+            config = {k: v for k, v in (self.details.get("config") or {}).items() if v is not None}
+            shared = [entry(e) for e in self.experts if e.details.get("role") == "shared"]
+            return {"base_model": self.base.pinned, **config,
+                    "experts": [entry(e) for e in self.experts if e.details.get("role") != "shared"],
+                    **({"shared_experts": shared} if shared else {})}
         if self.kind not in ("merge", "fold") or self.method is None or self.base is None:
             return None
         data: dict[str, Any] = {"merge_method": self.method.name, "base_model": self.base.pinned}

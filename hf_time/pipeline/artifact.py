@@ -124,6 +124,28 @@ def merge_lineage(plan: Plan, inputs: Inputs, folder: Path, output: Output) -> L
         output=OutputRecord(output.format, file_hashes(folder, output.files), plan.dtype, plan.device, output.details))
 
 
+def _expert_settings(e: Any) -> dict[str, Any]:
+    """An MoE expert's own settings as its lineage records them (prompts, residual scale when set)."""
+    out: dict[str, Any] = {"positive_prompts": list(e.positive_prompts)}
+    if e.negative_prompts:
+        out["negative_prompts"] = list(e.negative_prompts)
+    if e.residual_scale is not None:
+        out["residual_scale"] = e.residual_scale
+    return out
+
+
+def moe_lineage(config: Any, architecture: str, base: RefRecord, experts: Sequence[RefRecord],
+                shared: Sequence[RefRecord], folder: Path, files: Sequence[str], dtype: str | None,
+                facts: Mapping[str, Any]) -> Lineage:
+    """The lineage of an upcycled MoE (:mod:`hf_time.moe`): pinned inputs, each expert's prompts, the settings."""
+    records = [ExpertRecord(**vars(r), parameters=_expert_settings(e)) for r, e in zip(experts, config.experts)]
+    records += [ExpertRecord(**vars(r), parameters=_expert_settings(e), details={"role": "shared"})
+                for r, e in zip(shared, config.shared_experts)]
+    settings = {**config.to_yaml_dict(), "architecture": architecture}
+    return Lineage(kind="moe", base=base, experts=tuple(records), details={"config": settings, **dict(facts)},
+                   output=OutputRecord("model", file_hashes(folder, files), dtype))
+
+
 def revert_lineage(source: RefRecord, base: RefRecord, expert: ExpertRecord, details: Mapping[str, Any],
                    folder: Path, files: Sequence[str], fmt: str, dtype: str | None) -> Lineage:
     """The lineage of one expert rebuilt from an RMM snapshot."""
