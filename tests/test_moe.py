@@ -107,7 +107,7 @@ def test_qwen2_moe_shared_expert_random_router_and_a_rerun_from_merge_config(zoo
     ({"architecture": "deepseek"}, "architecture: 'deepseek' is not supported"),
     ({"experts": [{"source_model": "org/a", "positive_prompts": ["x"], "noise_scale": 0.1},
                   {"source_model": "org/b", "positive_prompts": ["y"]}]}, "experts[0].noise_scale: not supported"),
-    ({"gate_mode": "clever"}, "gate_mode: must be one of hidden, cheap_embed, random, uniform_random"),
+    ({"gate_mode": "clever"}, "gate_mode: must be one of hidden, hidden_last, hidden_avg, cheap_embed, random"),
 ])
 def test_bad_moe_configs_are_named_before_any_network_call(data, message):
     base = {"base_model": "org/base", "experts": [{"source_model": "org/a", "positive_prompts": ["x"]},
@@ -125,3 +125,27 @@ def test_an_architecture_that_cannot_hold_the_base_is_one_line(zoo, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err == "error: architecture mixtral takes llama or mistral models, but the base is 'qwen2'"
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("mode", ["hidden", "hidden_avg"])
+def test_hidden_routers_are_the_bases_hidden_states_of_the_prompts(zoo, tmp_path, mode):
+    from transformers import AutoModelForCausalLM
+
+    res = moe({"base_model": str(zoo["llama-base"]), "gate_mode": mode, "experts_per_token": 1,
+               "experts": [{"source_model": str(zoo["llama-a"]), "positive_prompts": ["w1 w2", "w5"]},
+                           {"source_model": str(zoo["llama-b"]), "positive_prompts": ["w40 w41 w42"]}]},
+              out=tmp_path / "moe", progress=False)
+    weights = load_file(str(res.out_dir / "model.safetensors"))
+    dense = AutoModelForCausalLM.from_pretrained(zoo["llama-base"], dtype=torch.float32).eval()
+
+    def state(ids):  # (layers, hidden): what enters each layer, at the last token or averaged over tokens
+        with torch.no_grad():
+            h = torch.stack(dense(torch.tensor([ids]), output_hidden_states=True).hidden_states[:-1])[:, 0]
+        return h.mean(1) if mode == "hidden_avg" else h[:, -1]
+
+    bos, w = 1, lambda i: i + 3
+    expected_a = normalized((state([bos, w(1), w(2)]) + state([bos, w(5)])) / 2)
+    expected_b = normalized(state([bos, w(40), w(41), w(42)]))
+    for layer in range(4):
+        torch.testing.assert_close(weights[f"model.layers.{layer}.mlp.gate.weight"],
+                                   torch.stack([expected_a[layer], expected_b[layer]]), rtol=0, atol=1e-5)

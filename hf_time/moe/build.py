@@ -90,11 +90,12 @@ def _gates(config: MoeConfig, base_dir: Path, base_ck: Checkpoint, stack, hidden
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
-        if config.gate_mode == "hidden":
+        if config.gate_mode.startswith("hidden"):
             from transformers import AutoModelForCausalLM
 
             model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).to(device).eval()
-            gates = prompt_gates(wanted, lambda prompts: hidden_vector(model, tokenizer, prompts))
+            average = config.gate_mode == "hidden_avg"
+            gates = prompt_gates(wanted, lambda prompts: hidden_vector(model, tokenizer, prompts, average))
             del model
         else:
             embed_name = next(n for n in base_ck.infos if n.endswith("embed_tokens.weight"))

@@ -4,7 +4,7 @@
 
     base_model: org/base              # attention, norms, embeddings and head come from here
     architecture: mixtral             # or qwen2_moe (alias: qwen); default: mixtral for Llama/Mistral, qwen2_moe for Qwen2
-    gate_mode: hidden                 # hidden | cheap_embed | random | uniform_random
+    gate_mode: hidden                 # hidden (= hidden_last) | hidden_avg | cheap_embed | random | uniform_random
     experts_per_token: 2
     dtype: bfloat16
     experts:
@@ -27,7 +27,7 @@ from typing import Any
 from hf_time import schema
 from hf_time.errors import ConfigError
 
-GATE_MODES = ("hidden", "cheap_embed", "random", "uniform_random")
+GATE_MODES = ("hidden", "hidden_last", "hidden_avg", "cheap_embed", "random", "uniform_random")
 ARCHITECTURES = ("mixtral", "qwen2_moe")
 _ARCH_ALIASES = {"qwen": "qwen2_moe", "qwen2": "qwen2_moe", "qwen2_moe": "qwen2_moe", "mixtral": "mixtral"}
 # Dense model types each output architecture can take its attention from unchanged.
@@ -81,7 +81,7 @@ def check(config: MoeConfig, problems: list[str]) -> None:
                         "deepseek and qwen3 outputs are not implemented)")
     if config.shared_experts and len(config.shared_experts) > 1:
         problems.append("shared_experts: at most one (qwen2_moe has a single shared expert)")
-    prompts = config.gate_mode in ("hidden", "cheap_embed")
+    prompts = config.gate_mode not in ("random", "uniform_random")
     for where, experts in (("experts", config.experts), ("shared_experts", config.shared_experts)):
         for i, e in enumerate(experts):
             if e.noise_scale is not None:

@@ -4,9 +4,10 @@ A router's logits are ``W·h`` for the hidden state ``h`` entering the MoE block
 that points where an expert's prompts put ``h`` sends those tokens to that expert. The modes are
 mergekit-moe's:
 
-* ``hidden``: the base model's hidden state at the last token of each prompt, per layer (the
-  input of that layer), averaged over the expert's positive prompts, minus the same for its
-  negative prompts, normalised per layer;
+* ``hidden`` (alias ``hidden_last``): the base model's hidden state at the last token of each
+  prompt, per layer (the input of that layer), averaged over the expert's positive prompts, minus
+  the same for its negative prompts, normalised per layer; ``hidden_avg``: the mean over the
+  prompt's tokens instead of the last one;
 * ``cheap_embed``: the sum of the prompts' token embeddings (no forward pass), normalised, the
   same for every layer;
 * ``random``: standard normal; ``uniform_random``: U(−1/√d, 1/√d), torch.nn.Linear's own init.
@@ -37,15 +38,19 @@ def _ids(tokenizer: Any, prompt: str) -> list[int]:
     return ([bos] if bos is not None else []) + list(ids)
 
 
-def hidden_vector(model: Any, tokenizer: Any, prompts: Sequence[str]) -> Tensor:
-    """Per layer, the mean over ``prompts`` of the hidden state at the last token entering that layer: (L, H)."""
+def hidden_vector(model: Any, tokenizer: Any, prompts: Sequence[str], average: bool = False) -> Tensor:
+    """Per layer, the mean over ``prompts`` of the hidden state entering that layer: (L, H).
+
+    The state is the last token's, or with ``average`` the mean over the prompt's tokens.
+    """
     rows = []
     device = next(model.parameters()).device
     with torch.no_grad():
         for prompt in prompts:
             ids = torch.tensor([_ids(tokenizer, prompt)], device=device)
             out = model(input_ids=ids, output_hidden_states=True, return_dict=True)
-            rows.append(torch.stack(out.hidden_states[:-1])[:, 0, -1, :].float().cpu())  # (L, H)
+            states = torch.stack(out.hidden_states[:-1])[:, 0].float().cpu()  # (L, tokens, H)
+            rows.append(states.mean(1) if average else states[:, -1])
     return torch.stack(rows).mean(0)
 
 
