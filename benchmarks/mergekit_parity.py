@@ -196,6 +196,11 @@ def _cases(m: Callable[[str], str]) -> dict[str, dict[str, Any]]:
             "merge_method": "linear", "base_model": m("base"),
             "models": [{"model": m("base"), "parameters": {"weight": 0.4}}, {"model": m("v"), "parameters": {"weight": 0.6}}],
             "tokenizer_source": "union", "dtype": "float32"},
+        "passthrough_union_vocabularies": {
+            "merge_method": "passthrough", "base_model": m("base"), "tokenizer_source": "union",
+            "slices": [{"sources": [{"model": m("base"), "layer_range": [0, 2]}]},
+                       {"sources": [{"model": m("v"), "layer_range": [2, 4]}]}],
+            "dtype": "float32"},
         "tokenizer_source_model": {
             "merge_method": "slerp", "base_model": m("base"),
             "models": [{"model": m("base")}, {"model": m("v")}],

@@ -103,6 +103,8 @@ def test_passthrough_stacks_layer_ranges_and_renumbers_them(llama, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(res.out_dir)
     assert len(model.model.layers) == 6
     assert res.lineage.slices[1]["sources"][0]["layer_range"] == [1, 4]
+    card = (res.out_dir / "README.md").read_text()
+    assert "assembled from 2 slices of layer ranges (6 layers)" in card and "layer_range:" in card
 
 
 def test_qwen2_passthrough_rebuilds_layer_types_so_transformers_loads_it(zoo, tmp_path):
@@ -155,6 +157,7 @@ def test_tokenizer_source_union_aligns_embeddings_token_by_token(zoo, tmp_path):
     assert sorted(vocab.values()) == list(range(58))
     assert [vocab[f"x{i}"] for i in range(9)] == list(range(48, 57))  # new tokens appended in v's id order
     assert res.lineage.tokenizer == {"tokenizer_source": "union"}
+    assert "Vocabulary: `tokenizer_source: union`" in (res.out_dir / "README.md").read_text()
 
 
 def test_chat_template_is_set_on_the_carried_tokenizer(zoo, tmp_path):

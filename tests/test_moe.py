@@ -149,3 +149,28 @@ def test_hidden_routers_are_the_bases_hidden_states_of_the_prompts(zoo, tmp_path
     for layer in range(4):
         torch.testing.assert_close(weights[f"model.layers.{layer}.mlp.gate.weight"],
                                    torch.stack([expected_a[layer], expected_b[layer]]), rtol=0, atol=1e-5)
+
+
+def test_a_moe_of_hub_models_is_published_pinned_with_its_card(hub, api, zoo, tmp_path, repo_name):
+    from huggingface_hub import ModelCard
+
+    from conftest import HUB_TOKEN
+    from hf_time.hub import Hub
+
+    for k in ("base", "a", "b"):
+        api.create_repo(f"{repo_name}-{k}", exist_ok=True)
+        api.upload_folder(repo_id=f"{repo_name}-{k}", folder_path=str(zoo[f"llama-{k}"]))
+    h = Hub(endpoint=hub.url, token=HUB_TOKEN)
+    res = moe({"base_model": f"{repo_name}-base", "gate_mode": "cheap_embed",
+               "experts": [{"source_model": f"{repo_name}-a", "positive_prompts": ["w1"]},
+                           {"source_model": f"{repo_name}-b", "positive_prompts": ["w2"]}]},
+              out=tmp_path / "moe", push_to=f"{repo_name}-moe", tag="v1", hub=h, progress=False)
+    assert res.published.changed and res.published.tag == "v1"
+    files = set(api.list_repo_files(f"{repo_name}-moe"))
+    assert {"model.safetensors", "config.json", "hf_time.json", "merge_config.yaml", "README.md", "tokenizer.json"} <= files
+    card = ModelCard.load(f"{repo_name}-moe", token=HUB_TOKEN)
+    assert card.data.base_model == [f"{repo_name}-base", f"{repo_name}-a", f"{repo_name}-b"]
+    assert card.data.base_model_relation == "merge" and "moe" in card.data.tags
+    pinned = yaml.safe_load((res.out_dir / "merge_config.yaml").read_text())
+    assert pinned["base_model"] == f"{repo_name}-base@{api.model_info(f'{repo_name}-base').sha}"
+    assert "hf-time moe merge_config.yaml" in card.text
