@@ -239,3 +239,19 @@ def test_request_problems_are_named_before_any_network_call(data, message):
     with pytest.raises(ConfigError) as err:
         make_plan(merge_config_from_dict(data))
     assert any(p.startswith(message) for p in err.value.problems), err.value.problems
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "recipes" / "mergekit").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_mergekit_recipe_loads_and_names_its_command(path):
+    from hf_time.moe.config import load_moe_config
+    from hf_time.pipeline.plan import make_plan
+
+    first = path.read_text().splitlines()[0]
+    command = "moe" if path.name == "moe.yaml" else "merge"
+    assert first.startswith(f"# hf-time {command} recipes/mergekit/{path.name} --out ")
+    if command == "moe":
+        assert load_moe_config(path).experts_per_token == 1
+    else:
+        plan = make_plan(load_merge_config(path))  # planning needs no network
+        assert plan.tensor_params is not None
