@@ -157,7 +157,26 @@ def test_tokenizer_source_union_aligns_embeddings_token_by_token(zoo, tmp_path):
     assert sorted(vocab.values()) == list(range(58))
     assert [vocab[f"x{i}"] for i in range(9)] == list(range(48, 57))  # new tokens appended in v's id order
     assert res.lineage.tokenizer == {"tokenizer_source": "union"}
+    assert tok.chat_template.startswith("{% for m in messages %}llama-base:")  # the base's, carried over
     assert "Vocabulary: `tokenizer_source: union`" in (res.out_dir / "README.md").read_text()
+
+
+def test_tokenizer_source_model_takes_that_models_tokenizer_and_chat_template(zoo, tmp_path):
+    from transformers import AutoTokenizer
+
+    v_dir = zoo["qwen2-v"]
+    res = _run(tmp_path, {"merge_method": "task_arithmetic", "base_model": str(zoo["qwen2-base"]),
+                          "tokenizer_source": str(v_dir), "models": [{"model": str(zoo["qwen2-a"])}, {"model": str(v_dir)}]})
+    tok, theirs = AutoTokenizer.from_pretrained(res.out_dir), AutoTokenizer.from_pretrained(v_dir)
+    assert tok.get_vocab() == theirs.get_vocab() and tok.chat_template == theirs.chat_template
+    out, base, a, v = _w(res.out_dir), _w(zoo["qwen2-base"]), _w(zoo["qwen2-a"]), _w(v_dir)
+    vb, vv = AutoTokenizer.from_pretrained(zoo["qwen2-base"]).get_vocab(), theirs.get_vocab()
+    emb = "model.embed_tokens.weight"
+    # w3: everyone knows it: θ_0 + (a − θ_0) + (v − θ_0); x2: only v knows it, so every input's row is v's
+    torch.testing.assert_close(out[emb][vv["w3"]], a[emb][vb["w3"]] + v[emb][vv["w3"]] - base[emb][vb["w3"]],
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(out[emb][vv["x2"]], v[emb][vv["x2"]], rtol=0, atol=1e-6)
+    assert json.loads((res.out_dir / "config.json").read_text())["vocab_size"] == len(vv)
 
 
 def test_chat_template_is_set_on_the_carried_tokenizer(zoo, tmp_path):
