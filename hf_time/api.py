@@ -1,5 +1,8 @@
 """The Python API: merge, fold and revert models given by Hub id or folder, optionally publishing them.
 
+:func:`tensor_values` answers, for a merged snapshot, which parameter values one of its tensors got
+(gradients, filters, slices); :func:`moe` upcycles dense experts of one base into a mixture of experts.
+
 Every function here builds a request and hands it to :mod:`hf_time.pipeline`, the one chain of
 resolve -> plan -> execute -> artifact -> snapshot -> publish that every kind of method runs
 through; ``hf-time merge`` and ``hf-time revert`` call the same functions.
@@ -10,13 +13,17 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-from hf_time.config import ExpertSpec, MergeConfig
+from hf_time.config import ExpertSpec, MergeConfig, slice_inputs
 from hf_time.errors import ConfigError
 from hf_time.hub import Hub
 from hf_time.merges import get
+from hf_time.moe.build import MoeResult, build_moe
+from hf_time.moe.config import MoeConfig, moe_config_from_dict
 from hf_time.pipeline import MergeResult, RunOptions, run, run_revert
+from hf_time.pipeline.tensor_values import TensorValues, tensor_values
+from hf_time.slices import from_data as slices_from_data
 
-__all__ = ["MergeResult", "fold", "merge", "revert"]
+__all__ = ["MergeResult", "MoeResult", "TensorValues", "fold", "merge", "moe", "revert", "tensor_values"]
 
 
 def merge(
@@ -32,6 +39,9 @@ def merge(
     lines: tuple[float, float] | None = None,
     previous: str | os.PathLike | None = None,
     config: MergeConfig | None = None,
+    slices: Sequence[Any] | None = None,
+    tokenizer_source: str | None = None,
+    chat_template: str | None = None,
     push_to: str | None = None,
     tag: str | None = None,
     private: bool | None = None,
@@ -54,8 +64,17 @@ def merge(
         base: θ_0 as ``org/name[@rev]`` or a folder.
         experts: expert references (or :class:`ExpertSpec` with weight and per-expert params).
         method: registry name (``hf-time ls``).
-        params: method parameters by public name, e.g. ``{"density": 0.5, "lambda": 1.0}``.
-        weights: one weight per expert (default 1.0 each).
+        params: method parameters by public name, e.g. ``{"density": 0.5, "lambda": 1.0}``; any value may
+            be a gradient over the layers (``{"t": [0, 0.5, 1]}``) or a filter list
+            (``{"t": [{"filter": "mlp", "value": 0.3}, {"value": 0.5}]}``), as in mergekit.
+        weights: one weight per expert (default 1.0 each); a weight may be a gradient or filter list too.
+        slices: assemble the output from layer ranges, mergekit's ``slices``: a list of
+            ``{"sources": [{"model": REF, "layer_range": [a, b], "parameters": {...}}], "parameters": {...}}``
+            (or :class:`~hf_time.slices.OutputSlice`); ``experts`` may then be empty (they are the
+            slices' models). With ``passthrough`` this stacks layers.
+        tokenizer_source: ``base``, ``union`` or one input's reference: the output vocabulary, every
+            input's embeddings aligned to it.
+        chat_template: a Jinja chat template for the output tokenizer, or ``auto`` (the inputs' most common).
         out: output folder (must not exist unless ``overwrite``).
         dtype: output dtype of floating tensors (default: the base's).
         device: ``cpu`` or ``cuda[:i]``.
@@ -77,6 +96,15 @@ def merge(
         RepoNotFoundError, RevisionNotFoundError, IncompatibleExpertsError, UnsafeCheckpointError:
             found from metadata, before any weight is downloaded.
     """
+    if config is None and slices is not None:
+        problems: list[str] = []
+        typed = slices_from_data(slices, problems)
+        if problems:
+            raise ConfigError.from_problems("invalid slices", problems)
+        ref, specs = slice_inputs(get(method), None if base is None else os.fspath(base), typed)
+        config = MergeConfig(base=ref, experts=tuple(specs), method=method, params=dict(params or {}), dtype=dtype,
+                             device=device, lines=lines, slices=typed, tokenizer_source=tokenizer_source,
+                             chat_template=chat_template)
     if config is None:
         specs = [e if isinstance(e, ExpertSpec) else ExpertSpec(ref=os.fspath(e)) for e in experts]
         if weights is not None:
@@ -91,7 +119,8 @@ def merge(
             base = specs[0].ref
         config = MergeConfig(base=os.fspath(base), experts=tuple(specs), method=method, params=dict(params or {}),
                              dtype=dtype, device=device, lines=lines,
-                             previous=None if previous is None else os.fspath(previous))
+                             previous=None if previous is None else os.fspath(previous),
+                             tokenizer_source=tokenizer_source, chat_template=chat_template)
     options = RunOptions(out=os.fspath(out) if out is not None else config.out, overwrite=overwrite,
                          allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite, max_shard_size=max_shard_size, push_to=push_to or config.push_to,
                          tag=tag or config.tag, private=private, title=title, progress=progress)
@@ -155,3 +184,28 @@ def revert(ref: str | os.PathLike, expert: int | str, *, out: str | os.PathLike,
                          max_shard_size=max_shard_size, push_to=push_to, tag=tag, private=private, title=title,
                          progress=progress)
     return run_revert(ref, expert, options, dense=dense, dtype=dtype, hub=hub)
+
+
+def moe(config: MoeConfig | Mapping[str, Any], *, out: str | os.PathLike | None = None, overwrite: bool = False,
+        push_to: str | None = None, tag: str | None = None, private: bool | None = None, hub: Hub | None = None,
+        progress: bool = True, title: str | None = None) -> MoeResult:
+    """Upcycle dense experts of one base into a Mixtral or Qwen2-MoE model (what ``hf-time moe`` runs).
+
+    Args:
+        config: a :class:`~hf_time.moe.config.MoeConfig`, or the same as plain data (mergekit-moe's keys:
+            ``base_model``, ``experts: [{source_model, positive_prompts, negative_prompts}]``,
+            ``gate_mode``, ``experts_per_token``, ``architecture``, ``shared_experts``, ``dtype``).
+        out: output folder (default: the config's ``out``).
+        push_to, tag, private: publish the result as one commit.
+
+    Returns:
+        A :class:`~hf_time.moe.build.MoeResult` whose lineage has kind ``moe``.
+
+    Raises:
+        ConfigError: a bad config (every problem at once, before any network call).
+        IncompatibleExpertsError: an expert that is not a finetune of the base.
+    """
+    if not isinstance(config, MoeConfig):
+        config = moe_config_from_dict(dict(config))
+    return build_moe(config, out=None if out is None else os.fspath(out), overwrite=overwrite, push_to=push_to,
+                     tag=tag, private=private, hub=hub, progress=progress, title=title)

@@ -97,8 +97,19 @@ def render_merge_card(lineage: Lineage, title: str | None = None) -> str:
         step=(lineage.state or {}).get("t"),
         all_pinned=all(r.repo_id for r in lineage.inputs()),
         config_yaml=config_yaml(lineage),
+        slices=len(lineage.slices),
+        num_layers=lineage.output.details.get("num_layers"),
+        tokenizer_source=_vocabulary(lineage),
     )
     return str(card)
+
+
+def _vocabulary(lineage: Lineage) -> str | None:
+    """The card's word for ``tokenizer_source``: base, union, or the model's name (never a local path)."""
+    source = (lineage.tokenizer or {}).get("tokenizer_source")
+    if source in (None, "base", "union"):
+        return source
+    return source.split("@")[0].rstrip("/").split("/")[-1]
 
 
 def _flat(d: Any) -> dict[str, Any]:

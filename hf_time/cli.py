@@ -21,6 +21,7 @@ import logging
 import sys
 from typing import Sequence
 
+from hf_time.cli_common import add_publish_args, print_published  # noqa: F401 - re-exported for sub-commands
 from hf_time.errors import ConfigError, HfTimeError
 
 logger = logging.getLogger("hf_time")
@@ -55,24 +56,6 @@ def _add_merge(sub) -> None:
     p.add_argument("--allow-nonfinite", action="store_true", help="write a merge holding NaN/Inf instead of refusing it")
     add_publish_args(p)
     p.set_defaults(func=cmd_merge)
-
-
-def add_publish_args(p: argparse.ArgumentParser) -> None:
-    """The options every command that writes a model shares: where to publish it, and quiet."""
-    p.add_argument("--push-to", metavar="REPO_ID", help="publish the result to this Hub repo as one commit")
-    p.add_argument("--tag", help="tag the published commit")
-    p.add_argument("--private", action="store_true", default=None, help="create the Hub repo private")
-    p.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def print_published(pub) -> None:
-    """One line per published commit (never the token)."""
-    if pub is None:
-        return
-    state = "new commit" if pub.changed else "unchanged, no new commit"
-    print(f"published -> {pub.repo_id}@{pub.commit} ({state}){' tag ' + pub.tag if pub.tag else ''}")
-    print(f"  {pub.url}")
 
 
 def cmd_merge(args) -> int:
@@ -222,9 +205,10 @@ def _extra_commands():
     """Commands contributed by other modules (low-rank merging, timelines). Imported explicitly: a broken
     module must fail loudly, not make its commands silently disappear."""
     from hf_time.lowrank import cli as lowrank_cli
+    from hf_time.moe import cli as moe_cli
     from hf_time.timeline import cli as timeline_cli
 
-    return [lowrank_cli.add_commands, timeline_cli.add_commands]
+    return [lowrank_cli.add_commands, timeline_cli.add_commands, moe_cli.add_commands]
 
 
 def one_line(error: BaseException) -> str:

@@ -1,11 +1,14 @@
 """Typed merge requests, from Python, the CLI, or YAML (hf_time's or mergekit's).
 
-The YAML schema is mergekit's (``merge_method``, ``base_model``, ``models: [{model, parameters}]``,
-``parameters``, ``dtype``) plus a few hf_time keys (``device``, ``lines``, ``previous``, ``out``,
-``push_to``, ``tag``), declared once as :class:`MergeFile` with :func:`hf_time.schema.field`, the
-same mechanism that declares method parameters and the timeline YAML. Loading reports every problem
-at once, each with its key path: unknown keys (with the closest valid one), wrong types, and — when
-the method is known — its parameters and per-model parameters (``lamda``, ``models[1].parameters.densty``).
+The YAML schema is mergekit's (``merge_method``, ``base_model``, ``models: [{model, parameters}]`` or
+``slices: [{sources: [{model, layer_range, parameters}]}]``, ``parameters``, ``dtype``,
+``tokenizer_source``, ``chat_template``) plus a few hf_time keys (``device``, ``lines``, ``previous``,
+``out``, ``push_to``, ``tag``), declared once as :class:`MergeFile` with :func:`hf_time.schema.field`,
+the same mechanism that declares method parameters and the timeline YAML. Any parameter may be a
+gradient or a filter list (:mod:`hf_time.schedules`); values are kept as written in the request
+and checked by the plan. Loading reports every problem at once, each with its key path: unknown
+keys (with the closest valid one), wrong types, and — when the method is known — its parameters
+and per-model parameters (``lamda``, ``models[1].parameters.densty``, ``parameters.t[1].filtr``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import yaml
 
 from hf_time import schema
 from hf_time.errors import ConfigError, UnknownMethodError
+from hf_time.schedules import is_setting, parse
+from hf_time.slices import OutputSlice, slice_models
+from hf_time.slices import to_data as slices_to_data
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +34,13 @@ _IGNORED_PARAMS = {"int8_mask"}
 
 @dataclass(frozen=True)
 class ExpertSpec:
-    """One expert: a reference plus its weight and per-expert method parameters (e.g. density)."""
+    """One expert: a reference plus its weight and per-expert method parameters (e.g. density).
+
+    ``weight`` and the parameters may be gradients or filter lists, as mergekit writes them.
+    """
 
     ref: str
-    weight: float = 1.0
+    weight: float | list[Any] = 1.0
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -43,7 +52,14 @@ class MergeConfig:
         base: reference of θ_0 (``org/name[@rev]`` or a folder).
         experts: the experts, in order.
         method: registry name.
-        params: method parameters by public name (``density``, ``lambda``...).
+        params: method parameters by public name (``density``, ``lambda``...): values, gradients
+            (``[0, 0.5, 1]``) or filter lists (``[{filter: mlp, value: 0.3}, {value: 0.5}]``); with
+            ``slices`` also a default ``weight``.
+        slices: the output assembled from layer ranges (None: whole models); ``experts`` then lists
+            the models the slices merge (the base excluded for methods reading θ_0).
+        tokenizer_source: ``base``, ``union`` or a model reference: the output's vocabulary, with the
+            embeddings of every input aligned to it (None: the base's files are carried over as they are).
+        chat_template: a Jinja chat template for the output tokenizer (None: the carried one).
         dtype: output dtype of floating tensors (None keeps the base's).
         device: where to compute.
         lines: (alpha, beta) LiNeS layer scaling, or None.
@@ -62,14 +78,24 @@ class MergeConfig:
     out: str | None = None
     push_to: str | None = None
     tag: str | None = None
+    slices: tuple[OutputSlice, ...] | None = None
+    tokenizer_source: str | None = None
+    chat_template: str | None = None
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The mergekit-compatible YAML form (the inverse of :func:`merge_config_from_dict`)."""
-        d: dict[str, Any] = {"merge_method": self.method, "base_model": self.base, "models": []}
-        for e in self.experts:
-            d["models"].append({"model": e.ref, "parameters": {"weight": e.weight, **dict(e.params)}})
+        d: dict[str, Any] = {"merge_method": self.method, "base_model": self.base}
+        if self.slices:
+            d["slices"] = slices_to_data(self.slices)
+        else:
+            d["models"] = [{"model": e.ref, "parameters": {"weight": e.weight, **dict(e.params)}}
+                           for e in self.experts]
         if self.params:
             d["parameters"] = dict(self.params)
+        if self.tokenizer_source:
+            d["tokenizer_source"] = self.tokenizer_source
+        if self.chat_template:
+            d["chat_template"] = self.chat_template
         if self.dtype:
             d["dtype"] = self.dtype
         if self.lines:
@@ -103,7 +129,9 @@ class MergeFile:
     """A merge config file, as written (mergekit's keys plus hf_time's)."""
 
     merge_method: str = schema.field(help="registry method (`hf-time ls`)")
-    models: tuple[ModelEntry | str, ...] = schema.field(help="the experts: [{model: REF, parameters: {...}}]")
+    models: tuple[ModelEntry | str, ...] | None = schema.field(None, "the experts: [{model: REF, parameters: {...}}]")
+    slices: tuple[OutputSlice, ...] | None = schema.field(
+        None, "instead of models: [{sources: [{model, layer_range: [a, b], parameters}], parameters}]")
     base_model: str | None = schema.field(None, "θ_0: org/name[@rev] or a folder")
     parameters: Mapping[str, Any] = schema.field(default_factory=dict, help="method parameters")
     dtype: str | None = schema.field(None, "output dtype of floating tensors")
@@ -114,20 +142,38 @@ class MergeFile:
     out: str | None = schema.field(None, "output folder")
     push_to: str | None = schema.field(None, "Hub repo to publish to")
     tag: str | None = schema.field(None, "tag of the published commit")
-    tokenizer_source: str | None = schema.field(None, "only 'base': the base's tokenizer is carried over")
+    tokenizer_source: str | None = schema.field(None, "the output vocabulary: base, union, or a model reference")
+    chat_template: str | None = schema.field(None, "a Jinja chat template for the output tokenizer")
     name: str | None = schema.field(None, "a name for the merge (informational)")
 
 
-def _scalars(values: Mapping[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
-    """Parameters with one value each; mergekit's per-layer gradients and per-tensor filters are refused."""
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, (list, dict)):
-            problems.append(f"{schema.key_path(where, key)}: per-tensor filters and layer gradients are not supported "
-                            f"({value!r}); use a single value")
-        else:
-            out[key] = value
-    return out
+# mergekit slice keys hf_time does not run, with the reason (a clear line instead of "unknown key").
+_REFUSED_SLICE_KEYS = {
+    "base_model": "a per-slice base model is not supported; give one base_model for the whole merge",
+    "residual_weight": "residual_weight is not supported (mergekit documents no semantics for it)",
+}
+
+
+def _refuse_slice_keys(data: dict, problems: list[str]) -> None:
+    for k, entry in enumerate(data.get("slices") or []):
+        if isinstance(entry, Mapping):
+            for key, why in _REFUSED_SLICE_KEYS.items():
+                if key in entry:
+                    problems.append(f"slices[{k}].{key}: {why}")
+            data["slices"][k] = {key: v for key, v in entry.items() if key not in _REFUSED_SLICE_KEYS}
+
+
+def _chain_weight(own: Any, default: Any, where: str, problems: list[str]) -> Any:
+    """An expert's weight as written, falling back to the global ``weight`` where its filters match nothing."""
+    if own is None:
+        return default
+    if not is_setting(own):
+        return own
+    mine = parse(own, where, problems)
+    if mine is None or mine.rules[-1].filter is None or not (is_setting(default) or default != 1.0):
+        return own
+    theirs = parse(default, "parameters.weight", problems)
+    return own if theirs is None else mine.then(theirs).to_data()
 
 
 def merge_config_from_dict(data: Any, source: str = "config") -> MergeConfig:
@@ -140,43 +186,46 @@ def merge_config_from_dict(data: Any, source: str = "config") -> MergeConfig:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     data = dict(data)
-    if "slices" in data:
-        data.pop("slices")
-        problems.append("slices: layer-range merges are not supported; list whole models under 'models'")
+    if isinstance(data.get("slices"), list):
+        data["slices"] = list(data["slices"])
+        _refuse_slice_keys(data, problems)
     parsed = schema.read(MergeFile, data, problems=problems)
-    for key in ("merge_method", "models"):
-        if key not in data:
-            problems.append(f"{key}: required" + (" (e.g. 'ties'; see `hf-time ls`)" if key == "merge_method" else
-                                                 " (a non-empty list of {model: REF, parameters: {...}})"))
+    if "merge_method" not in data:
+        problems.append("merge_method: required (e.g. 'ties'; see `hf-time ls`)")
+    if ("models" in data) == ("slices" in data):
+        problems.append("models: required (a non-empty list of {model: REF, parameters: {...}}), or slices instead"
+                        if "models" not in data else "models, slices: give one of them, not both")
     method, base = parsed.get("merge_method"), parsed.get("base_model")
-    if parsed.get("tokenizer_source") not in (None, "base"):
-        problems.append("tokenizer_source: only 'base' is supported (the base's tokenizer is carried over)")
+    spec = _spec(method, problems)
     params = dict(parsed.get("parameters") or {})
-    default_weight = params.pop("weight", 1.0)
     for key in _IGNORED_PARAMS & set(params):
         params.pop(key)
         logger.info("ignoring mergekit parameter %r (no effect on the result in hf_time)", key)
-    params = _scalars(params, "parameters", problems)
+    slices = parsed.get("slices")
     experts: list[ExpertSpec] = []
     positions: list[int] = []
-    models = parsed.get("models")
-    if "models" in parsed and not models:
-        problems.append("models: must list at least one model")
-    for i, entry in enumerate(models or ()):
-        entry = ModelEntry(model=entry) if isinstance(entry, str) else entry
-        own = dict(entry.parameters)
-        weight = own.pop("weight", default_weight)
-        own = _scalars(own, f"models[{i}].parameters", problems)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            problems.append(f"models[{i}].parameters.weight: expected a number, got {weight!r}")
-            weight = 1.0
-        # mergekit lists the base among the models for task-vector methods; its task vector is zero
-        # and mergekit skips it, so drop it here (it stays an expert for `linear`).
-        if entry.model == base and method != "linear":
-            continue
-        experts.append(ExpertSpec(ref=entry.model, weight=float(weight), params=own))
-        positions.append(i)
-    _check_method(method, base, params, experts, positions, problems)
+    if slices is not None:
+        base, experts = slice_inputs(spec, base, slices)
+    else:
+        default_weight = params.pop("weight", 1.0)
+        models = parsed.get("models")
+        if "models" in parsed and not models:
+            problems.append("models: must list at least one model")
+        for i, entry in enumerate(models or ()):
+            entry = ModelEntry(model=entry) if isinstance(entry, str) else entry
+            own = dict(entry.parameters)
+            weight = _chain_weight(own.pop("weight", None), default_weight, f"models[{i}].parameters.weight", problems)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float, list, tuple, Mapping)):
+                problems.append(f"models[{i}].parameters.weight: expected a number, got {weight!r}")
+                weight = 1.0
+            # mergekit lists the base among the models for task-vector methods; its task vector is zero
+            # and mergekit skips it, so drop it here (it stays an expert for `linear`).
+            if entry.model == base and method != "linear":
+                continue
+            experts.append(ExpertSpec(ref=entry.model, weight=weight, params=own))
+            positions.append(i)
+    if spec is not None:
+        _check_method(spec, base, params, experts, positions, slices, problems)
     if problems:
         raise ConfigError.from_problems(f"invalid merge config {source}", problems)
     lines = parsed.get("lines")
@@ -184,26 +233,43 @@ def merge_config_from_dict(data: Any, source: str = "config") -> MergeConfig:
         base=base if base is not None else experts[0].ref, experts=tuple(experts), method=method, params=params,
         dtype=parsed.get("dtype") or parsed.get("out_dtype"), device=parsed.get("device", "cpu"),
         lines=None if lines is None else (lines.alpha, lines.beta), previous=parsed.get("previous"),
-        out=parsed.get("out"), push_to=parsed.get("push_to"), tag=parsed.get("tag"))
+        out=parsed.get("out"), push_to=parsed.get("push_to"), tag=parsed.get("tag"), slices=slices,
+        tokenizer_source=parsed.get("tokenizer_source"), chat_template=parsed.get("chat_template"))
 
 
-def _check_method(method: str | None, base: str | None, params: Mapping[str, Any], experts: list[ExpertSpec],
-                  positions: list[int], problems: list[str]) -> None:
-    """The method's own checks on the file's parameters, so a typo anywhere shows up in the same error."""
+def slice_inputs(spec, base: str | None, slices) -> tuple[str, list[ExpertSpec]]:
+    """The base and experts of a merge given by ``slices``: the base (default: the first model) and every
+    other model in order of first appearance; a method that ignores θ_0 merges the base's layers too."""
+    models = slice_models(slices)
+    base = base if base is not None else models[0]
+    reads_base = spec is None or spec.requires_base
+    return base, [ExpertSpec(ref=m) for m in models if not (reads_base and m == base)]
+
+
+def _spec(method: str | None, problems: list[str]):
     if method is None:
-        return
+        return None
     from hf_time.merges import get
 
     try:
-        spec = get(method)
+        return get(method)
     except UnknownMethodError as e:
         problems.append(f"merge_method: {e}")
-        return
+        return None
+
+
+def _check_method(spec, base: str | None, params: Mapping[str, Any], experts: list[ExpertSpec],
+                  positions: list[int], slices, problems: list[str]) -> None:
+    """The method's own checks on the file's parameters, so a typo anywhere shows up in the same error."""
+    from hf_time.pipeline.tensor_params import plan_tensor_params
+
     if base is None and spec.requires_base:
-        problems.append(f"base_model: required for {method!r}")
-    spec.collect_config(params, problems, path="parameters")
-    spec.collect_expert_params([e.params for e in experts], problems,
-                               path=lambda i: f"models[{positions[i]}].parameters")
+        problems.append(f"base_model: required for {spec.name!r}")
+    split = plan_tensor_params(spec, params, base or "", experts, slices, problems,
+                               where=lambda i: f"models[{positions[i]}].parameters")
+    spec.collect_config(split.params, problems, path="parameters")
+    if slices is None:  # with slices, each source's parameters were checked with the slices
+        spec.collect_expert_params(split.expert_params, problems, path=lambda i: f"models[{positions[i]}].parameters")
 
 
 def load_merge_config(path: str | os.PathLike) -> MergeConfig:

@@ -9,8 +9,14 @@ parameter resolved (defaults included).
 
 Kinds (:data:`KINDS`): ``merge`` (a dense or low-rank merge), ``fold`` (a sequential merge of one
 expert into a previous snapshot, with the method's state), ``revert`` (one expert rebuilt from an
-RMM snapshot), ``train`` (an expert finetuned from an init model). A timeline snapshot is the
-lineage of the node it deploys plus a ``timeline`` section (step, accuracy, metrics).
+RMM snapshot), ``train`` (an expert finetuned from an init model), ``moe`` (dense experts of one
+base upcycled into a mixture-of-experts model). A timeline snapshot is the lineage of the node it
+deploys plus a ``timeline`` section (step, accuracy, metrics).
+
+Parameters that varied per tensor are recorded as their schedules, in mergekit's YAML form
+(gradient lists, ``{filter, value}`` lists), and an output assembled from layer ranges records its
+``slices``: with :func:`hf_time.pipeline.tensor_values.tensor_values` the value every tensor got is
+derived from the lineage alone, and :meth:`Lineage.merge_config` writes them back unchanged.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from hf_time.errors import ConfigError
 
 LINEAGE_FILE = "hf_time.json"
 SCHEMA_VERSION = 2
-KINDS = ("merge", "fold", "revert", "train")
+KINDS = ("merge", "fold", "revert", "train", "moe")
 FORMATS = ("model", "adapter", "rmm")  # a transformers folder, a PEFT adapter, a reversible snapshot
 
 
@@ -69,9 +75,12 @@ class RefRecord:
 
 @dataclass(frozen=True)
 class ExpertRecord(RefRecord):
-    """An expert of a merge: its reference, weight, per-expert parameters and output-specific figures."""
+    """An expert of a merge: its reference, weight, per-expert parameters and output-specific figures.
 
-    weight: float = 1.0
+    ``weight`` and ``parameters`` values are numbers, or schedules in YAML form when they varied per tensor.
+    """
+
+    weight: float | list[Any] = 1.0
     parameters: Mapping[str, Any] = field(default_factory=dict)
     name: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
@@ -124,6 +133,9 @@ class Lineage:
         timeline: a timeline snapshot's section (step, node, accuracy matrix, metrics).
         evaluation: scores measured on this output, one mapping per (task, metric): ``task``, ``metric``,
             ``value`` and optionally ``dataset``, ``split``, ``n`` (examples); they go into the card's model-index.
+        slices: an output assembled from layer ranges: per output slice its ``sources`` (``model``
+            pinned, ``layer_range``, ``parameters``) and ``parameters``, in mergekit's YAML form.
+        tokenizer: the output vocabulary's ``tokenizer_source`` (a model pinned) and ``chat_template``.
         hf_time_version, schema_version: who wrote it, in which format.
     """
 
@@ -138,6 +150,8 @@ class Lineage:
     details: Mapping[str, Any] = field(default_factory=dict)
     timeline: Mapping[str, Any] | None = None
     evaluation: tuple[Mapping[str, Any], ...] = ()
+    slices: tuple[Mapping[str, Any], ...] = ()
+    tokenizer: Mapping[str, Any] | None = None
     hf_time_version: str = __version__
     schema_version: int = SCHEMA_VERSION
 
@@ -181,11 +195,25 @@ class Lineage:
         Parameters are the resolved ones (defaults included), so the file means the same thing under
         a later hf_time whose defaults differ.
         """
+        if self.kind == "moe" and self.base is not None:  # the mergekit-moe YAML: `hf-time moe` reruns it
+            def entry(e: ExpertRecord) -> dict[str, Any]:
+                return {"source_model": e.pinned, **dict(e.parameters)}
+
+            config = {k: v for k, v in (self.details.get("config") or {}).items() if v is not None}
+            shared = [entry(e) for e in self.experts if e.details.get("role") == "shared"]
+            return {"base_model": self.base.pinned, **config,
+                    "experts": [entry(e) for e in self.experts if e.details.get("role") != "shared"],
+                    **({"shared_experts": shared} if shared else {})}
         if self.kind not in ("merge", "fold") or self.method is None or self.base is None:
             return None
-        data: dict[str, Any] = {"merge_method": self.method.name, "base_model": self.base.pinned, "models": []}
-        for e in self.experts:
-            data["models"].append({"model": e.pinned, "parameters": {"weight": e.weight, **dict(e.parameters)}})
+        data: dict[str, Any] = {"merge_method": self.method.name, "base_model": self.base.pinned}
+        if self.slices:
+            data["slices"] = [dict(s) for s in self.slices]
+        else:
+            data["models"] = [{"model": e.pinned, "parameters": {"weight": e.weight, **dict(e.parameters)}}
+                              for e in self.experts]
+        if self.tokenizer:
+            data.update(self.tokenizer)
         if self.previous is not None:
             data["previous"] = self.previous.pinned
         if self.method.parameters:
@@ -226,6 +254,7 @@ class Lineage:
                 base=_ref(data.get("base")), experts=experts, previous=_ref(data.get("previous")),
                 source=_ref(data.get("source")), state=data.get("state"), details=data.get("details") or {},
                 timeline=data.get("timeline"), evaluation=tuple(data.get("evaluation") or ()),
+                slices=tuple(data.get("slices") or ()), tokenizer=data.get("tokenizer"),
                 hf_time_version=data.get("hf_time_version", "?"),
                 schema_version=SCHEMA_VERSION)
         except (KeyError, TypeError, ValueError) as e:

@@ -30,7 +30,8 @@ from hf_time.errors import ConfigError
 
 def field(default: Any = MISSING, help: str = "", *, ge: float | None = None, gt: float | None = None,
           le: float | None = None, lt: float | None = None, choices: Sequence[Any] | None = None,
-          alias: str | None = None, per_expert: bool = False, default_factory: Any = MISSING) -> Any:
+          alias: str | None = None, per_expert: bool = False, per_tensor: bool = True,
+          default_factory: Any = MISSING) -> Any:
     """Declare a config field with its help, valid range and public name.
 
     Args:
@@ -40,10 +41,12 @@ def field(default: Any = MISSING, help: str = "", *, ge: float | None = None, gt
         choices: allowed values.
         alias: the public name when it is not a valid Python identifier (``lambda``).
         per_expert: a merge parameter that may also be set per expert (mergekit's per-model ``parameters``).
+        per_tensor: a merge parameter that may vary from tensor to tensor (gradients, filters); False for
+            whole-model settings such as where thresholds are computed.
         default_factory: as :func:`dataclasses.field`.
     """
     meta = dict(help=help, ge=ge, gt=gt, le=le, lt=lt, choices=tuple(choices) if choices else None, alias=alias,
-                per_expert=per_expert)
+                per_expert=per_expert, per_tensor=per_tensor)
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
 
 

@@ -41,14 +41,14 @@ def test_unknown_keys_all_reported_at_once():
     data = yaml.safe_load(MERGEKIT_TIES)
     data["tokenizer"] = {"source": "union"}
     data["models"][1]["lora"] = "x"
-    data["parameters"]["density"] = [0.1, 0.5]  # a mergekit gradient
+    data["parameters"]["density"] = [{"regex": "mlp", "value": 0.5}]  # no such filter syntax
     with pytest.raises(ConfigError) as err:
         merge_config_from_dict(data, "cfg.yaml")
     problems = err.value.problems
     assert len(problems) == 3
     assert any(p.startswith("tokenizer: unknown key; did you mean 'tokenizer_source'?") for p in problems)
     assert any(p.startswith("models[1].lora: unknown key") for p in problems)
-    assert any("parameters.density" in p and "single value" in p for p in problems)
+    assert any(p.startswith("parameters.density[0]: unknown filter syntax 'regex'") for p in problems)
 
 
 def test_method_parameters_and_per_model_parameters_reported_with_the_file_problems():

@@ -39,7 +39,9 @@ DENSE_PARAMS = {
     "model_stock": {},
     "magmax": {"lambda": 0.9},
     "slerp": {"t": 0.3},
+    "passthrough": {"scale": 0.5},
 }
+ONE_EXPERT = ("slerp", "passthrough")
 LOWRANK_PARAMS = {
     "lora_cat": {},
     "lora_svd": {"rank": 3, "method": "ties", "method_params": "density=0.5"},
@@ -95,11 +97,29 @@ def test_dense(models, tmp_path, golden, method):
     from hf_time.api import merge
 
     base, experts, _ = models
-    chosen = experts[:1] if method == "slerp" else experts
-    weights = None if method in ("slerp", "model_stock") else [0.5, 0.3, 0.2]
+    chosen = experts[:1] if method in ONE_EXPERT else experts
+    weights = None if method in (*ONE_EXPERT, "model_stock") else [0.5, 0.3, 0.2]
     out = merge(str(base), [str(e) for e in chosen], method, params=DENSE_PARAMS[method], weights=weights,
                 out=tmp_path / "m", progress=False).out_dir
     _check(golden, f"dense/{method}", _weight_hashes(out))
+
+
+def test_dense_per_tensor_values_and_slices(models, tmp_path, golden):
+    """Gradients with filters, and an output stacked from layer ranges (issue 11)."""
+    from hf_time.api import merge
+    from hf_time.slices import OutputSlice, SliceSource
+
+    base, experts, _ = models
+    t = [{"filter": "self_attn", "value": [0.0, 0.8]}, {"filter": "mlp", "value": [0.9, 0.1]}, {"value": 0.5}]
+    out = merge(str(base), [str(experts[0])], "slerp", params={"t": t}, out=tmp_path / "g", progress=False).out_dir
+    _check(golden, "dense/slerp+gradient-filters", _weight_hashes(out))
+    from hf_time.config import ExpertSpec, MergeConfig
+
+    slices = (OutputSlice((SliceSource(str(experts[0]), (0, 2)),)), OutputSlice((SliceSource(str(experts[1]), (1, 2)),)))
+    config = MergeConfig(base=str(experts[0]), experts=(ExpertSpec(str(experts[0])), ExpertSpec(str(experts[1]))),
+                         method="passthrough", slices=slices)
+    out = merge(config=config, out=tmp_path / "s", progress=False).out_dir
+    _check(golden, "dense/passthrough+slices", _weight_hashes(out))
 
 
 @pytest.mark.parametrize("method", ["task_arithmetic", "ties"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 def add_commands(sub) -> None:
     """Add the low-rank commands to the ``hf-time`` subparsers (called by :mod:`hf_time.cli`)."""
-    from hf_time.cli import add_publish_args
+    from hf_time.cli_common import add_publish_args
     p = sub.add_parser("revert", help="rebuild one expert from an RMM snapshot (a PEFT adapter, or --dense)",
                        description="Rebuild expert NAME_OR_INDEX of a reversible merge (made with `hf-time merge "
                        "--method rmm`) as a standard PEFT adapter, or with --dense merged into the base model.")
@@ -26,7 +26,7 @@ def add_commands(sub) -> None:
 
 
 def cmd_revert(args) -> int:
-    from hf_time.cli import print_published
+    from hf_time.cli_common import print_published
     from hf_time.api import revert
     from hf_time.hub import Hub
 

@@ -29,6 +29,7 @@ from hf_time.merges import (  # noqa: E402,F401  (imported for registration)
     model_stock,
     magmax,
     slerp,
+    passthrough,
     ema,
     continual,
     opcm,

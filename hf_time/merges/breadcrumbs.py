@@ -31,7 +31,7 @@ class BreadcrumbsConfig:
     gamma: float = param(0.01, "fraction of largest-|τ| outliers dropped", ge=0.0, lt=1.0, per_expert=True)
     normalize: bool = param(False, "divide by the sum of the weights (of agreeing entries for breadcrumbs_ties)")
     lambda_: float = param(1.0, "scale of the merged task vector", alias="lambda")
-    threshold_scope: str = param("tensor", SCOPE_HELP, choices=("tensor", "global"))
+    threshold_scope: str = param("tensor", SCOPE_HELP, choices=("tensor", "global"), per_tensor=False)
 
 
 @register("breadcrumbs", kind="dense", config=BreadcrumbsConfig, paper=PAPER, uses_base=True,

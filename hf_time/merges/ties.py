@@ -28,7 +28,7 @@ class TiesConfig:
     density: float = param(1.0, "fraction of largest-|τ| entries kept per expert (paper: 0.2)", gt=0.0, le=1.0, per_expert=True)
     normalize: bool = param(True, "divide by the sum of the weights of the entries agreeing with the elected sign")
     lambda_: float = param(1.0, "scale of the merged task vector", alias="lambda")
-    threshold_scope: str = param("tensor", SCOPE_HELP, choices=("tensor", "global"))
+    threshold_scope: str = param("tensor", SCOPE_HELP, choices=("tensor", "global"), per_tensor=False)
 
 
 @register(

@@ -10,6 +10,10 @@
 Modules: :mod:`.plan`, :mod:`.resolve`, :mod:`.executors`, :mod:`.artifact`, :mod:`.snapshot`,
 :mod:`.cards` (which card a lineage gets), :mod:`.revert` (an RMM expert rebuilt through the same
 stages) and :mod:`.run` (the chain). ``hf_time.merge``/``fold``/``revert`` and the timeline call it.
+Dense merges with per-tensor values or an assembled output also use :mod:`.tensor_params` (gradients,
+filters and slices as one lookup chain per parameter), :mod:`.layout` (where each output tensor comes
+from), :mod:`.tokenizer` (``tokenizer_source``, ``chat_template``) and :mod:`.tensor_values` (what a
+tensor of a snapshot got, read back from its lineage).
 """
 
 from hf_time.pipeline.plan import Plan, RunOptions, make_plan

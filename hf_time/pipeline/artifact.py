@@ -102,21 +102,48 @@ def file_hashes(folder: Path, files: Sequence[str]) -> dict[str, str]:
 def merge_lineage(plan: Plan, inputs: Inputs, folder: Path, output: Output) -> Lineage:
     """The lineage of a merge or fold, from the plan that ran and the inputs it read."""
     method = plan.method
+    tp = plan.tensor_params
     experts = []
-    for i, (inp, weight) in enumerate(zip(inputs.experts, plan.weights)):
+    for i, (inp, weight) in enumerate(zip(inputs.experts, plan.recorded_weights())):
         ref = RefRecord.from_resolved(inp.res)
         public = {p.attr: p.name for p in method.parameters()}
         params = {public[k]: v for k, v in (plan.expert_params[i] if plan.expert_params else {}).items()}
+        if tp is not None and not tp.layered:  # schedules of this expert's own parameters
+            params.update({k: v for k, v in tp.expert_record(i).items() if k != "weight"})
         experts.append(ExpertRecord(**vars(ref), weight=weight, parameters=params,
                                     name=output.names[i] if output.names else None,
                                     details=output.expert_details[i] if output.expert_details else {}))
     record = MethodRecord(method.name, method.kind, method.summary, method.paper, plan.parameters, plan.lines)
+    refs = [RefRecord.from_resolved(m.res).pinned for m in (inputs.base, *inputs.experts)]
     return Lineage(
         kind="fold" if method.kind == "sequential" else "merge", method=record,
         base=RefRecord.from_resolved(inputs.base.res), experts=tuple(experts),
         previous=None if inputs.previous is None else RefRecord.from_resolved(inputs.previous.res),
-        state=output.state,
+        state=output.state, slices=tp.slices_record(refs) if tp is not None and tp.layered else (),
+        tokenizer=plan.tokenizer.recorded(refs) if plan.tokenizer is not None else None,
         output=OutputRecord(output.format, file_hashes(folder, output.files), plan.dtype, plan.device, output.details))
+
+
+def _expert_settings(e: Any) -> dict[str, Any]:
+    """An MoE expert's own settings as its lineage records them (prompts, residual scale when set)."""
+    out: dict[str, Any] = {"positive_prompts": list(e.positive_prompts)}
+    if e.negative_prompts:
+        out["negative_prompts"] = list(e.negative_prompts)
+    if e.residual_scale is not None:
+        out["residual_scale"] = e.residual_scale
+    return out
+
+
+def moe_lineage(config: Any, architecture: str, base: RefRecord, experts: Sequence[RefRecord],
+                shared: Sequence[RefRecord], folder: Path, files: Sequence[str], dtype: str | None,
+                facts: Mapping[str, Any]) -> Lineage:
+    """The lineage of an upcycled MoE (:mod:`hf_time.moe`): pinned inputs, each expert's prompts, the settings."""
+    records = [ExpertRecord(**vars(r), parameters=_expert_settings(e)) for r, e in zip(experts, config.experts)]
+    records += [ExpertRecord(**vars(r), parameters=_expert_settings(e), details={"role": "shared"})
+                for r, e in zip(shared, config.shared_experts)]
+    settings = {**config.to_yaml_dict(), "architecture": architecture}
+    return Lineage(kind="moe", base=base, experts=tuple(records), details={"config": settings, **dict(facts)},
+                   output=OutputRecord("model", file_hashes(folder, files), dtype))
 
 
 def revert_lineage(source: RefRecord, base: RefRecord, expert: ExpertRecord, details: Mapping[str, Any],

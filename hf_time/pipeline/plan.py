@@ -22,6 +22,8 @@ from hf_time.config import MergeConfig
 from hf_time.errors import ConfigError
 from hf_time.io import DTYPES, parse_dtype, parse_size
 from hf_time.merges import DenseMethod, LowRankMethod, MethodSpec, SequentialMethod, get
+from hf_time.pipeline.tensor_params import TensorParams, plan_tensor_params
+from hf_time.pipeline.tokenizer import TokenizerPlan, plan_tokenizer
 
 DEFAULT_SHARD_SIZE = "5GB"
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps)\Z")
@@ -70,6 +72,9 @@ class Plan:
         allow_pickle: accept pickle inputs.
         allow_nonfinite: write NaN/Inf results instead of refusing them.
         state: a fold's incoming state (bound after resolve, from the previous snapshot's lineage).
+        tensor_params: per-tensor parameters (gradients, filters) and the slices that assemble the
+            output (None: every parameter is one value and the output has the base's layers).
+        tokenizer: the output vocabulary the embeddings are aligned to (None: the base's, as is).
     """
 
     method: MethodSpec
@@ -83,15 +88,34 @@ class Plan:
     allow_pickle: bool = False
     allow_nonfinite: bool = False
     state: Mapping[str, Any] | None = None
+    tensor_params: TensorParams | None = None
+    tokenizer: TokenizerPlan | None = None
 
     @property
     def torch_dtype(self) -> torch.dtype | None:
         return parse_dtype(self.dtype)
 
     @property
+    def assembles_output(self) -> bool:
+        """The output is assembled (slices) or realigned (tokenizer_source), not tensor-for-tensor the base."""
+        return bool((self.tensor_params is not None and self.tensor_params.layered)
+                    or (self.tokenizer is not None and self.tokenizer.aligns_vocab))
+
+    @property
     def parameters(self) -> dict[str, Any]:
-        """Every parameter of the method by public name, as it runs."""
-        return self.method.resolved_parameters(self.config)
+        """Every parameter of the method by public name, as it runs (a schedule in its YAML form)."""
+        resolved = self.method.resolved_parameters(self.config)
+        if self.tensor_params is not None:
+            resolved.update(self.tensor_params.recorded.get("parameters") or {})
+            if self.tensor_params.recorded.get("weight") is not None:  # with slices: the default of every source
+                resolved["weight"] = self.tensor_params.recorded["weight"]
+        return resolved
+
+    def recorded_weights(self) -> tuple[Any, ...]:
+        """Each expert's weight as the lineage records it: a number, or its schedule in YAML form."""
+        if self.tensor_params is None or self.tensor_params.layered:
+            return self.weights
+        return tuple(self.tensor_params.expert_record(i).get("weight", w) for i, w in enumerate(self.weights))
 
 
 def check_device(device: str, problems: list[str], *, key: str = "device") -> None:
@@ -124,14 +148,16 @@ def make_plan(config: MergeConfig, options: RunOptions = RunOptions()) -> Plan:
     """
     method = get(config.method)
     problems: list[str] = []
-    n = len(config.experts)
+    split = plan_tensor_params(method, config.params, config.base, config.experts, config.slices, problems)
+    n = split.slots  # with slices: the models merged per layer, not the distinct models
     if n == 0:
         problems.append("no experts given; pass at least one --expert")
     elif (count := _count_problem(method, n)) is not None:
         problems.append(count)
-    method_config = method.collect_config(config.params, problems, n_experts=n)
-    expert_params = method.collect_expert_params([e.params for e in config.experts], problems)
-    weights = tuple(e.weight for e in config.experts)
+    method_config = method.collect_config(split.params, problems, n_experts=n)
+    expert_params = method.collect_expert_params(split.expert_params, problems)
+    weights = tuple(split.weights)
+    tokenizer = plan_tokenizer(method, config, problems)
     if any(not (isinstance(w, (int, float)) and math.isfinite(w)) for w in weights):
         problems.append(f"expert weights must be finite numbers, got {list(weights)}")
     elif not method.uses_weights and any(w != 1 for w in weights):
@@ -163,7 +189,8 @@ def make_plan(config: MergeConfig, options: RunOptions = RunOptions()) -> Plan:
     return Plan(method=method, config=method_config, weights=tuple(float(w) for w in weights),
                 expert_params=tuple(expert_params), dtype=config.dtype, device=config.device,
                 lines=None if config.lines is None else (float(config.lines[0]), float(config.lines[1])),
-                max_shard_bytes=shard_bytes, allow_pickle=options.allow_pickle, allow_nonfinite=options.allow_nonfinite)
+                max_shard_bytes=shard_bytes, allow_pickle=options.allow_pickle, allow_nonfinite=options.allow_nonfinite,
+                tensor_params=split.tensor_params, tokenizer=tokenizer)
 
 
 def shard_size(value: int | str, problems: list[str]) -> int:

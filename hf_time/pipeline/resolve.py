@@ -143,7 +143,7 @@ def resolve(hub: Hub, config: MergeConfig, plan: Plan, *, local: Mapping[str, Pa
                               "model?); use a dense method such as task_arithmetic, which takes full and LoRA experts")
     previous = None if config.previous is None else _model(hub, config.previous, local, with_lineage=True)
     inputs = Inputs(base, tuple(experts), previous)
-    if inputs.headers_known:
+    if inputs.headers_known and not plan.assembles_output:  # an assembled output is checked by its layout
         check_compatible(base.name, base.hf_config, base.infos,
                          [(m.name, m.hf_config, m.infos) for m in inputs.full_models()])
     targets: list[Mapping[str, str] | None] = [None] * len(experts)

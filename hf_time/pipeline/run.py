@@ -94,7 +94,7 @@ def _check_tag(hub: Hub, options: RunOptions, plan: Plan, inputs: Inputs) -> Non
             and dict(lineage.method.parameters) == plan.parameters and lineage.method.lines == plan.lines
             and lineage.output.dtype == plan.dtype
             and [e.pinned for e in lineage.experts] == [RefRecord.from_resolved(e.res).pinned for e in inputs.experts]
-            and [e.weight for e in lineage.experts] == list(plan.weights)
+            and [e.weight for e in lineage.experts] == list(plan.recorded_weights())
             and lineage.base.pinned == RefRecord.from_resolved(inputs.base.res).pinned)
     if not same:
         raise PublishError(f"tag {options.tag!r} already exists in {options.push_to} at commit {commit[:10]} with another "

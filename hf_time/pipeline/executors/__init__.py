@@ -30,7 +30,7 @@ class Executor:
 
 
 EXECUTORS: Mapping[str, Executor] = {
-    "dense": Executor(dense.execute),
+    "dense": Executor(dense.execute, dense.bind),
     "lowrank": Executor(lowrank.execute),
     "sequential": Executor(sequential.execute, sequential.bind),
 }
