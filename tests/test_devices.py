@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_time.api import fold, merge
-from hf_time.merges import list_methods
+from hf_time.merges import get, list_methods
 from test_golden_outputs import DENSE_PARAMS, LOWRANK_PARAMS, SEQUENTIAL_PARAMS
 from test_lora_adapters import save_tiny_lora
 from tiny import save_tiny_llama
@@ -36,7 +36,8 @@ def models(tmp_path_factory):
 def _run(kind: str, method: str, models, out, device: str):
     base, experts, adapters = models
     if kind == "dense":
-        chosen = experts[:1] if method == "slerp" else experts
+        limit = get(method).max_experts
+        chosen = experts[:limit] if limit else experts
         return merge(str(base), [str(e) for e in chosen], method, params=DENSE_PARAMS[method], device=device,
                      out=out, progress=False).out_dir
     if kind == "lowrank":
