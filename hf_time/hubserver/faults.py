@@ -29,11 +29,9 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from .context import HubContext
-    from .messages import Request, Response
+from .messages import Request, Response
 
 DropPoint = Literal["before", "after", "mid_request", "mid_response"]
 
@@ -141,13 +139,13 @@ class FaultPlan:
         with self._lock:
             return sum(1 for m, p, _ in self.seen if method in ("*", m) and pattern.search(p))
 
-    def before(self, fault: Fault, ctx: HubContext, req: Request) -> Response | None:
-        """Act before the route runs. Returns a response to send instead of the route's, or None.
+    def before(self, fault: Fault, ctx: Any, req: Request) -> Response | None:
+        """Act before the route runs (``ctx`` is the server's HubContext). Returns a response to send instead
+        of the route's, or None.
 
         Raises:
             Abort: the connection must be closed now.
         """
-        from .messages import Response
 
         action = fault.action
         if isinstance(action, Delay):
@@ -181,7 +179,7 @@ class FaultPlan:
             resp.cut_after = (resp.length if resp.file is not None else len(resp.body)) // 2
         return resp
 
-    def _move(self, ctx: HubContext, action: MoveBranch) -> None:
+    def _move(self, ctx: Any, action: MoveBranch) -> None:
         from .commits import AddFile
 
         with self._lock:

@@ -12,14 +12,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 from . import errors as E
 from .framing import BodyReader
-
-if TYPE_CHECKING:
-    from .context import HubContext
 
 STATUS = {
     "BadRequest": 400, "Unauthorized": 401, "NotFound": 404, "RepoNotFound": 404,
@@ -135,7 +132,9 @@ def error_response(err: E.HubError) -> Response:
     return Response.json(body, STATUS.get(err.code, 400), headers)
 
 
-RouteFn = Callable[["HubContext", Request, "re.Match[str]"], Response]
+# A route: (the HubContext, the request, the path match) -> the response. The context is typed loosely
+# so that this module, which the context itself uses, imports nothing above it.
+RouteFn = Callable[[Any, Request, "re.Match[str]"], Response]
 
 # What a route does with the request body, which sets how much of it may be read.
 JSON_BODY = "json"      # parsed whole: Limits.max_json_bytes
