@@ -257,7 +257,7 @@ class Lineage:
                 slices=tuple(data.get("slices") or ()), tokenizer=data.get("tokenizer"),
                 hf_time_version=data.get("hf_time_version", "?"),
                 schema_version=SCHEMA_VERSION)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # a field of the wrong JSON type
             raise ConfigError(f"{source} is not a valid hf_time lineage ({type(e).__name__}: {e})") from None
 
     def save(self, folder: str | os.PathLike) -> Path:

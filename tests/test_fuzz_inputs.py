@@ -132,6 +132,14 @@ def test_lineage_reader(data):
     typed(Lineage.from_dict, data, what="lineage")
 
 
+@pytest.mark.parametrize("field", ["base", "previous", "source", "output", "method"])
+def test_lineage_fields_of_the_wrong_json_type_are_typed_errors(field):
+    """Found by the fuzzer: a list where a record belongs."""
+    data = {"schema_version": 2, "kind": "merge", "output": {"format": "model"}, field: [1]}
+    with pytest.raises(HfTimeError, match="not a valid hf_time lineage"):
+        Lineage.from_dict(data)
+
+
 def test_the_valid_seeds_are_valid(tmp_path):
     """The mutations start from inputs that load, so every failure found is the mutation's."""
     merge_config_from_dict(VALID_MERGE)
