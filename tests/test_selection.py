@@ -2,9 +2,9 @@
 
 The reference ranks entries by a stable descending sort in float64 (exact for every float dtype), so
 ties come out in index order, which is the rule the merges follow. Every selection path is checked:
-numpy's partition (small CPU tensors), the radix select over one whole-tensor chunk (what an
-accelerator runs) and over many odd-sized chunks (CPU, chunk boundaries inside runs of ties), with
-the last buckets sorted (few keys) or histogrammed down to the last 16 bits.
+numpy's partition (small CPU tensors), the sampled bracket over one whole-tensor chunk (what an
+accelerator runs) and over many odd-sized chunks (CPU), the bracket missing and the radix fallback,
+and the radix select alone with histograms down to the last 16 bits.
 """
 
 from __future__ import annotations
@@ -17,16 +17,36 @@ from hf_time.merges import selection
 DTYPES = (torch.float32, torch.bfloat16, torch.float64, torch.float16)
 
 
-@pytest.fixture(params=["partition", "radix_whole", "radix_chunked"])
+PATHS = {  # module settings forcing one selection path
+    "partition": dict(SMALL=1 << 40),
+    # what an accelerator runs: one chunk, a sampled bracket, the last keys sorted
+    "bracket_whole": dict(SMALL=0, CPU_CHUNK=1 << 40),
+    # CPU chunks of an odd size, so that chunk boundaries fall inside runs of ties
+    "bracket_chunked": dict(SMALL=0, CPU_CHUNK=97),
+    # a bracket without margin: it often misses and the radix fallback runs
+    "bracket_missed": dict(SMALL=0, CPU_CHUNK=97, _MARGIN=0.0),
+    # radix only, histograms down to the last 16 bits instead of a sort of the last keys
+    "radix_chunked": dict(SMALL=0, CPU_CHUNK=97, _SAMPLE=0, _SORT_BELOW=16),
+}
+
+
+def _force(monkeypatch, name: str) -> None:
+    for setting, value in PATHS[name].items():
+        monkeypatch.setattr(selection, setting, value)
+
+
+@pytest.fixture(params=list(PATHS))
 def path(request, monkeypatch):
-    """Force one selection path for the test."""
-    if request.param == "partition":
-        monkeypatch.setattr(selection, "SMALL", 1 << 40)
-    else:  # chunked: also histogram buckets down to 16 keys instead of sorting them
-        whole = request.param == "radix_whole"
-        monkeypatch.setattr(selection, "SMALL", 0)
-        monkeypatch.setattr(selection, "CPU_CHUNK", 1 << 40 if whole else 97)
-        monkeypatch.setattr(selection, "_SORT_BELOW", selection._SORT_BELOW if whole else 16)
+    """Every selection path."""
+    _force(monkeypatch, request.param)
+    return request.param
+
+
+@pytest.fixture(params=["partition", "bracket_whole", "bracket_chunked"])
+def mask_path(request, monkeypatch):
+    """The paths that differ in how masks are written (whole tensor or chunks); the selections
+    themselves are checked on every path by test_thresholds_match_a_sort_for_every_m."""
+    _force(monkeypatch, request.param)
     return request.param
 
 
@@ -73,7 +93,7 @@ KINDS = ("random", "tied", "bf16_exact", "equal", "zeros", "negative_zero", "ext
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("n", [1, 2, 3, 64, 500])
+@pytest.mark.parametrize("n", [1, 2, 64, 500])
 def test_thresholds_match_a_sort_for_every_m(path, kind, n, dtype):
     x = _inputs(kind, n, dtype)
     before = x.clone()
@@ -92,7 +112,7 @@ def test_thresholds_match_a_sort_for_every_m(path, kind, n, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES[:3], ids=str)  # float16 shares bfloat16's 16-bit path
 @pytest.mark.parametrize("kind", KINDS)
-def test_top_mask_matches_a_sort(path, kind, dtype):
+def test_top_mask_matches_a_sort(mask_path, kind, dtype):
     n = 300
     x = _inputs(kind, n, dtype).view(20, 15)
     for absolute in (False, True):
@@ -106,7 +126,7 @@ def test_top_mask_matches_a_sort(path, kind, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES[:3], ids=str)
 @pytest.mark.parametrize("kind", ["random", "tied", "equal", "zeros", "negative_zero"])
-def test_keep_magnitude_ranks_is_the_old_bool_mask_product(path, kind, dtype):
+def test_keep_magnitude_ranks_is_the_old_bool_mask_product(mask_path, kind, dtype):
     n = 257
     x = _inputs(kind, n, dtype)
     _, order = _reference(x.abs())
@@ -118,7 +138,7 @@ def test_keep_magnitude_ranks_is_the_old_bool_mask_product(path, kind, dtype):
         assert torch.equal(tv.view(torch.uint8), expected.view(torch.uint8)), (start, stop)
 
 
-def test_keep_magnitude_ranks_on_a_non_contiguous_view(path):
+def test_keep_magnitude_ranks_on_a_non_contiguous_view(mask_path):
     x = _inputs("tied", 400, torch.float32).view(20, 20)
     tv = x.clone().t()
     selection.keep_magnitude_ranks_(tv, 3, 150)

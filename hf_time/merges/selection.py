@@ -1,29 +1,39 @@
-"""Exact top-m selection in linear time, by a radix select over the bit patterns of floats.
+"""Exact top-m selection in linear time, over the bit patterns of floats.
 
 TIES, Breadcrumbs and the global thresholds keep exactly ``m = int(density * numel)`` entries of
-largest magnitude, ties at the threshold taken in index order. Finding the m-th largest value by
-``np.partition``/``torch.kthvalue`` and then counting the entries above it took most of a TIES merge;
-here the threshold comes out of two histogram passes whose counts also say how many entries are
-above it and tied with it, so the mask is then one more pass.
+largest magnitude, ties at the threshold taken in index order. Finding the m-th largest value with
+``np.partition``/``torch.kthvalue`` and then counting the entries above it took most of a TIES merge.
+Here one pass finds the m-th largest value together with how many entries are above it and tied
+with it, so the top-m mask is one more pass.
 
 The bit trick: an IEEE float is sign | exponent | mantissa, so for non-negative floats the bit pattern
 read as a signed integer of the same width is ordered exactly like the values (a larger exponent wins,
 then a larger mantissa; +inf above every finite value). A negative float is mapped to minus its
 magnitude's pattern, which keeps the order for any sign and sends -0.0 to the key of +0.0, so equal
-floats get equal keys (NaNs are not supported: their keys sit beyond ±inf). The m-th largest key is
-found 16 bits at a time: a histogram (``bincount``) of the top 16 bits of every key gives the bucket
-holding it and how many entries lie in higher buckets; the keys of that one bucket (few, unless the
-data is heavily tied) are pulled out and their next 16 bits histogrammed, and so on: 1 pass for
-bf16/fp16, 2 for float32, 4 for float64, each O(n), with no sort and no data-dependent worst case.
+floats get equal keys. ``|x|`` is the pattern with the sign bit cleared. (NaNs are not supported:
+their keys sit beyond ±inf.) Every comparison below is on these integer keys.
 
-On CPU the passes run over cache-sized chunks with reused buffers (a fresh full-size temporary costs
-more in page faults than the arithmetic), and tensors below :data:`SMALL` use numpy's partition,
-which is faster there (figures: ``benchmarks/select.md``). Elsewhere (CUDA) every pass is one
-full-size torch op; nothing here is CPU-only.
+Two exact linear-time selections over the keys, the second the fallback of the first:
+
+* **bracket** (the default): the keys of a fixed, spread-out sample of 65536 entries give two keys
+  that bracket the m-th largest with a wide margin (8 standard deviations of the sample rank). One
+  pass counts the keys above the bracket and copies out the few inside it (a few % of the tensor);
+  if the count proves the m-th largest lies inside, it is selected among those keys alone. Only
+  vectorized compares run over the whole tensor, no histogram and no sort.
+* **radix** (when the sample misled the bracket, e.g. adversarial data): a ``bincount`` histogram
+  of the top 16 bits of every key gives the bucket holding the m-th largest and how many entries lie
+  in higher buckets; the keys of that one bucket are pulled out and their next 16 bits histogrammed,
+  and so on: 1 pass for bf16/fp16, 2 for float32, 4 for float64, each O(n) whatever the data.
+
+Selecting among a few thousand keys left over, a sort is used (a fixed cost). On CPU the passes run
+over cache-sized chunks with reused buffers (a fresh full-size temporary costs more in page faults
+than the arithmetic), and tensors below :data:`SMALL` use numpy's partition, faster there (figures:
+``benchmarks/select.md``). On other devices (CUDA) each pass is a few full-size torch ops.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -35,8 +45,10 @@ _DIGIT = 16
 _BINS = 1 << _DIGIT
 _INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64}
 CPU_CHUNK = 1 << 20  # elements per chunk on CPU: 4 MiB of float32 stays in a core's L2 between ops
-SMALL = 1 << 17  # below this many entries numpy's partition beats the histogram passes on CPU
-_SORT_BELOW = 2048  # the keys left in one bucket are sorted when fewer than this (fixed cost, O(1))
+SMALL = 1 << 17  # below this many entries numpy's partition is faster on CPU (benchmarks/select.md)
+_SAMPLE = 1 << 16  # entries sampled to bracket the m-th largest (0: no bracket, radix only)
+_MARGIN = 8.0  # bracket half-width, in standard deviations of the sample rank (binomial)
+_SORT_BELOW = 2048  # keys left to select among are sorted when fewer than this
 
 
 @dataclass(frozen=True)
@@ -66,27 +78,36 @@ def thresholds(values: Tensor, ms: Sequence[int], *, absolute: bool = False) -> 
 
     Args:
         values: any floating tensor (not modified); its shape is ignored.
-        ms: counts, each clamped to ``[0, numel]``; several share the first histogram pass.
+        ms: counts, each clamped to ``[0, numel]``; several share one pass over ``values``.
         absolute: rank ``|values|`` instead of ``values`` (no ``abs()`` copy is made).
     Returns:
         One :class:`Threshold` per m, in order.
+    Raises:
+        TypeError: ``values`` is not a float16/bfloat16/float32/float64 tensor.
     """
+    if values.dtype not in _INT_VIEW:
+        raise TypeError(f"selection needs a floating tensor, got {values.dtype}")
     flat = values.reshape(-1)
     n = flat.numel()
     ms = [min(max(int(m), 0), n) for m in ms]
-    found = {m: Threshold(0, float("inf"), 0, 0) for m in ms if m == 0}
+    found = {m: Threshold(0, math.inf, 0, 0) for m in ms if m == 0}
     wanted = sorted({m for m in ms if m > 0})
-    if wanted:
-        select = _partition_select if _use_partition(flat) else _radix_select
-        found.update(zip(wanted, select(flat, wanted, absolute)))
+    if wanted and flat.device.type == "cpu" and n < SMALL:
+        found.update(zip(wanted, _partition_select(flat, wanted, absolute)))
+    elif wanted:
+        keys = _KeyMap(flat, absolute)
+        found.update(_bracket_select(keys, wanted) if _SAMPLE else {})
+        missing = [m for m in wanted if m not in found]
+        if missing:
+            found.update(zip(missing, _radix_select(keys, missing)))
     return tuple(found[m] for m in ms)
 
 
 def kth_largest(values: Tensor, m: int) -> float:
     """The m-th largest entry of ``values`` (m >= 1), exactly; +inf when m == 0.
 
-    Linear time (a radix select over the float bits, see the module docstring); the value is the
-    one a sort would give, so thresholds stay bit-for-bit what they were with ``np.partition``.
+    Linear time (see the module docstring); the value is the one a sort would give, so thresholds
+    are bit-for-bit what they were with ``np.partition``.
     """
     return thresholds(values, [m])[0].value
 
@@ -117,11 +138,11 @@ def keep_magnitude_ranks_(tv: Tensor, start: int, stop: int) -> Tensor:
 
     Ranks count from the largest ``|tv|`` (1) down, ties in index order, so exactly ``stop - start``
     entries survive: ``start=0`` is a top-``stop`` trim (TIES), ``start > 0`` a band (Breadcrumbs).
-    ``tv`` must be a temporary the caller owns. Survivors are multiplied by 1.0 and the rest by 0.0,
-    exactly as multiplying by a bool mask did (so a dropped negative entry becomes -0.0 as before).
+    Survivors are multiplied by 1.0 and the rest by 0.0, exactly as multiplying by a bool mask did
+    (so a dropped negative entry becomes -0.0, as before).
 
     Args:
-        tv: a contiguous task vector, modified in place.
+        tv: a task vector, a temporary the caller owns: modified in place.
         start: how many of the largest magnitudes are dropped (0 for a plain top-k).
         stop: rank of the last kept entry (``start <= stop``).
     Returns:
@@ -136,47 +157,80 @@ def keep_magnitude_ranks_(tv: Tensor, start: int, stop: int) -> Tensor:
         return tv
     top, skip = thresholds(flat, [stop, start], absolute=True)
     left_top, left_skip = top.ties_kept, skip.ties_kept
+    size = min(n, CPU_CHUNK) if flat.device.type == "cpu" else n
+    keep_buf = torch.empty(size, dtype=flat.dtype, device=flat.device)
+    drop_buf = torch.empty_like(keep_buf) if start > 0 else None
     for lo, hi in _chunks(flat):
         chunk = flat[lo:hi]
-        keep = torch.abs(chunk)  # a chunk-sized buffer, then 1.0/0.0 in place: float masks multiply fastest
-        dropped = keep.clone() if start > 0 else None
-        left_top = _fill_top(keep, top, left_top, keep)
-        if dropped is not None:  # top(stop) contains top(start): their difference is the band
+        # |chunk| into a reused buffer, then 1.0/0.0 in place: float masks multiply ~4x faster than bool
+        keep = torch.abs(chunk, out=keep_buf[: hi - lo])
+        if drop_buf is not None:  # top(stop) contains top(start): their difference is the band
+            dropped = drop_buf[: hi - lo].copy_(keep)
             left_skip = _fill_top(dropped, skip, left_skip, dropped)
+        left_top = _fill_top(keep, top, left_top, keep)
+        if drop_buf is not None:
             keep.sub_(dropped)
         chunk.mul_(keep)
     return tv
 
 
 def _fill_top(chunk: Tensor, th: Threshold, left: int, out: Tensor) -> int:
-    """Write the top-``th.m`` mask of one chunk (in index order after earlier chunks) into ``out``.
+    """Write the top-``th.m`` mask of one chunk (coming after the earlier chunks) into ``out``.
 
     ``left`` is how many tied entries are still to be kept; returns what is left after this chunk.
     ``out`` may be ``chunk`` itself (a float buffer): comparisons then write 1.0/0.0 in place.
     """
     t = th.value
     if left <= 0:
-        return _cmp(torch.gt, chunk, t, out, 0)
+        torch.gt(chunk, t, out=out)
+        return 0
     if left >= th.equal:  # every tie is kept: no position to find
-        return _cmp(torch.ge, chunk, t, out, left)
+        torch.ge(chunk, t, out=out)
+        return left
     ties = torch.eq(chunk, t)
     count = int(torch.count_nonzero(ties))
     if count <= left:
-        return _cmp(torch.ge, chunk, t, out, left - count)
+        torch.ge(chunk, t, out=out)
+        return left - count
     cut = int(ties.nonzero()[left - 1]) + 1  # just after the last tie that is kept
     torch.gt(chunk[cut:], t, out=out[cut:])
     torch.ge(chunk[:cut], t, out=out[:cut])
     return 0
 
 
-def _cmp(op, chunk: Tensor, t: float, out: Tensor, left: int) -> int:
-    op(chunk, t, out=out)
-    return left
+# -- the selections ---------------------------------------------------------------------------------
+class _KeyMap:
+    """How one tensor's entries map to ordered integer keys, chunk by chunk."""
 
+    def __init__(self, flat: Tensor, absolute: bool):
+        self.flat, self.dtype, self.itype = flat, flat.dtype, _INT_VIEW[flat.dtype]
+        self.width = torch.iinfo(self.itype).bits
+        # the raw bits already are the keys when no sign bit is set anywhere (magnitudes: the usual
+        # case, checked by one read-only reduction); else |x| or the signed map
+        signed = not absolute and bool(flat.view(self.itype).min() < 0)
+        self.mode = "abs" if absolute else ("signed" if signed else "raw")
+        self.offset = _BINS // 2 if signed else 0  # signed top digits -2^15..2^15-1 -> 0..2^16-1
+        self.size = min(flat.numel(), CPU_CHUNK) if flat.device.type == "cpu" else flat.numel()
 
-# -- the selection itself ---------------------------------------------------------------------------
-def _use_partition(flat: Tensor) -> bool:
-    return flat.device.type == "cpu" and flat.numel() < SMALL
+    def keys(self, values: Tensor, buf: Tensor | None = None) -> Tensor:
+        """The keys of some of the tensor's values (``buf``: scratch of at least their size)."""
+        bits = values.view(self.itype)
+        if self.mode == "raw":
+            return bits
+        out = None if buf is None else buf[: bits.numel()]
+        mag = torch.bitwise_and(bits, torch.iinfo(self.itype).max, out=out)  # clear the sign bit
+        return mag if self.mode == "abs" else torch.where(bits < 0, -mag, mag)  # -0.0 -> 0, as +0.0
+
+    def chunks(self) -> Iterator[Tensor]:
+        """The keys of each chunk in turn (a view of the input or a reused buffer: use before next)."""
+        buf = None if self.mode == "raw" else torch.empty(self.size, dtype=self.itype, device=self.flat.device)
+        for lo, hi in _chunks(self.flat):
+            yield self.keys(self.flat[lo:hi], buf)
+
+    def value(self, key: int) -> float:
+        """Back from a key to the float it stands for (a negative key is a negative float's magnitude)."""
+        bits = key if key >= 0 else (-key) | int(torch.iinfo(self.itype).min)  # set the sign bit
+        return torch.tensor(bits, dtype=self.itype).view(self.dtype).item()
 
 
 def _partition_select(flat: Tensor, ms: Sequence[int], absolute: bool) -> list[Threshold]:
@@ -192,54 +246,104 @@ def _partition_select(flat: Tensor, ms: Sequence[int], absolute: bool) -> list[T
     return out
 
 
-def _radix_select(flat: Tensor, ms: Sequence[int], absolute: bool) -> list[Threshold]:
-    """The exact m-th largest keys, 16 bits at a time (see the module docstring)."""
-    width = torch.iinfo(_INT_VIEW[flat.dtype]).bits
-    # Which key map: |x| (sign bit cleared), the raw bits (no sign bit set anywhere: the usual case of
-    # magnitudes, checked with one cheap read-only reduction), or the signed map.
-    signed = not absolute and bool(_int_bits(flat).min() < 0)
-    mode = "abs" if absolute else ("signed" if signed else "raw")
-    offset = _BINS // 2 if signed else 0  # signed top digits are -2^15..2^15-1: shift them to 0..2^16-1
+def _bracket_select(keys: _KeyMap, ms: Sequence[int]) -> dict[int, Threshold]:
+    """The thresholds a sampled bracket proves it holds (see the module docstring); others are left out."""
+    flat, n = keys.flat, keys.flat.numel()
+    s = min(_SAMPLE, max(n // 16, 1))
+    stride = n // s
+    i = torch.arange(s, device=flat.device)
+    # one entry per block of `stride`, at a scrambled offset so that the columns of a matrix are not
+    # sampled in lockstep (7919 is prime); deterministic, so a merge is reproducible
+    sample = torch.sort(keys.keys(flat[i * stride + (i * 7919) % stride]), descending=True).values
+    lowest, highest = torch.iinfo(keys.itype).min, torch.iinfo(keys.itype).max
+    positions = []  # per m: sample positions of the bracket's top and bottom keys (None: unbounded)
+    for m in ms:
+        p = m / n
+        r, margin = p * s, _MARGIN * math.sqrt(s * p * (1 - p)) + _MARGIN
+        positions += [min(int(r - margin), s - 1) if r - margin >= 0 else None, math.ceil(r + margin) if r + margin < s - 1 else None]
+    known = [j for j in positions if j is not None]
+    found_keys = iter(sample[torch.tensor(known, dtype=torch.long, device=flat.device)].tolist() if known else [])
+    ends = [next(found_keys) if j is not None else None for j in positions]
+    brackets = [(lowest if bottom is None else bottom, highest if top is None else top) for top, bottom in zip(ends[::2], ends[1::2])]
+    above = [torch.zeros((), dtype=torch.int64, device=flat.device) for _ in ms]
+    inside: list[list[Tensor]] = [[] for _ in ms]
+    mask = torch.empty(keys.size, dtype=torch.bool, device=flat.device)
+    between = torch.empty_like(mask)
+    for chunk in keys.chunks():
+        for j, (lo, hi) in enumerate(brackets):
+            over = torch.gt(chunk, hi, out=mask[: chunk.numel()])
+            above[j] += torch.count_nonzero(over)
+            within = torch.ge(chunk, lo, out=between[: chunk.numel()]).logical_and_(over.logical_not_())
+            inside[j].append(chunk[within])  # indexing: torch.masked_select is ~10x slower on CPU
+    found = {}
+    for m, greater, parts in zip(ms, torch.stack(above).tolist(), inside):
+        members = torch.cat(parts)
+        if greater < m <= greater + members.numel():  # proven: the m-th largest is inside
+            ((key, more, equal),) = _refine(members, [m - greater], keys.width - _DIGIT, None, keys.offset)
+            found[m] = Threshold(m, keys.value(key), greater + more, equal)
+    return found
 
+
+def _radix_select(keys: _KeyMap, ms: Sequence[int]) -> list[Threshold]:
+    """Exact m-th largest keys whatever the data: histograms of 16-bit digits, top digit first."""
+    shift, offset = keys.width - _DIGIT, keys.offset
+    size = keys.size
+    digit_buf = torch.empty(size, dtype=keys.itype, device=keys.flat.device)
     hist = None
-    for _, digits in _top_digits(flat, mode, width, offset):
-        counts = torch.bincount(digits, minlength=_BINS)
+    for chunk in keys.chunks():
+        counts = torch.bincount(_top_digit(chunk, shift, offset, digit_buf), minlength=_BINS)
         hist = counts if hist is None else hist.add_(counts)
     picks = _pick(hist, ms)  # per m: (top digit, entries in higher buckets, rank in the bucket, bucket size)
-    if width == _DIGIT:  # one pass: the top digit is the whole key
-        return [_threshold(m, d - offset, above, equal, flat.dtype) for m, (d, above, _, equal) in zip(ms, picks)]
+    if shift == 0:  # bf16/fp16: the top digit is the whole key
+        return [Threshold(m, keys.value(d - offset), above, equal) for m, (d, above, _, equal) in zip(ms, picks)]
+    buckets = sorted({p[0] for p in picks})
+    wanted = torch.tensor(buckets, device=keys.flat.device)
+    members, member_digits = [], []
+    for chunk in keys.chunks():  # second pass: the keys of the buckets holding the thresholds
+        digits = _top_digit(chunk, shift, offset, digit_buf)
+        inside = digits == buckets[0] if len(buckets) == 1 else torch.isin(digits, wanted)
+        members.append(chunk[inside])
+        member_digits.append(digits[inside])
+    pool, pool_digits = torch.cat(members), torch.cat(member_digits)
+    found = {}
+    for d in buckets:
+        group = [(m, above, rank) for m, (digit, above, rank, _) in zip(ms, picks) if digit == d]
+        refined = _refine(pool[pool_digits == d], [rank for _, _, rank in group], shift - _DIGIT, d - offset, 0)
+        for (m, above, _), (key, more, equal) in zip(group, refined):
+            found[m] = Threshold(m, keys.value(key), above + more, equal)
+    return [found[m] for m in ms]
 
-    members = _bucket_members(flat, mode, width, offset, sorted({p[0] for p in picks}))
-    found: dict[tuple[int, int], tuple[int, int, int]] = {}
-    for d, keys in members.items():  # the lower digits, on the members of each bucket only
-        ranks = sorted({rank for digit, _, rank, _ in picks if digit == d})
-        found.update(((d, r), f) for r, f in zip(ranks, _refine(keys, ranks, width - 2 * _DIGIT, d - offset)))
-    out = []
-    for m, (d, above, rank, _) in zip(ms, picks):
-        key, greater, equal = found[d, rank]
-        out.append(_threshold(m, key, above + greater, equal, flat.dtype))
-    return out
+
+def _top_digit(keys: Tensor, shift: int, offset: int, buf: Tensor) -> Tensor:
+    """The top 16 bits of each key as a non-negative int, for bincount."""
+    digits = torch.bitwise_right_shift(keys, shift, out=buf[: keys.numel()])
+    return digits.to(torch.int32).add_(offset) if offset else digits  # signed: may overflow int16
 
 
-def _refine(keys: Tensor, ranks: Sequence[int], shift: int, prefix: int) -> list[tuple[int, int, int]]:
-    """Within keys sharing their digits above ``shift + 16`` (``prefix``, signed): for each rank, the
-    exact key at that rank, how many of ``keys`` are greater, and how many equal it."""
+def _refine(keys: Tensor, ranks: Sequence[int], shift: int, prefix: int | None, offset: int) -> list[tuple[int, int, int]]:
+    """Select among ``keys``: for each rank (1 = largest), the key at that rank, how many of ``keys``
+    are greater and how many equal it.
+
+    ``keys`` share their bits above ``shift + 16``, worth ``prefix`` (signed); ``prefix=None`` means
+    no shared bits yet (``shift`` is the top digit, shifted by ``offset`` to be non-negative).
+    """
     if keys.numel() <= _SORT_BELOW:  # a handful of keys: sorting them beats a 65536-bin histogram
         ranked = torch.sort(keys, descending=True).values
         at = ranked[torch.tensor(list(ranks), device=keys.device) - 1]
-        counts = torch.stack([at, (keys > at[:, None]).sum(1), (keys == at[:, None]).sum(1)]).tolist()
-        return list(zip(*counts))
-    digits = (keys >> shift) & (_BINS - 1)
+        return list(zip(*torch.stack([at, (keys > at[:, None]).sum(1), (keys == at[:, None]).sum(1)]).tolist()))
+    if prefix is None:
+        digits, base = _top_digit(keys, shift, offset, torch.empty_like(keys)), -offset
+    else:  # two's complement: a signed high part followed by unsigned lower digits
+        digits, base = (keys >> shift) & (_BINS - 1), prefix << _DIGIT
     picks = _pick(torch.bincount(digits, minlength=_BINS), ranks)
     if shift == 0:
-        # two's complement: a signed high part followed by unsigned lower digits
-        return [((prefix << _DIGIT) + d, above, equal) for d, above, _, equal in picks]
-    out = {}
-    for d in sorted({p[0] for p in picks}):
-        group = [(r, rank) for r, (digit, _, rank, _) in zip(ranks, picks) if digit == d]
-        sub = _refine(keys[digits == d], [rank for _, rank in group], shift - _DIGIT, (prefix << _DIGIT) + d)
-        out.update({r: found for (r, _), found in zip(group, sub)})
-    return [(out[r][0], above + out[r][1], out[r][2]) for r, (_, above, _, _) in zip(ranks, picks)]
+        return [(base + d, above, equal) for d, above, _, equal in picks]
+    out: dict[int, tuple[int, int, int]] = {}
+    for d in sorted({p[0] for p in picks}):  # ranks falling on one digit share the next level
+        group = [(j, above, rank) for j, (digit, above, rank, _) in enumerate(picks) if digit == d]
+        refined = _refine(keys[digits == d], [rank for _, _, rank in group], shift - _DIGIT, base + d, 0)
+        out.update({j: (key, above + more, equal) for (j, above, _), (key, more, equal) in zip(group, refined)})
+    return [out[j] for j in range(len(ranks))]
 
 
 def _pick(hist: Tensor, ranks: Sequence[int]) -> list[tuple[int, int, int, int]]:
@@ -254,58 +358,9 @@ def _pick(hist: Tensor, ranks: Sequence[int]) -> list[tuple[int, int, int, int]]
     return [(d, h, int(rank) - h, c) for d, h, c, rank in zip(*rows, ranks)]
 
 
-def _threshold(m: int, key: int, greater: int, equal: int, dtype: torch.dtype) -> Threshold:
-    """Back from a key to the float it stands for (a negative key is a negative float's magnitude)."""
-    itype = _INT_VIEW[dtype]
-    bits = key if key >= 0 else (-key) | int(torch.iinfo(itype).min)  # set the sign bit
-    value = torch.tensor(bits, dtype=itype).view(dtype).item()
-    return Threshold(m, value, greater, equal)
-
-
-def _int_bits(t: Tensor) -> Tensor:
-    return t.view(_INT_VIEW[t.dtype])
-
-
 def _chunks(flat: Tensor) -> Iterator[tuple[int, int]]:
     """Index ranges covering ``flat``: cache-sized on CPU, the whole tensor on an accelerator."""
     n = flat.numel()
     step = CPU_CHUNK if flat.device.type == "cpu" else max(n, 1)
     for lo in range(0, n, step):
         yield lo, min(lo + step, n)
-
-
-def _keys(chunk: Tensor, mode: str, buf: Tensor) -> Tensor:
-    """Integer keys ordered like the chunk's values (or magnitudes); ``buf`` is scratch space."""
-    bits = _int_bits(chunk)
-    if mode == "raw":
-        return bits
-    mag = torch.bitwise_and(bits, torch.iinfo(bits.dtype).max, out=buf[: bits.numel()])  # clear the sign bit
-    if mode == "abs":
-        return mag
-    return torch.where(bits < 0, -mag, mag)  # negative floats: minus their magnitude; -0.0 -> 0
-
-
-def _top_digits(flat: Tensor, mode: str, width: int, offset: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """(keys, top 16 bits of the keys as non-negative ints) for each chunk, in reused buffers."""
-    itype = _INT_VIEW[flat.dtype]
-    size = min(flat.numel(), CPU_CHUNK) if flat.device.type == "cpu" else flat.numel()
-    key_buf = torch.empty(size, dtype=itype, device=flat.device)
-    digit_buf = torch.empty(size, dtype=itype, device=flat.device)
-    for lo, hi in _chunks(flat):
-        keys = _keys(flat[lo:hi], mode, key_buf)
-        digits = torch.bitwise_right_shift(keys, width - _DIGIT, out=digit_buf[: hi - lo])
-        if offset:  # only signed keys: their top digit can be negative (and overflow int16)
-            digits = digits.to(torch.int32).add_(offset)
-        yield keys, digits
-
-
-def _bucket_members(flat: Tensor, mode: str, width: int, offset: int, buckets: Sequence[int]) -> dict[int, Tensor]:
-    """The keys whose top digit is one of ``buckets`` (one pass; few keys unless the data is tied)."""
-    wanted = torch.tensor(buckets, device=flat.device)
-    keys_in, digits_in = [], []
-    for keys, digits in _top_digits(flat, mode, width, offset):
-        inside = digits == buckets[0] if len(buckets) == 1 else torch.isin(digits, wanted)
-        keys_in.append(keys[inside])  # indexing: torch.masked_select is ~10x slower on CPU
-        digits_in.append(digits[inside])
-    keys, digits = torch.cat(keys_in), torch.cat(digits_in)
-    return {d: keys[digits == d] for d in buckets} if len(buckets) > 1 else {buckets[0]: keys}
