@@ -146,7 +146,7 @@ def forced(**settings):
             setattr(selection, k, v)
 
 
-PATHS = {"partition": dict(SMALL=1 << 62), "bracket": dict(SMALL=0), "radix": dict(SMALL=0, _SAMPLE=0)}
+PATHS = {"partition": dict(NUMPY_ON_CPU=True), "bracket": dict(NUMPY_ON_CPU=False), "radix": dict(NUMPY_ON_CPU=False, _SAMPLE=0)}
 
 
 def task_vector(kind: str, n: int, seed: int) -> torch.Tensor:
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {"environment": environment(), "density": DENSITY, "repeats": args.repeats,
-              "settings": {"SMALL": selection.SMALL, "CPU_CHUNK": selection.CPU_CHUNK, "SAMPLE": selection._SAMPLE}, "sizes": []}
+              "settings": {"NUMPY_ON_CPU": selection.NUMPY_ON_CPU, "CPU_CHUNK": selection.CPU_CHUNK, "SAMPLE": selection._SAMPLE}, "sizes": []}
     for n in (int(s) for s in args.sizes):
         for kind in args.kinds:
             row = bench_size(kind, n, args.repeats)

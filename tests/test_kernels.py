@@ -159,7 +159,7 @@ def _bf16_task_vector(shape, seed):
 
 
 def test_trims_of_a_large_tied_task_vector_follow_the_sorted_rule():
-    # above selection.SMALL: the linear-time path; bf16 task vectors tie thousands of entries at the cut
+    # bf16 task vectors tie thousands of entries at the cut
     tv = _bf16_task_vector((400, 700), 0)
     n = tv.numel()
     out = kernels.trim_magnitude_(tv.clone(), 0.2)

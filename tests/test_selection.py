@@ -2,9 +2,9 @@
 
 The reference ranks entries by a stable descending sort in float64 (exact for every float dtype), so
 ties come out in index order, which is the rule the merges follow. Every selection path is checked:
-numpy's partition (small CPU tensors), the sampled bracket over one whole-tensor chunk (what an
-accelerator runs) and over many odd-sized chunks (CPU), the bracket missing and the radix fallback,
-and the radix select alone with histograms down to the last 16 bits.
+numpy's partition (the CPU default), the sampled bracket over one whole-tensor chunk (what an
+accelerator runs) and over many odd-sized chunks, the bracket missing and the radix fallback, and
+the radix select alone with histograms down to the last 16 bits.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float64, torch.float16)
 
 
 PATHS = {  # module settings forcing one selection path
-    "partition": dict(SMALL=1 << 40),
+    "partition": dict(NUMPY_ON_CPU=True),  # the CPU default
     # what an accelerator runs: one chunk, a sampled bracket, the last keys sorted
-    "bracket_whole": dict(SMALL=0, CPU_CHUNK=1 << 40),
-    # CPU chunks of an odd size, so that chunk boundaries fall inside runs of ties
-    "bracket_chunked": dict(SMALL=0, CPU_CHUNK=97),
+    "bracket_whole": dict(NUMPY_ON_CPU=False, CPU_CHUNK=1 << 40),
+    # chunks of an odd size, so that chunk boundaries fall inside runs of ties
+    "bracket_chunked": dict(NUMPY_ON_CPU=False, CPU_CHUNK=97),
     # a bracket without margin: it often misses and the radix fallback runs
-    "bracket_missed": dict(SMALL=0, CPU_CHUNK=97, _MARGIN=0.0),
+    "bracket_missed": dict(NUMPY_ON_CPU=False, CPU_CHUNK=97, _MARGIN=0.0),
     # radix only, histograms down to the last 16 bits instead of a sort of the last keys
-    "radix_chunked": dict(SMALL=0, CPU_CHUNK=97, _SAMPLE=0, _SORT_BELOW=16),
+    "radix_chunked": dict(NUMPY_ON_CPU=False, CPU_CHUNK=97, _SAMPLE=0, _SORT_BELOW=16),
 }
 
 
@@ -97,7 +97,7 @@ KINDS = ("random", "tied", "bf16_exact", "equal", "zeros", "negative_zero", "ext
 def test_thresholds_match_a_sort_for_every_m(path, kind, n, dtype):
     x = _inputs(kind, n, dtype)
     before = x.clone()
-    ms = list(range(n + 1)) if n < 100 else list(range(0, 40)) + list(range(40, n - 40, 13)) + list(range(n - 40, n + 1))
+    ms = list(range(n + 1)) if n < 100 else list(range(40)) + list(range(40, n - 40, 13)) + list(range(n - 40, n + 1))
     for absolute in (False, True):
         values = x.abs() if absolute else x
         ranked, _ = _reference(values)
@@ -149,10 +149,13 @@ def test_keep_magnitude_ranks_on_a_non_contiguous_view(mask_path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
-def test_large_tied_input_across_many_chunks(monkeypatch, dtype):
-    # larger than SMALL (the default radix path) with runs of ties spanning chunk boundaries
+@pytest.mark.parametrize("name", ["partition", "bracket_whole", "radix_chunked"])
+def test_large_tied_input_across_many_chunks(monkeypatch, dtype, name):
+    # the full-size sample and 16-bit histograms at work; runs of ties span chunk boundaries
+    _force(monkeypatch, name)
     monkeypatch.setattr(selection, "CPU_CHUNK", 4099)
-    n = selection.SMALL + 12345
+    monkeypatch.setattr(selection, "_SORT_BELOW", 2048)
+    n = 150_001
     x = _inputs("tied", n, dtype)
     ranked, order = _reference(x.abs())
     for m in (1, n // 1000, n // 5, n // 2, n - 3, n):
@@ -167,3 +170,14 @@ def test_zero_and_full_counts():
     assert selection.top_mask(x, 0).sum() == 0 and selection.top_mask(x, 3).all()
     assert selection.top_mask(x, 7).all()  # counts are clamped to numel
     assert selection.thresholds(torch.zeros(0), [0]) == (selection.Threshold(0, float("inf"), 0, 0),)
+
+
+@pytest.mark.parametrize("chunk", [1 << 40, 97])
+def test_keep_magnitude_between_is_the_old_bool_mask_product(monkeypatch, chunk):
+    monkeypatch.setattr(selection, "CPU_CHUNK", chunk)
+    x = torch.cat([_inputs("tied", 500, torch.float32), _inputs("extremes", 100, torch.float32)])
+    mags = x.abs()
+    for lo, hi in [(0.0, None), (0.004, None), (0.002, 0.006), (0.0, float("inf")), (1e-40, 3.0), (5.0, None)]:
+        keep = mags >= lo if hi is None else (mags >= lo) & (mags < hi)
+        out = selection.keep_magnitude_between_(x.clone(), lo, hi)
+        assert torch.equal(out.view(torch.int32), (x * keep).view(torch.int32)), (lo, hi)

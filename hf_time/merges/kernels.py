@@ -15,9 +15,9 @@ Conventions, and where they differ from mergekit:
 * kept counts are ``int(density * numel)`` as in mergekit; a count of 0 keeps nothing (mergekit
   raises) and ``density >= 1`` leaves τ untouched (no sort, no RNG draw), as in mergekit.
 * per-tensor trims keep exactly m entries (:func:`top_mask`, :func:`keep_magnitude_ranks_`: an exact
-  linear-time radix select over the float bits, see :mod:`hf_time.merges.selection`, not a sort;
-  entries tied at the threshold are taken in index order), as mergekit does (it breaks ties by its
-  sort order). A band (Breadcrumbs) is
+  selection, not a sort: numpy's partition on CPU, linear-time selections over the float bit
+  patterns elsewhere, see :mod:`hf_time.merges.selection`; entries tied at the threshold are taken
+  in index order), as mergekit does (it breaks ties by its sort order). A band (Breadcrumbs) is
   top(n_top + n_keep) minus top(n_top). Global thresholds are the absolute values the engine computed
   over the whole model at the fractions of :func:`topk_fractions` / :func:`band_fractions`; there an
   entry is kept when lo <= |τ| < hi, ties included.
@@ -35,7 +35,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from hf_time.merges.selection import Threshold, keep_magnitude_ranks_, kth_largest, thresholds, top_mask  # noqa: F401 (re-exported)
+from hf_time.merges.selection import (  # noqa: F401 (kth_largest, top_mask: re-exported)
+    keep_magnitude_between_,
+    keep_magnitude_ranks_,
+    kth_largest,
+    top_mask,
+)
 
 DIVISOR_EPS = 1e-8  # |Σ w| below this is treated as 0 (mergekit's guard for the linear divisor)
 
@@ -103,7 +108,7 @@ def trim_magnitude_(tv: Tensor, density: float, threshold: float | None = None) 
         return tv
     if threshold is None:  # per tensor: exactly int(density * numel) entries (see top_mask)
         return keep_magnitude_ranks_(tv, 0, kept_count(density, tv.numel()))
-    return tv.mul_(tv.abs().ge_(threshold))  # multiplying by a mask is ~5x faster than masked_fill_ on CPU
+    return keep_magnitude_between_(tv, threshold)
 
 
 def trim_band_(tv: Tensor, density: float, gamma: float, thresholds: Sequence[float] | None = None) -> Tensor:
@@ -122,8 +127,7 @@ def trim_band_(tv: Tensor, density: float, gamma: float, thresholds: Sequence[fl
     lo, hi = thresholds
     if gamma <= 0:
         hi = math.inf  # no outliers to drop: the quantile 1.0 would be the max itself
-    mag = tv.abs()
-    return tv.mul_((mag >= lo).logical_and_(mag < hi))
+    return keep_magnitude_between_(tv, lo, hi)
 
 
 def random_drop_(tv: Tensor, density: float, generator: torch.Generator) -> Tensor:

@@ -1,34 +1,40 @@
-"""Exact top-m selection in linear time, over the bit patterns of floats.
+"""Exact top-m selection: the m-th largest value, how many entries are above and tied with it, masks.
 
 TIES, Breadcrumbs and the global thresholds keep exactly ``m = int(density * numel)`` entries of
-largest magnitude, ties at the threshold taken in index order. Finding the m-th largest value with
-``np.partition``/``torch.kthvalue`` and then counting the entries above it took most of a TIES merge.
-Here one pass finds the m-th largest value together with how many entries are above it and tied
-with it, so the top-m mask is one more pass.
+largest magnitude, ties at the threshold taken in index order. The previous kernels found the m-th
+largest with ``np.partition``/``torch.kthvalue`` and then counted the entries above it with full-size
+bool temporaries, a bool ``sum`` and a ``nonzero``, which took most of a TIES merge. Here the
+selection also returns how many entries are greater than and equal to the m-th largest
+(:class:`Threshold`), so a top-m mask or trim is one chunked pass that only looks for the position of
+the last kept tie when some ties are dropped.
+
+Where the m-th largest comes from depends on the device:
+
+* **CPU: numpy's partition** on one copy (of ``|x|`` for the trims), then the counts on that copy.
+  numpy 2 runs an AVX-512 quickselect here; measured against the two selections below at every size
+  from 1e5 to 5e7 entries it was faster, single-threaded and with both cores, and by far the most
+  robust when other processes load the machine (``benchmarks/select.md``). Expected linear time.
+* **Other devices (CUDA): selections over the float bit patterns**, built from plain torch ops.
 
 The bit trick: an IEEE float is sign | exponent | mantissa, so for non-negative floats the bit pattern
 read as a signed integer of the same width is ordered exactly like the values (a larger exponent wins,
 then a larger mantissa; +inf above every finite value). A negative float is mapped to minus its
 magnitude's pattern, which keeps the order for any sign and sends -0.0 to the key of +0.0, so equal
 floats get equal keys. ``|x|`` is the pattern with the sign bit cleared. (NaNs are not supported:
-their keys sit beyond ±inf.) Every comparison below is on these integer keys.
+their keys sit beyond ±inf.) Two exact linear-time selections over these integer keys:
 
-Two exact linear-time selections over the keys, the second the fallback of the first:
-
-* **bracket** (the default): the keys of a fixed, spread-out sample of 65536 entries give two keys
+* **bracket** (first): the keys of a fixed, spread-out sample of up to 65536 entries give two keys
   that bracket the m-th largest with a wide margin (8 standard deviations of the sample rank). One
-  pass counts the keys above the bracket and copies out the few inside it (a few % of the tensor);
-  if the count proves the m-th largest lies inside, it is selected among those keys alone. Only
-  vectorized compares run over the whole tensor, no histogram and no sort.
-* **radix** (when the sample misled the bracket, e.g. adversarial data): a ``bincount`` histogram
-  of the top 16 bits of every key gives the bucket holding the m-th largest and how many entries lie
-  in higher buckets; the keys of that one bucket are pulled out and their next 16 bits histogrammed,
-  and so on: 1 pass for bf16/fp16, 2 for float32, 4 for float64, each O(n) whatever the data.
+  pass of vectorized compares counts the keys above the bracket and copies out the few inside it; if
+  the counts prove the m-th largest lies inside, it is selected among those keys alone.
+* **radix** (when the sample misled the bracket): a ``bincount`` histogram of the top 16 bits of every
+  key gives the bucket holding the m-th largest and how many entries lie in higher buckets; the keys
+  of that bucket are pulled out and their next 16 bits histogrammed, and so on: 1 pass for bf16/fp16,
+  2 for float32, 4 for float64, each O(n) whatever the data.
 
-Selecting among a few thousand keys left over, a sort is used (a fixed cost). On CPU the passes run
-over cache-sized chunks with reused buffers (a fresh full-size temporary costs more in page faults
-than the arithmetic), and tensors below :data:`SMALL` use numpy's partition, faster there (figures:
-``benchmarks/select.md``). On other devices (CUDA) each pass is a few full-size torch ops.
+Among a few thousand keys left over, a sort is used (a fixed cost). On CPU (where the tests and the
+benchmark force these paths) passes run over cache-sized chunks with reused buffers: a fresh
+full-size temporary costs more in page faults than the arithmetic. On CUDA each pass is one chunk.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ _DIGIT = 16
 _BINS = 1 << _DIGIT
 _INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64}
 CPU_CHUNK = 1 << 20  # elements per chunk on CPU: 4 MiB of float32 stays in a core's L2 between ops
-SMALL = 1 << 17  # below this many entries numpy's partition is faster on CPU (benchmarks/select.md)
+NUMPY_ON_CPU = True  # CPU tensors use numpy's partition (faster at every size measured: benchmarks/select.md)
 _SAMPLE = 1 << 16  # entries sampled to bracket the m-th largest (0: no bracket, radix only)
 _MARGIN = 8.0  # bracket half-width, in standard deviations of the sample rank (binomial)
 _SORT_BELOW = 2048  # keys left to select among are sorted when fewer than this
@@ -92,7 +98,7 @@ def thresholds(values: Tensor, ms: Sequence[int], *, absolute: bool = False) -> 
     ms = [min(max(int(m), 0), n) for m in ms]
     found = {m: Threshold(0, math.inf, 0, 0) for m in ms if m == 0}
     wanted = sorted({m for m in ms if m > 0})
-    if wanted and flat.device.type == "cpu" and n < SMALL:
+    if wanted and flat.device.type == "cpu" and NUMPY_ON_CPU:
         found.update(zip(wanted, _partition_select(flat, wanted, absolute)))
     elif wanted:
         keys = _KeyMap(flat, absolute)
@@ -174,6 +180,36 @@ def keep_magnitude_ranks_(tv: Tensor, start: int, stop: int) -> Tensor:
     return tv
 
 
+def keep_magnitude_between_(tv: Tensor, lo: float, hi: float | None = None) -> Tensor:
+    """Zero, in place, every entry of ``tv`` outside ``lo <= |tv| < hi`` (no upper bound when ``hi`` is
+    None): the trims at global thresholds. Chunked, with float masks, like :func:`keep_magnitude_ranks_`
+    (the products are those of multiplying by a bool mask).
+
+    Args:
+        tv: a task vector, a temporary the caller owns: modified in place.
+        lo: smallest kept magnitude.
+        hi: kept magnitudes are below this; None keeps everything from ``lo`` up (+inf included).
+    Returns:
+        ``tv``.
+    """
+    if not tv.is_contiguous():
+        return tv.copy_(keep_magnitude_between_(tv.contiguous(), lo, hi))
+    flat = tv.view(-1)
+    size = min(flat.numel(), CPU_CHUNK) if flat.device.type == "cpu" else flat.numel()
+    keep_buf = torch.empty(size, dtype=flat.dtype, device=flat.device)
+    below_buf = torch.empty_like(keep_buf) if hi is not None else None
+    for lo_i, hi_i in _chunks(flat):
+        chunk = flat[lo_i:hi_i]
+        keep = torch.abs(chunk, out=keep_buf[: hi_i - lo_i])
+        if below_buf is not None:
+            below = torch.lt(keep, hi, out=below_buf[: hi_i - lo_i])
+            keep.ge_(lo).mul_(below)
+        else:
+            keep.ge_(lo)
+        chunk.mul_(keep)
+    return tv
+
+
 def _fill_top(chunk: Tensor, th: Threshold, left: int, out: Tensor) -> int:
     """Write the top-``th.m`` mask of one chunk (coming after the earlier chunks) into ``out``.
 
@@ -234,15 +270,20 @@ class _KeyMap:
 
 
 def _partition_select(flat: Tensor, ms: Sequence[int], absolute: bool) -> list[Threshold]:
-    """Small CPU tensors: numpy's introselect, then two counting compares (cheap at this size)."""
-    vals = flat.abs() if absolute else flat
-    n = vals.numel()
-    arr = vals.float().numpy() if vals.dtype == torch.bfloat16 else vals.numpy()  # bf16 -> f32 is exact
-    part = np.partition(arr, [n - m for m in ms])
+    """CPU: numpy's partition of one copy of the values (or of their magnitudes), then the counts on
+    that copy: entries after position n-m are >= the threshold, so only they can be greater."""
+    if flat.dtype == torch.bfloat16:  # numpy has no bf16; widening to float32 is exact (and a copy)
+        arr = flat.float().numpy()
+        if absolute:
+            np.abs(arr, out=arr)
+    else:
+        arr = np.abs(flat.numpy()) if absolute else flat.numpy().copy()
+    n = arr.size
+    arr.partition(sorted({n - m for m in ms}))  # in place: every n-m position holds its sorted value
     out = []
     for m in ms:
-        t = float(part[n - m])
-        out.append(Threshold(m, t, int(torch.count_nonzero(vals > t)), int(torch.count_nonzero(vals == t))))
+        t = arr[n - m]
+        out.append(Threshold(m, float(t), int(np.count_nonzero(arr[n - m + 1:] > t)), int(np.count_nonzero(arr == t))))
     return out
 
 
