@@ -7,7 +7,8 @@ so m = int(0.2 * numel) as TIES keeps):
 
 * ``threshold``: the m-th largest |τ| (``kth_largest``, what global thresholds call), previous
   (``np.partition``) and current, plus the current module forced onto each of its paths (numpy
-  partition, sampled bracket, radix only), which is how the size dispatch was chosen.
+  partition, numpy sampled bracket, and the bit-pattern bracket and radix select that CUDA runs),
+  which is how the CPU dispatch by size was chosen.
 * ``mask``: the bool mask of exactly m entries, ties in index order (``top_mask``).
 * ``trim``: one task vector trimmed in place to its top m magnitudes (``trim_magnitude_``, what TIES
   runs per expert): previous = ``abs()`` + ``top_mask`` + multiply by the bool mask.
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hf_time.merges import get, kernels, selection  # noqa: E402
+from hf_time.merges import bitselect, get, kernels, selection  # noqa: E402
 from hf_time.merges.registry import TensorContext  # noqa: E402
 
 DENSITY = 0.2
@@ -135,18 +136,25 @@ def raced(record: dict, key: str, variants: dict[str, Callable[[], object]], rep
 
 @contextlib.contextmanager
 def forced(**settings):
-    """Temporarily set module constants of hf_time.merges.selection (to force one path)."""
-    saved = {k: getattr(selection, k) for k in settings}
+    """Temporarily set module constants (NUMPY_* of hf_time.merges.selection, the others of
+    hf_time.merges.bitselect) to force one selection path."""
+    modules = {k: selection if k.startswith("NUMPY") else bitselect for k in settings}
+    saved = {k: getattr(modules[k], k) for k in settings}
     for k, v in settings.items():
-        setattr(selection, k, v)
+        setattr(modules[k], k, v)
     try:
         yield
     finally:
         for k, v in saved.items():
-            setattr(selection, k, v)
+            setattr(modules[k], k, v)
 
 
-PATHS = {"partition": dict(NUMPY_ON_CPU=True), "bracket": dict(NUMPY_ON_CPU=False), "radix": dict(NUMPY_ON_CPU=False, _SAMPLE=0)}
+PATHS = {  # the current module forced onto each of its selection paths
+    "partition": dict(NUMPY_ON_CPU=True, NUMPY_BRACKET_FROM=1 << 62),  # numpy, one copy partitioned
+    "numpy bracket": dict(NUMPY_ON_CPU=True, NUMPY_BRACKET_FROM=0),  # numpy, sampled bracket, no copy
+    "bit bracket": dict(NUMPY_ON_CPU=False),  # bitselect (what CUDA runs): bracket over bit keys
+    "radix": dict(NUMPY_ON_CPU=False, SAMPLE=0),  # bitselect, 16-bit radix select only
+}
 
 
 def task_vector(kind: str, n: int, seed: int) -> torch.Tensor:
@@ -228,14 +236,15 @@ def environment() -> dict:
 
 def markdown(result: dict) -> str:
     ms = lambda s: f"{s * 1e3:.1f}"  # noqa: E731
-    lines = ["| data | numel | tied at thr. | threshold: previous | current | [partition] | [bracket] | [radix] "
+    lines = ["| data | numel | tied at thr. | threshold: previous | current | [partition] | [numpy bracket] | [bit bracket] | [radix] "
              "| mask: previous | current | trim: previous | current | trim speed-up | identical | other CPU s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in result["sizes"]:
         t, k, tr = r["threshold_s"], r["mask_s"], r["trim_s"]
         same = r["threshold_identical"] and r["mask_identical"] and r["trim_identical"]
         lines.append(f"| {r['kind']} | {r['numel']:.0e} | {r['tied_at_threshold']} | {ms(t['previous'])} | **{ms(t['current'])}** "
-                     f"| {ms(t['current[partition]'])} | {ms(t['current[bracket]'])} | {ms(t['current[radix]'])} "
+                     f"| {ms(t['current[partition]'])} | {ms(t['current[numpy bracket]'])} | {ms(t['current[bit bracket]'])} "
+                     f"| {ms(t['current[radix]'])} "
                      f"| {ms(k['previous'])} | **{ms(k['current'])}** | {ms(tr['previous'])} | **{ms(tr['current'])}** "
                      f"| {tr['previous'] / tr['current']:.1f}x | {'yes' if same else 'NO'} | {r['other_cpu_s']} |")
     if "ties" in result:
@@ -262,7 +271,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {"environment": environment(), "density": DENSITY, "repeats": args.repeats,
-              "settings": {"NUMPY_ON_CPU": selection.NUMPY_ON_CPU, "CPU_CHUNK": selection.CPU_CHUNK, "SAMPLE": selection._SAMPLE}, "sizes": []}
+              "settings": {"NUMPY_BRACKET_FROM": selection.NUMPY_BRACKET_FROM, "CPU_CHUNK": bitselect.CPU_CHUNK, "SAMPLE": bitselect.SAMPLE}, "sizes": []}
     for n in (int(s) for s in args.sizes):
         for kind in args.kinds:
             row = bench_size(kind, n, args.repeats)

@@ -2,9 +2,10 @@
 
 The reference ranks entries by a stable descending sort in float64 (exact for every float dtype), so
 ties come out in index order, which is the rule the merges follow. Every selection path is checked:
-numpy's partition (the CPU default), the sampled bracket over one whole-tensor chunk (what an
-accelerator runs) and over many odd-sized chunks, the bracket missing and the radix fallback, and
-the radix select alone with histograms down to the last 16 bits.
+on CPU numpy's partition and numpy's sampled bracket (hit and missed), and the bit-pattern
+selections of hf_time.merges.bitselect that other devices run: the bracket over one whole-tensor
+chunk and over many odd-sized chunks, missed with the radix fallback, and the radix select alone
+with histograms down to the last 16 bits.
 """
 
 from __future__ import annotations
@@ -12,27 +13,29 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_time.merges import selection
+from hf_time.merges import bitselect, selection
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float64, torch.float16)
 
 
-PATHS = {  # module settings forcing one selection path
-    "partition": dict(NUMPY_ON_CPU=True),  # the CPU default
-    # what an accelerator runs: one chunk, a sampled bracket, the last keys sorted
+PATHS = {  # module settings per path: NUMPY_* of hf_time.merges.selection, the others of bitselect
+    "partition": dict(NUMPY_ON_CPU=True),  # the CPU default for small tensors
+    "numpy_bracket": dict(NUMPY_ON_CPU=True, NUMPY_BRACKET_FROM=0, CPU_CHUNK=97),  # the CPU default for large ones
+    "numpy_bracket_missed": dict(NUMPY_ON_CPU=True, NUMPY_BRACKET_FROM=0, CPU_CHUNK=97, MARGIN=0.0),
+    # what an accelerator runs: one chunk, a sampled bracket over bit keys, the last keys sorted
     "bracket_whole": dict(NUMPY_ON_CPU=False, CPU_CHUNK=1 << 40),
     # chunks of an odd size, so that chunk boundaries fall inside runs of ties
     "bracket_chunked": dict(NUMPY_ON_CPU=False, CPU_CHUNK=97),
     # a bracket without margin: it often misses and the radix fallback runs
-    "bracket_missed": dict(NUMPY_ON_CPU=False, CPU_CHUNK=97, _MARGIN=0.0),
+    "bracket_missed": dict(NUMPY_ON_CPU=False, CPU_CHUNK=97, MARGIN=0.0),
     # radix only, histograms down to the last 16 bits instead of a sort of the last keys
-    "radix_chunked": dict(NUMPY_ON_CPU=False, CPU_CHUNK=97, _SAMPLE=0, _SORT_BELOW=16),
+    "radix_chunked": dict(NUMPY_ON_CPU=False, CPU_CHUNK=97, SAMPLE=0, SORT_BELOW=16),
 }
 
 
 def _force(monkeypatch, name: str) -> None:
     for setting, value in PATHS[name].items():
-        monkeypatch.setattr(selection, setting, value)
+        monkeypatch.setattr(selection if setting.startswith("NUMPY") else bitselect, setting, value)
 
 
 @pytest.fixture(params=list(PATHS))
@@ -42,7 +45,7 @@ def path(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture(params=["partition", "bracket_whole", "bracket_chunked"])
+@pytest.fixture(params=["partition", "numpy_bracket", "bracket_whole", "bracket_chunked"])
 def mask_path(request, monkeypatch):
     """The paths that differ in how masks are written (whole tensor or chunks); the selections
     themselves are checked on every path by test_thresholds_match_a_sort_for_every_m."""
@@ -97,7 +100,7 @@ KINDS = ("random", "tied", "bf16_exact", "equal", "zeros", "negative_zero", "ext
 def test_thresholds_match_a_sort_for_every_m(path, kind, n, dtype):
     x = _inputs(kind, n, dtype)
     before = x.clone()
-    ms = list(range(n + 1)) if n < 100 else list(range(40)) + list(range(40, n - 40, 13)) + list(range(n - 40, n + 1))
+    ms = list(range(n + 1)) if n < 100 else list(range(12)) + list(range(12, n - 12, 29)) + list(range(n - 12, n + 1))
     for absolute in (False, True):
         values = x.abs() if absolute else x
         ranked, _ = _reference(values)
@@ -149,12 +152,12 @@ def test_keep_magnitude_ranks_on_a_non_contiguous_view(mask_path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
-@pytest.mark.parametrize("name", ["partition", "bracket_whole", "radix_chunked"])
+@pytest.mark.parametrize("name", ["partition", "numpy_bracket", "bracket_whole", "radix_chunked"])
 def test_large_tied_input_across_many_chunks(monkeypatch, dtype, name):
     # the full-size sample and 16-bit histograms at work; runs of ties span chunk boundaries
     _force(monkeypatch, name)
-    monkeypatch.setattr(selection, "CPU_CHUNK", 4099)
-    monkeypatch.setattr(selection, "_SORT_BELOW", 2048)
+    monkeypatch.setattr(bitselect, "CPU_CHUNK", 16411)
+    monkeypatch.setattr(bitselect, "SORT_BELOW", 2048)
     n = 150_001
     x = _inputs("tied", n, dtype)
     ranked, order = _reference(x.abs())
@@ -174,7 +177,7 @@ def test_zero_and_full_counts():
 
 @pytest.mark.parametrize("chunk", [1 << 40, 97])
 def test_keep_magnitude_between_is_the_old_bool_mask_product(monkeypatch, chunk):
-    monkeypatch.setattr(selection, "CPU_CHUNK", chunk)
+    monkeypatch.setattr(bitselect, "CPU_CHUNK", chunk)
     x = torch.cat([_inputs("tied", 500, torch.float32), _inputs("extremes", 100, torch.float32)])
     mags = x.abs()
     for lo, hi in [(0.0, None), (0.004, None), (0.002, 0.006), (0.0, float("inf")), (1e-40, 3.0), (5.0, None)]:
