@@ -15,10 +15,10 @@ Conventions, and where they differ from mergekit:
 * kept counts are ``int(density * numel)`` as in mergekit; a count of 0 keeps nothing (mergekit
   raises) and ``density >= 1`` leaves τ untouched (no sort, no RNG draw), as in mergekit.
 * per-tensor trims keep exactly m entries (:func:`top_mask`, :func:`keep_magnitude_ranks_`: an exact
-  selection, not a sort: numpy's partition on CPU, linear-time selections over the float bit
-  patterns elsewhere, see :mod:`hf_time.merges.selection`; entries tied at the threshold are taken
-  in index order), as mergekit does (it breaks ties by its sort order). A band (Breadcrumbs) is
-  top(n_top + n_keep) minus top(n_top). Global thresholds are the absolute values the engine computed
+  selection, not a sort: numpy's partition or a sampled bracket on CPU, linear-time selections
+  over the float bit patterns elsewhere, see :mod:`hf_time.merges.selection`; entries tied at the
+  threshold are taken in index order), as mergekit does (it breaks ties by its sort order). A band
+  (Breadcrumbs) is top(n_top + n_keep) minus top(n_top). Global thresholds are the absolute values the engine computed
   over the whole model at the fractions of :func:`topk_fractions` / :func:`band_fractions`; there an
   entry is kept when lo <= |τ| < hi, ties included.
 * Breadcrumbs with ``int(gamma * numel) == 0`` drops no outlier; mergekit's slice ``[n_bot:-0]``

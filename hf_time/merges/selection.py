@@ -73,7 +73,7 @@ def thresholds(values: Tensor, ms: Sequence[int], *, absolute: bool = False) -> 
     Args:
         values: any floating tensor (not modified); its shape is ignored.
         ms: counts, each clamped to ``[0, numel]``; several share one pass over ``values``.
-        absolute: rank ``|values|`` instead of ``values`` (no ``abs()`` copy is made).
+        absolute: rank ``|values|`` instead of ``values`` (only small CPU tensors get an ``abs()`` copy).
     Returns:
         One :class:`Threshold` per m, in order.
     Raises:
@@ -100,8 +100,8 @@ def thresholds(values: Tensor, ms: Sequence[int], *, absolute: bool = False) -> 
 def kth_largest(values: Tensor, m: int) -> float:
     """The m-th largest entry of ``values`` (m >= 1), exactly; +inf when m == 0.
 
-    Linear time (see the module docstring); the value is the one a sort would give, so thresholds
-    are bit-for-bit what they were with ``np.partition``.
+    Linear time in expectation (see the module docstring); the value is the one a sort would give, so
+    thresholds are bit-for-bit what they were with ``np.partition``.
     """
     return thresholds(values, [m])[0].value
 
@@ -243,7 +243,8 @@ def _partition_select(flat: Tensor, ms: Sequence[int], absolute: bool) -> list[T
 
 def _numpy_bracket_select(flat: Tensor, ms: Sequence[int], absolute: bool) -> dict[int, Threshold]:
     """CPU, large tensors: the thresholds a sampled bracket proves it holds (module docstring), by
-    numpy compares over chunks; no full-size copy. The others are left out (partition them)."""
+    numpy compares over chunks; no full-size copy (but bf16, which numpy must see widened). The
+    others are left out (partition them)."""
     values = _numpy_values(flat)
     n = values.size
     s, stride, ends = bitselect.sample_plan(n, ms)
