@@ -18,9 +18,9 @@ Conventions, and where they differ from mergekit:
   selection, not a sort: numpy's partition or a sampled bracket on CPU, linear-time selections
   over the float bit patterns elsewhere, see :mod:`hf_time.merges.selection`; entries tied at the
   threshold are taken in index order), as mergekit does (it breaks ties by its sort order). A band
-  (Breadcrumbs) is top(n_top + n_keep) minus top(n_top). Global thresholds are the absolute values the engine computed
-  over the whole model at the fractions of :func:`topk_fractions` / :func:`band_fractions`; there an
-  entry is kept when lo <= |τ| < hi, ties included.
+  (Breadcrumbs) is top(n_top + n_keep) minus top(n_top). Global thresholds are the absolute values
+  the engine computed over the whole model at the fractions of :func:`topk_fractions` /
+  :func:`band_fractions`; there an entry is kept when lo <= |τ| < hi, ties included.
 * Breadcrumbs with ``int(gamma * numel) == 0`` drops no outlier; mergekit's slice ``[n_bot:-0]``
   drops the whole tensor there (small tensors), which we do not reproduce.
 * DARE rescales survivors by 1/density (the DARE paper and mergekit before its l1 ``rescale_norm``);
