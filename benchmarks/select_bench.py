@@ -109,7 +109,9 @@ def other_cpu(record: dict):
 CPU_S: dict[str, float] = {}  # process CPU seconds (all threads) of the run that set each minimum
 
 
-def race(variants: dict[str, Callable[[], object]], repeats: int, prepare: Callable[[], None] | None = None) -> dict[str, float]:
+def race(
+    variants: dict[str, Callable[[], object]], repeats: int, prepare: Callable[[], None] | None = None
+) -> dict[str, float]:
     """Min wall seconds of each variant over ``repeats`` rounds, the variants taking turns.
 
     The process CPU time of the fastest run of each variant is left in ``CPU_S`` (a figure that
@@ -177,28 +179,51 @@ def bench_size(kind: str, n: int, repeats: int) -> dict:
         def run():
             with forced(**PATHS[name]):
                 return selection.kth_largest(mag, m)
+
         return run
 
     with other_cpu(row):
         values = {"previous": old_kth_largest(mag, m), "current": selection.kth_largest(mag, m)}
         values.update({f"current[{p}]": path(p)() for p in PATHS})
         row["threshold_identical"] = len(set(values.values())) == 1
-        raced(row, "threshold_s", {"previous": lambda: old_kth_largest(mag, m), "current": lambda: selection.kth_largest(mag, m)}
-              | {f"current[{p}]": path(p) for p in PATHS}, repeats)
+        raced(
+            row,
+            "threshold_s",
+            {"previous": lambda: old_kth_largest(mag, m), "current": lambda: selection.kth_largest(mag, m)}
+            | {f"current[{p}]": path(p) for p in PATHS},
+            repeats,
+        )
         row["mask_identical"] = torch.equal(old_top_mask(mag, m), selection.top_mask(mag, m))
-        raced(row, "mask_s", {"previous": lambda: old_top_mask(mag, m), "current": lambda: selection.top_mask(mag, m)}, repeats)
+        raced(
+            row,
+            "mask_s",
+            {"previous": lambda: old_top_mask(mag, m), "current": lambda: selection.top_mask(mag, m)},
+            repeats,
+        )
         tv = torch.empty_like(tau)
         old_out = old_trim_magnitude_(tau.clone(), DENSITY)
-        row["trim_identical"] = torch.equal(old_out.view(torch.int32), kernels.trim_magnitude_(tau.clone(), DENSITY).view(torch.int32))
-        raced(row, "trim_s", {"previous": lambda: old_trim_magnitude_(tv, DENSITY), "current": lambda: kernels.trim_magnitude_(tv, DENSITY)},
-              repeats, prepare=lambda: tv.copy_(tau))
+        row["trim_identical"] = torch.equal(
+            old_out.view(torch.int32), kernels.trim_magnitude_(tau.clone(), DENSITY).view(torch.int32)
+        )
+        raced(
+            row,
+            "trim_s",
+            {
+                "previous": lambda: old_trim_magnitude_(tv, DENSITY),
+                "current": lambda: kernels.trim_magnitude_(tv, DENSITY),
+            },
+            repeats,
+            prepare=lambda: tv.copy_(tau),
+        )
     return row
 
 
 def bench_ties(repeats: int) -> dict:
     g = torch.Generator().manual_seed(0)
     base = (torch.randn(TIES_SHAPE, generator=g) * 0.02).bfloat16()
-    experts = [(base.float() + 0.01 * base.float().std() * torch.randn(TIES_SHAPE, generator=g)).bfloat16() for _ in range(3)]
+    experts = [
+        (base.float() + 0.01 * base.float().std() * torch.randn(TIES_SHAPE, generator=g)).bfloat16() for _ in range(3)
+    ]
     spec = get("ties")
     config = spec.make_config({"density": DENSITY})
     ctx = TensorContext(name="model.layers.0.mlp.up_proj.weight", weights=(1.0, 1.0, 1.0))
@@ -223,41 +248,73 @@ def bench_ties(repeats: int) -> dict:
 
 def environment() -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=False,
+        ).stdout.strip()
     except OSError:
         commit = ""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return {"commit": commit, "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "loadavg_start": os.getloadavg()[0], "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    return {
+        "commit": commit,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg()[0],
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def markdown(result: dict) -> str:
     ms = lambda s: f"{s * 1e3:.1f}"  # noqa: E731
-    lines = ["| data | numel | tied at thr. | threshold: previous | current | [partition] | [numpy bracket] | [bit bracket] | [radix] "
-             "| mask: previous | current | trim: previous | current | trim speed-up | identical | other CPU s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    lines = [
+        "| data | numel | tied at thr. | threshold: previous | current | [partition] | [numpy bracket] | [bit bracket] | [radix] "
+        "| mask: previous | current | trim: previous | current | trim speed-up | identical | other CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
     for r in result["sizes"]:
         t, k, tr = r["threshold_s"], r["mask_s"], r["trim_s"]
         same = r["threshold_identical"] and r["mask_identical"] and r["trim_identical"]
-        lines.append(f"| {r['kind']} | {r['numel']:.0e} | {r['tied_at_threshold']} | {ms(t['previous'])} | **{ms(t['current'])}** "
-                     f"| {ms(t['current[partition]'])} | {ms(t['current[numpy bracket]'])} | {ms(t['current[bit bracket]'])} "
-                     f"| {ms(t['current[radix]'])} "
-                     f"| {ms(k['previous'])} | **{ms(k['current'])}** | {ms(tr['previous'])} | **{ms(tr['current'])}** "
-                     f"| {tr['previous'] / tr['current']:.1f}x | {'yes' if same else 'NO'} | {r['other_cpu_s']} |")
+        lines.append(
+            f"| {r['kind']} | {r['numel']:.0e} | {r['tied_at_threshold']} | {ms(t['previous'])} | **{ms(t['current'])}** "
+            f"| {ms(t['current[partition]'])} | {ms(t['current[numpy bracket]'])} | {ms(t['current[bit bracket]'])} "
+            f"| {ms(t['current[radix]'])} "
+            f"| {ms(k['previous'])} | **{ms(k['current'])}** | {ms(tr['previous'])} | **{ms(tr['current'])}** "
+            f"| {tr['previous'] / tr['current']:.1f}x | {'yes' if same else 'NO'} | {r['other_cpu_s']} |"
+        )
     if "ties" in result:
         t = result["ties"]
-        lines += ["", "| TIES merge, 4096x11008 bf16, 3 experts, density 0.2 | before | after | speed-up | identical | other CPU s |",
-                  "|---|---:|---:|---:|---|---:|",
-                  f"| wall time (s) | {t['wall_s']['before']:.2f} | **{t['wall_s']['after']:.2f}** "
-                  f"| {t['wall_s']['before'] / t['wall_s']['after']:.2f}x | {'yes' if t['identical'] else 'NO'} | {t['other_cpu_s']} |"]
+        lines += [
+            "",
+            "| TIES merge, 4096x11008 bf16, 3 experts, density 0.2 | before | after | speed-up | identical | other CPU s |",
+            "|---|---:|---:|---:|---|---:|",
+            f"| wall time (s) | {t['wall_s']['before']:.2f} | **{t['wall_s']['after']:.2f}** "
+            f"| {t['wall_s']['before'] / t['wall_s']['after']:.2f}x | {'yes' if t['identical'] else 'NO'} | {t['other_cpu_s']} |",
+        ]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", nargs="+", type=float, default=[1e5, 3e5, 1e6, 3e6, 1e7, 5e7])
     parser.add_argument("--kinds", nargs="+", choices=["float32", "bf16"], default=["float32", "bf16"])
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (min is reported; at least 3)")
@@ -270,21 +327,36 @@ def main(argv=None) -> int:
         parser.error("--repeats must be at least 3")
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = {"environment": environment(), "density": DENSITY, "repeats": args.repeats,
-              "settings": {"NUMPY_BRACKET_FROM": selection.NUMPY_BRACKET_FROM, "CPU_CHUNK": bitselect.CPU_CHUNK, "SAMPLE": bitselect.SAMPLE}, "sizes": []}
+    result = {
+        "environment": environment(),
+        "density": DENSITY,
+        "repeats": args.repeats,
+        "settings": {
+            "NUMPY_BRACKET_FROM": selection.NUMPY_BRACKET_FROM,
+            "CPU_CHUNK": bitselect.CPU_CHUNK,
+            "SAMPLE": bitselect.SAMPLE,
+        },
+        "sizes": [],
+    }
     for n in (int(s) for s in args.sizes):
         for kind in args.kinds:
             row = bench_size(kind, n, args.repeats)
             result["sizes"].append(row)
             t = row["threshold_s"]
-            print(f"{kind:8s} n={n:>10,d}  threshold {t['previous'] * 1e3:8.1f} -> {t['current'] * 1e3:8.1f} ms   "
-                  f"mask {row['mask_s']['previous'] * 1e3:8.1f} -> {row['mask_s']['current'] * 1e3:8.1f} ms   "
-                  f"trim {row['trim_s']['previous'] * 1e3:8.1f} -> {row['trim_s']['current'] * 1e3:8.1f} ms   "
-                  f"(other CPU {row['other_cpu_s']} s)", flush=True)
+            print(
+                f"{kind:8s} n={n:>10,d}  threshold {t['previous'] * 1e3:8.1f} -> {t['current'] * 1e3:8.1f} ms   "
+                f"mask {row['mask_s']['previous'] * 1e3:8.1f} -> {row['mask_s']['current'] * 1e3:8.1f} ms   "
+                f"trim {row['trim_s']['previous'] * 1e3:8.1f} -> {row['trim_s']['current'] * 1e3:8.1f} ms   "
+                f"(other CPU {row['other_cpu_s']} s)",
+                flush=True,
+            )
     if not args.skip_ties:
         result["ties"] = bench_ties(args.repeats)
         w = result["ties"]["wall_s"]
-        print(f"ties 4096x11008 x3: {w['before']:.2f} s -> {w['after']:.2f} s (identical: {result['ties']['identical']})", flush=True)
+        print(
+            f"ties 4096x11008 x3: {w['before']:.2f} s -> {w['after']:.2f} s (identical: {result['ties']['identical']})",
+            flush=True,
+        )
     result["environment"]["loadavg_end"] = os.getloadavg()[0]
     if args.markdown:
         print(markdown(result))

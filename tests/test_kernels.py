@@ -165,7 +165,8 @@ def test_trims_of_a_large_tied_task_vector_follow_the_sorted_rule():
     out = kernels.trim_magnitude_(tv.clone(), 0.2)
     assert torch.equal(out.view(torch.int32), _sorted_rule(tv, 0, int(0.2 * n)).view(torch.int32))  # -0.0 included
     out = kernels.trim_band_(tv.clone(), 0.3, 0.05)
-    assert torch.equal(out.view(torch.int32), _sorted_rule(tv, int(0.05 * n), int(0.05 * n) + int(0.3 * n)).view(torch.int32))
+    n_top = int(0.05 * n)
+    assert torch.equal(out.view(torch.int32), _sorted_rule(tv, n_top, n_top + int(0.3 * n)).view(torch.int32))
 
 
 def test_global_quantiles_through_the_kernels_are_exact():

@@ -35,13 +35,16 @@ from torch import Tensor
 
 _DIGIT = 16
 _BINS = 1 << _DIGIT
-_INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64}
+_INT_VIEW = {  # the signed integer of each float's width
+    torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64,
+}
 CPU_CHUNK = 1 << 20  # elements per chunk on CPU: 4 MiB of float32 stays in a core's L2 between ops
 SAMPLE = 1 << 16  # entries sampled to bracket the m-th largest (0: no bracket, radix only)
 MARGIN = 8.0  # bracket half-width, in standard deviations of the sample rank (binomial)
 SORT_BELOW = 2048  # keys left to select among are sorted when fewer than this
 
 Found = tuple[float, int, int]  # (the m-th largest value, entries greater, entries equal)
+Keyed = tuple[int, int, int]  # the same with the value's integer key
 
 
 def select(flat: Tensor, ms: Sequence[int], absolute: bool) -> list[Found]:
@@ -82,7 +85,8 @@ def sample_plan(n: int, ms: Sequence[int]) -> tuple[int, int, list[tuple[int | N
     for m in ms:
         p = m / n
         r, margin = p * s, MARGIN * math.sqrt(s * p * (1 - p)) + MARGIN
-        ends.append((min(int(r - margin), s - 1) if r - margin >= 0 else None, math.ceil(r + margin) if r + margin < s - 1 else None))
+        top = min(int(r - margin), s - 1) if r - margin >= 0 else None
+        ends.append((top, math.ceil(r + margin) if r + margin < s - 1 else None))
     return s, n // s, ends
 
 
@@ -186,7 +190,7 @@ def _top_digit(keys: Tensor, shift: int, offset: int, buf: Tensor) -> Tensor:
     return digits.to(torch.int32).add_(offset) if offset else digits  # signed: may overflow int16
 
 
-def _refine(keys: Tensor, ranks: Sequence[int], shift: int, prefix: int | None, offset: int) -> list[tuple[int, int, int]]:
+def _refine(keys: Tensor, ranks: Sequence[int], shift: int, prefix: int | None, offset: int) -> list[Keyed]:
     """Select among ``keys``: for each rank (1 = largest), the key at that rank, how many of ``keys``
     are greater and how many equal it.
 
@@ -204,7 +208,7 @@ def _refine(keys: Tensor, ranks: Sequence[int], shift: int, prefix: int | None, 
     picks = _pick(torch.bincount(digits, minlength=_BINS), ranks)
     if shift == 0:
         return [(base + d, above, equal) for d, above, _, equal in picks]
-    out: dict[int, tuple[int, int, int]] = {}
+    out: dict[int, Keyed] = {}
     for d in sorted({p[0] for p in picks}):  # ranks falling on one digit share the next level
         group = [(j, above, rank) for j, (digit, above, rank, _) in enumerate(picks) if digit == d]
         refined = _refine(keys[digits == d], [rank for _, _, rank in group], shift - _DIGIT, base + d, 0)

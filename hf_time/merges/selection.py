@@ -251,7 +251,8 @@ def _numpy_bracket_select(flat: Tensor, ms: Sequence[int], absolute: bool) -> di
     i = np.arange(s)
     sample = values[i * stride + (i * 7919) % stride]  # a copy (fancy indexing)
     sample = np.sort(np.abs(sample, out=sample) if absolute else sample)[::-1]
-    brackets = [(-np.inf if bottom is None else sample[bottom], np.inf if top is None else sample[top]) for top, bottom in ends]
+    brackets = [(-np.inf if bottom is None else sample[bottom], np.inf if top is None else sample[top])
+                for top, bottom in ends]
     size = min(n, bitselect.CPU_CHUNK)
     buf, over, within = np.empty(size, values.dtype), np.empty(size, bool), np.empty(size, bool)
     above, inside = [0] * len(ms), [[] for _ in ms]
@@ -268,5 +269,6 @@ def _numpy_bracket_select(flat: Tensor, ms: Sequence[int], absolute: bool) -> di
             k = members.size - (m - greater)
             members.partition(k)
             t = members[k]
-            found[m] = Threshold(m, float(t), greater + int(np.count_nonzero(members[k + 1:] > t)), int(np.count_nonzero(members == t)))
+            more, equal = int(np.count_nonzero(members[k + 1:] > t)), int(np.count_nonzero(members == t))
+            found[m] = Threshold(m, float(t), greater + more, equal)
     return found
