@@ -142,3 +142,38 @@ def test_generalized_task_arithmetic_scales_are_not_in_the_divisor():
     # DARE rescale: τ·(w/d), normalized by Σ w only: ((1·2 + 3·2) / 2) = 4
     out = kernels.generalized_task_arithmetic(T(0), T(1, 3).view(2, 1), (1.0, 1.0), consensus=False, normalize=True, lambda_=1.0, scales=(2.0, 2.0))
     assert_close(out, T(4))
+
+
+def _sorted_rule(tv, start, stop):
+    """The rule the trims follow, by a stable sort: keep magnitude ranks start+1..stop, ties in index order."""
+    order = torch.sort(tv.abs().reshape(-1), descending=True, stable=True).indices
+    keep = torch.zeros(tv.numel(), dtype=torch.bool)
+    keep[order[start:stop]] = True
+    return tv * keep.view(tv.shape)
+
+
+def _bf16_task_vector(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    base = (torch.randn(shape, generator=g) * 0.02).bfloat16()
+    return (base.float() + 0.003 * torch.randn(shape, generator=g)).bfloat16().float() - base.float()
+
+
+def test_trims_of_a_large_tied_task_vector_follow_the_sorted_rule():
+    # bf16 task vectors tie thousands of entries at the cut
+    tv = _bf16_task_vector((400, 700), 0)
+    n = tv.numel()
+    out = kernels.trim_magnitude_(tv.clone(), 0.2)
+    assert torch.equal(out.view(torch.int32), _sorted_rule(tv, 0, int(0.2 * n)).view(torch.int32))  # -0.0 included
+    out = kernels.trim_band_(tv.clone(), 0.3, 0.05)
+    n_top = int(0.05 * n)
+    assert torch.equal(out.view(torch.int32), _sorted_rule(tv, n_top, n_top + int(0.3 * n)).view(torch.int32))
+
+
+def test_global_quantiles_through_the_kernels_are_exact():
+    from hf_time.engine import quantile_values
+
+    mags = _bf16_task_vector((300, 1000), 1).abs_()
+    ranked = torch.sort(mags.reshape(-1), descending=True).values
+    n = mags.numel()
+    got = quantile_values(mags, (0.8, 0.35))
+    assert got == (float(ranked[kernels.kept_count(0.2, n) - 1]), float(ranked[kernels.kept_count(0.65, n) - 1]))

@@ -14,12 +14,13 @@ agreeing with γ when electing), scaled by λ and added to θ_0.
 Conventions, and where they differ from mergekit:
 * kept counts are ``int(density * numel)`` as in mergekit; a count of 0 keeps nothing (mergekit
   raises) and ``density >= 1`` leaves τ untouched (no sort, no RNG draw), as in mergekit.
-* per-tensor trims keep exactly m entries (:func:`top_mask`: a selection — numpy ``partition`` on
-  CPU, ``torch.kthvalue`` elsewhere — not a sort; entries tied at the threshold are taken in index
-  order), as mergekit does (it breaks ties by its sort order). A band (Breadcrumbs) is
-  top(n_top + n_keep) minus top(n_top). Global thresholds are the absolute values the engine computed
-  over the whole model at the fractions of :func:`topk_fractions` / :func:`band_fractions`; there an
-  entry is kept when lo <= |τ| < hi, ties included.
+* per-tensor trims keep exactly m entries (:func:`top_mask`, :func:`keep_magnitude_ranks_`: an exact
+  selection, not a sort: numpy's partition or a sampled bracket on CPU, linear-time selections
+  over the float bit patterns elsewhere, see :mod:`hf_time.merges.selection`; entries tied at the
+  threshold are taken in index order), as mergekit does (it breaks ties by its sort order). A band
+  (Breadcrumbs) is top(n_top + n_keep) minus top(n_top). Global thresholds are the absolute values
+  the engine computed over the whole model at the fractions of :func:`topk_fractions` /
+  :func:`band_fractions`; there an entry is kept when lo <= |τ| < hi, ties included.
 * Breadcrumbs with ``int(gamma * numel) == 0`` drops no outlier; mergekit's slice ``[n_bot:-0]``
   drops the whole tensor there (small tensors), which we do not reproduce.
 * DARE rescales survivors by 1/density (the DARE paper and mergekit before its l1 ``rescale_norm``);
@@ -31,11 +32,16 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-_NUMPY_SELECT_DTYPES = (torch.float16, torch.float32, torch.float64)
+from hf_time.merges.selection import (  # noqa: F401 (kth_largest, top_mask: re-exported)
+    keep_magnitude_between_,
+    keep_magnitude_ranks_,
+    kth_largest,
+    top_mask,
+)
+
 DIVISOR_EPS = 1e-8  # |Σ w| below this is treated as 0 (mergekit's guard for the linear divisor)
 
 
@@ -73,41 +79,6 @@ def kept_count(fraction: float, numel: int) -> int:
     return min(max(int(fraction * numel), 0), numel)
 
 
-def kth_largest(values: Tensor, m: int) -> float:
-    """The m-th largest entry of ``values`` (m >= 1), by selection; +inf when m == 0."""
-    if m <= 0:
-        return math.inf
-    flat = values.reshape(-1)
-    idx = flat.numel() - m  # 0-based position in ascending order
-    if flat.device.type == "cpu" and flat.dtype in _NUMPY_SELECT_DTYPES:
-        # numpy's SIMD introselect is >10x faster than torch.kthvalue on CPU (same exact value).
-        return float(np.partition(flat.numpy(), idx)[idx])
-    return float(torch.kthvalue(flat, idx + 1).values)
-
-
-def top_mask(mag: Tensor, m: int) -> Tensor:
-    """A bool mask of exactly the ``m`` largest entries of ``mag`` (flat, any shape).
-
-    Entries tied with the m-th largest value are taken in index order until the count is met, so a
-    ``density`` always keeps ``int(density * numel)`` entries. This matters for bf16 checkpoints: their
-    task vectors take few distinct values, and at density 0.5 a fifth of the entries can sit exactly at
-    the threshold (keeping all of them would keep ~65%). mergekit also keeps exactly m, breaking ties
-    by its (unstable) sort order, so the two tools agree except on which tied entries are kept.
-    """
-    flat = mag.reshape(-1)
-    if m <= 0:
-        return torch.zeros(mag.shape, dtype=torch.bool, device=mag.device)
-    if m >= flat.numel():
-        return torch.ones(mag.shape, dtype=torch.bool, device=mag.device)
-    threshold = kth_largest(flat, m)
-    keep = flat > threshold
-    missing = m - int(keep.sum())
-    if missing > 0:
-        tied = (flat == threshold).nonzero().squeeze(1)
-        keep[tied[:missing]] = True
-    return keep.view(mag.shape)
-
-
 def topk_fractions(density: float) -> tuple[float, ...]:
     """The quantile of |τ| a top-``density`` trim needs (empty when nothing is trimmed)."""
     return () if density >= 1 else (1.0 - density,)
@@ -135,10 +106,9 @@ def trim_magnitude_(tv: Tensor, density: float, threshold: float | None = None) 
     """
     if density >= 1:
         return tv
-    mag = tv.abs()
     if threshold is None:  # per tensor: exactly int(density * numel) entries (see top_mask)
-        return tv.mul_(top_mask(mag, kept_count(density, tv.numel())))
-    return tv.mul_(mag.ge_(threshold))  # multiplying by a mask is ~5x faster than masked_fill_ on CPU
+        return keep_magnitude_ranks_(tv, 0, kept_count(density, tv.numel()))
+    return keep_magnitude_between_(tv, threshold)
 
 
 def trim_band_(tv: Tensor, density: float, gamma: float, thresholds: Sequence[float] | None = None) -> Tensor:
@@ -149,17 +119,15 @@ def trim_band_(tv: Tensor, density: float, gamma: float, thresholds: Sequence[fl
     """
     if density >= 1:
         return tv
-    mag = tv.abs()
     if thresholds is None:  # per tensor: exactly the entries ranked n_top+1 .. n_top+n_keep
         n = tv.numel()
         n_keep, n_top = kept_count(density, n), kept_count(gamma, n)
         n_top = min(n_top, n - n_keep)  # mergekit: drop fewer outliers rather than keep less
-        return tv.mul_(top_mask(mag, n_top + n_keep).logical_and_(~top_mask(mag, n_top)))
-    else:
-        lo, hi = thresholds
-        if gamma <= 0:
-            hi = math.inf  # no outliers to drop: the quantile 1.0 would be the max itself
-    return tv.mul_((mag >= lo).logical_and_(mag < hi))
+        return keep_magnitude_ranks_(tv, n_top, n_top + n_keep)
+    lo, hi = thresholds
+    if gamma <= 0:
+        hi = math.inf  # no outliers to drop: the quantile 1.0 would be the max itself
+    return keep_magnitude_between_(tv, lo, hi)
 
 
 def random_drop_(tv: Tensor, density: float, generator: torch.Generator) -> Tensor:

@@ -1,0 +1,274 @@
+"""Exact top-m selection: the m-th largest value, how many entries are above and tied with it, masks.
+
+TIES, Breadcrumbs and the global thresholds keep exactly ``m = int(density * numel)`` entries of
+largest magnitude, ties at the threshold taken in index order. The previous kernels found the m-th
+largest with ``np.partition``/``torch.kthvalue`` and then counted the entries above it with full-size
+bool temporaries, a bool ``sum`` and a ``nonzero``, which took most of a TIES merge. Here the
+selection also returns how many entries are greater than and equal to the m-th largest
+(:class:`Threshold`), so a top-m mask or trim is one chunked pass with float masks, which looks for
+the position of the last kept tie only when some ties are dropped.
+
+Where the m-th largest comes from (figures: ``benchmarks/select.md``):
+
+* **CPU, from** :data:`NUMPY_BRACKET_FROM` **entries: a sampled bracket in numpy.** A fixed,
+  spread-out sample of up to 65536 entries gives two values bracketing the m-th largest with a wide
+  margin (:func:`hf_time.merges.bitselect.sample_plan`); one chunked pass of SIMD compares counts the
+  entries above the bracket and copies out the few inside it; when the counts prove the m-th largest
+  lies inside, it is selected among those alone. No full-size copy; otherwise the next path runs.
+* **CPU, smaller tensors: numpy's partition** of one copy (of ``|x|`` for the trims), the counts read
+  from that copy. numpy 2 runs an AVX-512 quickselect here, faster than anything built from torch ops
+  at these sizes, and single-threaded, so robust when other processes load the machine.
+* **Other devices (CUDA): exact linear-time selections over the float bit patterns** built from plain
+  torch ops (:mod:`hf_time.merges.bitselect`): the same bracket on integer keys, then a 16-bit radix
+  select as the fallback.
+
+Masks and trims run over the chunks of :func:`hf_time.merges.bitselect.chunks`: cache-sized with
+reused buffers on CPU (a fresh full-size temporary costs more in page faults than the arithmetic),
+one chunk on other devices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hf_time.merges import bitselect
+from hf_time.merges.bitselect import chunk_size, chunks
+
+NUMPY_ON_CPU = True  # CPU tensors are selected by numpy (False: by bitselect, as on other devices)
+NUMPY_BRACKET_FROM = 1 << 22  # CPU tensors from this many entries use the numpy bracket (select.md)
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Where the ``m`` largest entries of a tensor end.
+
+    Attributes:
+        m: how many entries are kept.
+        value: the m-th largest value (``inf`` when m == 0, with both counts 0: nothing is kept).
+        greater: how many entries are strictly greater than ``value`` (all kept).
+        equal: how many entries equal ``value``; the first ``m - greater`` of them in index order are kept.
+    """
+
+    m: int
+    value: float
+    greater: int
+    equal: int
+
+    @property
+    def ties_kept(self) -> int:
+        """How many entries equal to ``value`` are kept (the first ones in index order)."""
+        return self.m - self.greater
+
+
+def thresholds(values: Tensor, ms: Sequence[int], *, absolute: bool = False) -> tuple[Threshold, ...]:
+    """The exact m-th largest value of ``values`` for each m, with the counts a top-m mask needs.
+
+    Args:
+        values: any floating tensor (not modified); its shape is ignored.
+        ms: counts, each clamped to ``[0, numel]``; several share one pass over ``values``.
+        absolute: rank ``|values|`` instead of ``values`` (only small CPU tensors get an ``abs()`` copy).
+    Returns:
+        One :class:`Threshold` per m, in order.
+    Raises:
+        TypeError: ``values`` is not a float16/bfloat16/float32/float64 tensor.
+    """
+    if values.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"selection needs a floating tensor, got {values.dtype}")
+    flat = values.reshape(-1)
+    n = flat.numel()
+    ms = [min(max(int(m), 0), n) for m in ms]
+    found = {m: Threshold(0, math.inf, 0, 0) for m in ms if m == 0}
+    wanted = sorted({m for m in ms if m > 0})
+    if wanted and flat.device.type == "cpu" and NUMPY_ON_CPU:
+        if n >= NUMPY_BRACKET_FROM:
+            found.update(_numpy_bracket_select(flat, wanted, absolute))
+        missing = [m for m in wanted if m not in found]
+        if missing:
+            found.update(zip(missing, _partition_select(flat, missing, absolute)))
+    elif wanted:
+        found.update((m, Threshold(m, *f)) for m, f in zip(wanted, bitselect.select(flat, wanted, absolute)))
+    return tuple(found[m] for m in ms)
+
+
+def kth_largest(values: Tensor, m: int) -> float:
+    """The m-th largest entry of ``values`` (m >= 1), exactly; +inf when m == 0.
+
+    Linear time in expectation (see the module docstring); the value is the one a sort would give, so
+    thresholds are bit-for-bit what they were with ``np.partition``.
+    """
+    return thresholds(values, [m])[0].value
+
+
+def top_mask(values: Tensor, m: int, *, absolute: bool = False) -> Tensor:
+    """A bool mask of exactly the ``m`` largest entries of ``values`` (or of ``|values|``), same shape.
+
+    Entries tied with the m-th largest value are taken in index order until the count is met, so a
+    ``density`` always keeps ``int(density * numel)`` entries. This matters for bf16 checkpoints: their
+    task vectors take few distinct values, and at density 0.5 a fifth of the entries can sit exactly at
+    the threshold (keeping all of them would keep ~65%). mergekit also keeps exactly m, breaking ties
+    by its (unstable) sort order, so the two tools agree except on which tied entries are kept.
+    """
+    flat = values.reshape(-1)
+    out = torch.empty(flat.shape, dtype=torch.bool, device=flat.device)
+    if m >= flat.numel() or m <= 0:
+        return out.fill_(m > 0).view(values.shape)
+    (th,) = thresholds(flat, [m], absolute=absolute)
+    left = th.ties_kept
+    for lo, hi in chunks(flat):
+        chunk = flat[lo:hi].abs() if absolute else flat[lo:hi]
+        left = _fill_top(chunk, th, left, out[lo:hi])
+    return out.view(values.shape)
+
+
+def keep_magnitude_ranks_(tv: Tensor, start: int, stop: int) -> Tensor:
+    """Zero, in place, every entry of ``tv`` whose magnitude rank is not in ``start+1 .. stop``.
+
+    Ranks count from the largest ``|tv|`` (1) down, ties in index order, so exactly ``stop - start``
+    entries survive: ``start=0`` is a top-``stop`` trim (TIES), ``start > 0`` a band (Breadcrumbs).
+    Survivors are multiplied by 1.0 and the rest by 0.0, exactly as multiplying by a bool mask did
+    (so a dropped negative entry becomes -0.0, as before).
+
+    Args:
+        tv: a task vector, a temporary the caller owns: modified in place.
+        start: how many of the largest magnitudes are dropped (0 for a plain top-k).
+        stop: rank of the last kept entry (``start <= stop``).
+    Returns:
+        ``tv``.
+    """
+    if not tv.is_contiguous():  # work on a contiguous copy so that chunks are plain slices
+        return tv.copy_(keep_magnitude_ranks_(tv.contiguous(), start, stop))
+    flat = tv.view(-1)
+    n = flat.numel()
+    start, stop = min(max(start, 0), n), min(max(stop, 0), n)
+    if start == 0 and stop == n:
+        return tv
+    top, skip = thresholds(flat, [stop, start], absolute=True)
+    left_top, left_skip = top.ties_kept, skip.ties_kept
+    keep_buf = torch.empty(chunk_size(flat), dtype=flat.dtype, device=flat.device)
+    drop_buf = torch.empty_like(keep_buf) if start > 0 else None
+    for lo, hi in chunks(flat):
+        chunk = flat[lo:hi]
+        # |chunk| into a reused buffer, then 1.0/0.0 in place: float masks multiply ~4x faster than bool
+        keep = torch.abs(chunk, out=keep_buf[: hi - lo])
+        if drop_buf is not None:  # top(stop) contains top(start): their difference is the band
+            dropped = drop_buf[: hi - lo].copy_(keep)
+            left_skip = _fill_top(dropped, skip, left_skip, dropped)
+        left_top = _fill_top(keep, top, left_top, keep)
+        if drop_buf is not None:
+            keep.sub_(dropped)
+        chunk.mul_(keep)
+    return tv
+
+
+def keep_magnitude_between_(tv: Tensor, lo: float, hi: float | None = None) -> Tensor:
+    """Zero, in place, every entry of ``tv`` outside ``lo <= |tv| < hi`` (no upper bound when ``hi`` is
+    None): the trims at global thresholds. Chunked, with float masks, like :func:`keep_magnitude_ranks_`
+    (the products are those of multiplying by a bool mask).
+
+    Args:
+        tv: a task vector, a temporary the caller owns: modified in place.
+        lo: smallest kept magnitude.
+        hi: kept magnitudes are below this; None keeps everything from ``lo`` up (+inf included).
+    Returns:
+        ``tv``.
+    """
+    if not tv.is_contiguous():
+        return tv.copy_(keep_magnitude_between_(tv.contiguous(), lo, hi))
+    flat = tv.view(-1)
+    keep_buf = torch.empty(chunk_size(flat), dtype=flat.dtype, device=flat.device)
+    below_buf = torch.empty_like(keep_buf) if hi is not None else None
+    for lo_i, hi_i in chunks(flat):
+        chunk = flat[lo_i:hi_i]
+        keep = torch.abs(chunk, out=keep_buf[: hi_i - lo_i])
+        if below_buf is not None:
+            below = torch.lt(keep, hi, out=below_buf[: hi_i - lo_i])
+            keep.ge_(lo).mul_(below)
+        else:
+            keep.ge_(lo)
+        chunk.mul_(keep)
+    return tv
+
+
+def _fill_top(chunk: Tensor, th: Threshold, left: int, out: Tensor) -> int:
+    """Write the top-``th.m`` mask of one chunk (coming after the earlier chunks) into ``out``.
+
+    ``left`` is how many tied entries are still to be kept; returns what is left after this chunk.
+    ``out`` may be ``chunk`` itself (a float buffer): comparisons then write 1.0/0.0 in place.
+    """
+    t = th.value
+    if left <= 0:
+        torch.gt(chunk, t, out=out)
+        return 0
+    if left >= th.equal:  # every tie is kept: no position to find
+        torch.ge(chunk, t, out=out)
+        return left
+    ties = torch.eq(chunk, t)
+    count = int(torch.count_nonzero(ties))
+    if count <= left:
+        torch.ge(chunk, t, out=out)
+        return left - count
+    cut = int(ties.nonzero()[left - 1]) + 1  # just after the last tie that is kept
+    torch.gt(chunk[cut:], t, out=out[cut:])
+    torch.ge(chunk[:cut], t, out=out[:cut])
+    return 0
+
+
+# -- CPU selections (numpy) --------------------------------------------------------------------------
+def _numpy_values(flat: Tensor) -> np.ndarray:
+    """A numpy view of the values (numpy has no bf16: widened to float32, exact, a copy)."""
+    return flat.float().numpy() if flat.dtype == torch.bfloat16 else flat.numpy()
+
+
+def _partition_select(flat: Tensor, ms: Sequence[int], absolute: bool) -> list[Threshold]:
+    """CPU: numpy's partition of one copy of the values (or of their magnitudes), then the counts on
+    that copy: entries after position n-m are >= the threshold, so only they can be greater."""
+    values = _numpy_values(flat)
+    fresh = flat.dtype == torch.bfloat16  # already a copy: partition it in place
+    arr = np.abs(values, out=values if fresh else None) if absolute else (values if fresh else values.copy())
+    n = arr.size
+    arr.partition(sorted({n - m for m in ms}))  # in place: every n-m position holds its sorted value
+    out = []
+    for m in ms:
+        t = arr[n - m]
+        out.append(Threshold(m, float(t), int(np.count_nonzero(arr[n - m + 1:] > t)), int(np.count_nonzero(arr == t))))
+    return out
+
+
+def _numpy_bracket_select(flat: Tensor, ms: Sequence[int], absolute: bool) -> dict[int, Threshold]:
+    """CPU, large tensors: the thresholds a sampled bracket proves it holds (module docstring), by
+    numpy compares over chunks; no full-size copy (but bf16, which numpy must see widened). The
+    others are left out (partition them)."""
+    values = _numpy_values(flat)
+    n = values.size
+    s, stride, ends = bitselect.sample_plan(n, ms)
+    i = np.arange(s)
+    sample = values[i * stride + (i * 7919) % stride]  # a copy (fancy indexing)
+    sample = np.sort(np.abs(sample, out=sample) if absolute else sample)[::-1]
+    brackets = [(-np.inf if bottom is None else sample[bottom], np.inf if top is None else sample[top])
+                for top, bottom in ends]
+    size = min(n, bitselect.CPU_CHUNK)
+    buf, over, within = np.empty(size, values.dtype), np.empty(size, bool), np.empty(size, bool)
+    above, inside = [0] * len(ms), [[] for _ in ms]
+    for lo, hi in chunks(flat):
+        chunk = np.abs(values[lo:hi], out=buf[: hi - lo]) if absolute else values[lo:hi]
+        for j, (low, high) in enumerate(brackets):  # float compares: -0.0 == +0.0, as the keys
+            o, w = np.greater(chunk, high, out=over[: hi - lo]), np.greater_equal(chunk, low, out=within[: hi - lo])
+            above[j] += int(np.count_nonzero(o))
+            inside[j].append(chunk[np.logical_and(w, np.logical_not(o, out=o), out=w)])
+    found = {}
+    for m, greater, parts in zip(ms, above, inside):
+        members = np.concatenate(parts)
+        if greater < m <= greater + members.size:  # proven: the m-th largest is inside
+            k = members.size - (m - greater)
+            members.partition(k)
+            t = members[k]
+            more, equal = int(np.count_nonzero(members[k + 1:] > t)), int(np.count_nonzero(members == t))
+            found[m] = Threshold(m, float(t), greater + more, equal)
+    return found

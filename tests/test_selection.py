@@ -1,0 +1,186 @@
+"""Exact top-m selection (hf_time.merges.selection) against a sort-based reference.
+
+The reference ranks entries by a stable descending sort in float64 (exact for every float dtype), so
+ties come out in index order, which is the rule the merges follow. Every selection path is checked:
+on CPU numpy's partition and numpy's sampled bracket (hit and missed), and the bit-pattern
+selections of hf_time.merges.bitselect that other devices run: the bracket over one whole-tensor
+chunk and over many odd-sized chunks, missed with the radix fallback, and the radix select alone
+with histograms down to the last 16 bits.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_time.merges import bitselect, selection
+
+DTYPES = (torch.float32, torch.bfloat16, torch.float64, torch.float16)
+
+
+PATHS = {  # module settings per path: NUMPY_* of hf_time.merges.selection, the others of bitselect
+    "partition": dict(NUMPY_ON_CPU=True),  # the CPU default for small tensors
+    "numpy_bracket": dict(NUMPY_ON_CPU=True, NUMPY_BRACKET_FROM=0, CPU_CHUNK=97),  # the CPU default for large ones
+    "numpy_bracket_missed": dict(NUMPY_ON_CPU=True, NUMPY_BRACKET_FROM=0, CPU_CHUNK=97, MARGIN=0.0),
+    # what an accelerator runs: one chunk, a sampled bracket over bit keys, the last keys sorted
+    "bracket_whole": dict(NUMPY_ON_CPU=False, CPU_CHUNK=1 << 40),
+    # chunks of an odd size, so that chunk boundaries fall inside runs of ties
+    "bracket_chunked": dict(NUMPY_ON_CPU=False, CPU_CHUNK=97),
+    # a bracket without margin: it often misses and the radix fallback runs
+    "bracket_missed": dict(NUMPY_ON_CPU=False, CPU_CHUNK=97, MARGIN=0.0),
+    # radix only, histograms down to the last 16 bits instead of a sort of the last keys
+    "radix_chunked": dict(NUMPY_ON_CPU=False, CPU_CHUNK=97, SAMPLE=0, SORT_BELOW=16),
+}
+
+
+def _force(monkeypatch, name: str) -> None:
+    for setting, value in PATHS[name].items():
+        monkeypatch.setattr(selection if setting.startswith("NUMPY") else bitselect, setting, value)
+
+
+@pytest.fixture(params=list(PATHS))
+def path(request, monkeypatch):
+    """Every selection path."""
+    _force(monkeypatch, request.param)
+    return request.param
+
+
+@pytest.fixture(params=["partition", "numpy_bracket", "bracket_whole", "bracket_chunked"])
+def mask_path(request, monkeypatch):
+    """The paths that differ in how masks are written (whole tensor or chunks); the selections
+    themselves are checked on every path by test_thresholds_match_a_sort_for_every_m."""
+    _force(monkeypatch, request.param)
+    return request.param
+
+
+def _inputs(kind: str, n: int, dtype: torch.dtype) -> torch.Tensor:
+    g = torch.Generator().manual_seed(n * 31 + len(kind))
+    if kind == "random":
+        x = torch.randn(n, generator=g, dtype=torch.float64)
+    elif kind == "tied":  # a task vector of bf16 checkpoints: few distinct values, many equal
+        base = (torch.randn(n, generator=g) * 0.02).bfloat16()
+        x = (base.float() + torch.randn(n, generator=g) * 0.004).bfloat16().double() - base.double()
+    elif kind == "bf16_exact":
+        x = torch.randn(n, generator=g).bfloat16().double()
+    elif kind == "equal":
+        x = torch.full((n,), -0.375, dtype=torch.float64)
+    elif kind == "zeros":
+        x = torch.zeros(n, dtype=torch.float64)
+    elif kind == "negative_zero":  # -0.0 and +0.0 must rank as equal (and tie in index order)
+        signs = torch.rand(n, generator=g) < 0.5
+        x = torch.where(signs, -0.0, 0.0).double()
+        x[torch.rand(n, generator=g) < 0.2] = 1.5
+        x[torch.rand(n, generator=g) < 0.2] = -2.0
+    elif kind == "extremes":
+        pool = torch.tensor([float("inf"), -float("inf"), 1e-40, -1e-40, 0.0, -0.0, 3.0, -3.0], dtype=torch.float64)
+        x = pool[torch.randint(0, len(pool), (n,), generator=g)]
+    else:
+        raise ValueError(kind)
+    return x.to(dtype)
+
+
+def _reference(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entries ranked by a stable descending sort in float64 (exact): (values, indices), ties in index order."""
+    order = torch.sort(values.reshape(-1).double(), descending=True, stable=True)
+    return order.values, order.indices
+
+
+def _top(indices: torch.Tensor, m: int, shape) -> torch.Tensor:
+    mask = torch.zeros(indices.numel(), dtype=torch.bool)
+    mask[indices[:m]] = True
+    return mask.view(shape)
+
+
+KINDS = ("random", "tied", "bf16_exact", "equal", "zeros", "negative_zero", "extremes")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [1, 2, 64, 500])
+def test_thresholds_match_a_sort_for_every_m(path, kind, n, dtype):
+    x = _inputs(kind, n, dtype)
+    before = x.clone()
+    ms = list(range(n + 1)) if n < 100 else list(range(12)) + list(range(12, n - 12, 29)) + list(range(n - 12, n + 1))
+    for absolute in (False, True):
+        values = x.abs() if absolute else x
+        ranked, _ = _reference(values)
+        flat = values.double()
+        for m, th in zip(ms, selection.thresholds(x, ms, absolute=absolute)):
+            value = float(ranked[m - 1]) if m else float("inf")
+            assert th.m == m and th.value == value, (m, absolute)
+            if m:  # m == 0 keeps nothing: value inf, counts 0 (even if an entry is +inf)
+                assert th.greater == int((flat > value).sum()) and th.equal == int((flat == value).sum()), (m, absolute)
+    assert torch.equal(x.view(torch.uint8), before.view(torch.uint8))  # input untouched, bit for bit
+
+
+@pytest.mark.parametrize("dtype", DTYPES[:3], ids=str)  # float16 shares bfloat16's 16-bit path
+@pytest.mark.parametrize("kind", KINDS)
+def test_top_mask_matches_a_sort(mask_path, kind, dtype):
+    n = 300
+    x = _inputs(kind, n, dtype).view(20, 15)
+    for absolute in (False, True):
+        ranked, order = _reference(x.abs() if absolute else x)
+        for m in (0, 1, 2, 3, 41, n // 2, 223, n - 2, n - 1, n):
+            got = selection.top_mask(x, m, absolute=absolute)
+            assert got.shape == x.shape and torch.equal(got, _top(order, m, x.shape)), (m, absolute)
+            if not absolute:
+                assert selection.kth_largest(x, m) == (float(ranked[m - 1]) if m else float("inf"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES[:3], ids=str)
+@pytest.mark.parametrize("kind", ["random", "tied", "equal", "zeros", "negative_zero"])
+def test_keep_magnitude_ranks_is_the_old_bool_mask_product(mask_path, kind, dtype):
+    n = 257
+    x = _inputs(kind, n, dtype)
+    _, order = _reference(x.abs())
+    for start, stop in [(0, 0), (0, 77), (0, n), (1, 2), (5, 130), (40, n), (0, n - 1)]:
+        keep = _top(order, stop, x.shape) & ~_top(order, start, x.shape)
+        tv = x.clone()
+        assert selection.keep_magnitude_ranks_(tv, start, stop) is tv
+        expected = x * keep  # what the kernels did before: multiply by a bool mask (-0.0 included)
+        assert torch.equal(tv.view(torch.uint8), expected.view(torch.uint8)), (start, stop)
+
+
+def test_keep_magnitude_ranks_on_a_non_contiguous_view(mask_path):
+    x = _inputs("tied", 400, torch.float32).view(20, 20)
+    tv = x.clone().t()
+    selection.keep_magnitude_ranks_(tv, 3, 150)
+    flat = x.t().reshape(-1)
+    _, order = _reference(flat.abs())
+    keep = _top(order, 150, flat.shape) & ~_top(order, 3, flat.shape)
+    assert torch.equal(tv.reshape(-1), flat * keep)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("name", ["partition", "numpy_bracket", "bracket_whole", "radix_chunked"])
+def test_large_tied_input_across_many_chunks(monkeypatch, dtype, name):
+    # the full-size sample and 16-bit histograms at work; runs of ties span chunk boundaries
+    _force(monkeypatch, name)
+    monkeypatch.setattr(bitselect, "CPU_CHUNK", 16411)
+    monkeypatch.setattr(bitselect, "SORT_BELOW", 2048)
+    n = 150_001
+    x = _inputs("tied", n, dtype)
+    ranked, order = _reference(x.abs())
+    for m in (1, n // 1000, n // 5, n // 2, n - 3, n):
+        (th,) = selection.thresholds(x, [m], absolute=True)
+        assert th.value == float(ranked[m - 1])
+        assert torch.equal(selection.top_mask(x, m, absolute=True), _top(order, m, x.shape)), m
+
+
+def test_zero_and_full_counts():
+    x = torch.tensor([0.5, -1.0, 2.0])
+    assert selection.kth_largest(x, 0) == float("inf")
+    assert selection.top_mask(x, 0).sum() == 0 and selection.top_mask(x, 3).all()
+    assert selection.top_mask(x, 7).all()  # counts are clamped to numel
+    assert selection.thresholds(torch.zeros(0), [0]) == (selection.Threshold(0, float("inf"), 0, 0),)
+
+
+@pytest.mark.parametrize("chunk", [1 << 40, 97])
+def test_keep_magnitude_between_is_the_old_bool_mask_product(monkeypatch, chunk):
+    monkeypatch.setattr(bitselect, "CPU_CHUNK", chunk)
+    x = torch.cat([_inputs("tied", 500, torch.float32), _inputs("extremes", 100, torch.float32)])
+    mags = x.abs()
+    for lo, hi in [(0.0, None), (0.004, None), (0.002, 0.006), (0.0, float("inf")), (1e-40, 3.0), (5.0, None)]:
+        keep = mags >= lo if hi is None else (mags >= lo) & (mags < hi)
+        out = selection.keep_magnitude_between_(x.clone(), lo, hi)
+        assert torch.equal(out.view(torch.int32), (x * keep).view(torch.int32)), (lo, hi)
