@@ -122,10 +122,12 @@ def test_sign_agreement_sum_rule():
     expected = torch.tensor([[0, 0, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 1, 0, 1]], dtype=torch.bool)
     positive = kernels.elect_sign(weighted)
     assert positive.tolist() == [False, True, True, False, False]
+    sign = kernels.elected_sign(positive, weighted.dtype)
+    assert sign.tolist() == [-1, 1, 1, -1, -1]
     kept = weighted.clone()
-    masks = torch.stack([kernels.agreeing_(kept[i], positive) for i in range(3)])
-    assert torch.equal(masks, expected)
-    assert_close(kept, weighted * expected)  # disagreeing entries zeroed in place
+    magnitudes = torch.stack([kernels.agreeing_magnitudes_(kept[i], sign) for i in range(3)])
+    assert torch.equal(magnitudes > 0, expected)
+    assert_close(kept, weighted.abs() * expected)  # agreeing magnitudes, disagreeing entries zeroed, in place
 
 
 def test_generalized_task_arithmetic_guards_the_divisors():
