@@ -41,21 +41,20 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _iofloor import io_floor, startup  # noqa: E402
 from _procstats import ProcStats, format_bytes, run_measured  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# The model of the issue: ~271M parameters, ~542 MB per checkpoint in bf16.
-MODEL_CONFIG = dict(
-    hidden_size=1024,
-    num_hidden_layers=16,
-    intermediate_size=2816,
-    vocab_size=32000,
-    num_attention_heads=16,
-    num_key_value_heads=16,
-    max_position_embeddings=2048,
-    tie_word_embeddings=False,
-)
+# The models of the issues: ~271M parameters (~542 MB per checkpoint in bf16), and a 1B scale in
+# TinyLlama's shape (~2.2 GB per checkpoint, ~8.8 GB of inputs for base + 3 experts).
+SCALES = {
+    "271m": dict(hidden_size=1024, num_hidden_layers=16, intermediate_size=2816, vocab_size=32000,
+                 num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=2048, tie_word_embeddings=False),
+    "1b": dict(hidden_size=2048, num_hidden_layers=22, intermediate_size=5632, vocab_size=32000,
+               num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=False),
+}
+MODEL_CONFIG = dict(SCALES["271m"])  # replaced by --scale in main()
 NUM_EXPERTS = 3
 SHARD_SIZE = "200MB"
 NOISE_SCALE = 0.01  # default of --noise-scale: expert = base + scale * std(base tensor) * N(0, 1)
@@ -81,8 +80,9 @@ HF_TIME_ONLY = {
 WEIGHT = 1.0  # every expert's weight, in both tools
 BUSY_WARN = 0.10  # warn when other processes used more than this share of the CPU during a run
 
-# Targets of the issue: hf_time wall time as a fraction of mergekit's.
-TARGET_RATIO = {"task_arithmetic": 0.25, "ties": 0.15}
+# Targets of the issues: hf_time wall time as a fraction of mergekit's, per scale.
+TARGETS = {"271m": {"task_arithmetic": 0.25, "ties": 0.15}, "1b": {"task_arithmetic": 0.20, "ties": 0.12}}
+TARGET_RATIO = dict(TARGETS["271m"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,7 +612,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", type=Path, default=Path("/tmp/hf_time_bench"),
+    p.add_argument("--scale", choices=list(SCALES), default="271m", help="model size (default 271m)")
+    p.add_argument("--workdir", type=Path, default=None,
                    help="cache for the built checkpoints, the outputs and the logs (default: %(default)s)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
                    help="methods to run (default: all)")
@@ -640,7 +641,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Build (or reuse) the checkpoints, run both tools, compare, print. Returns the exit status."""
     args = parse_args(argv)
-    workdir: Path = args.workdir
+    MODEL_CONFIG.clear()
+    MODEL_CONFIG.update(SCALES[args.scale])
+    TARGET_RATIO.clear()
+    TARGET_RATIO.update(TARGETS[args.scale])
+    workdir: Path = args.workdir or Path(f"/tmp/hf_time_bench/{args.scale}")
     logs = workdir / "logs"
     outs = workdir / "out"
     logs.mkdir(parents=True, exist_ok=True)
@@ -692,6 +697,17 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.rmtree(r.out_dir)
 
     print_table(args.device, results, diffs)
+    floor = io_floor([f for d in (base, *experts) for f in weight_files(d)], size, outs)
+    print(f"\nI/O floor (same run): read the {format_bytes(floor['bytes_read'])} of inputs once from the page cache "
+          f"{floor['read_s']:.2f} s + write {format_bytes(size)} and fsync it {floor['write_s']:.2f} s = "
+          f"{floor['floor_s']:.2f} s")
+    for method, per_tool in results.items():
+        print(f"  {method}: " + "; ".join(f"{tool} {r.wall_s / floor['floor_s']:.2f}× the floor"
+                                         for tool, r in per_tool.items() if r.ok))
+    start = startup(tools["hf_time"]) if "hf_time" in tools else None
+    if start:
+        print(f"Start-up: `hf-time --help` {start['help_s']:.2f} s, `import hf_time.api` {start['import_merge_path_s']:.2f} s "
+              f"(a bare python: {start['python_s']:.2f} s)")
     if args.json:
         payload = dict(
             device=args.device,
@@ -700,6 +716,10 @@ def main(argv: list[str] | None = None) -> int:
             tools=tools,
             results={m: {t: asdict(r) for t, r in per.items()} for m, per in results.items()},
             diffs=diffs,
+            scale=args.scale,
+            io_floor=floor,
+            startup=start,
+            targets=TARGET_RATIO,
         )
         args.json.write_text(json.dumps(payload, indent=2))
         print(f"\nWrote {args.json}")
