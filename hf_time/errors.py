@@ -111,3 +111,8 @@ class TimelineConflictError(HfTimeError, RuntimeError):
     Resuming would mix two timelines in one history; the message names the step and the fix (a new
     ``name``, or deleting the repo).
     """
+
+
+class IncompatibleTaskError(ConfigError):
+    """A task cannot be trained or scored on this model or tokenizer: a generation task on an encoder,
+    chat messages and a tokenizer without a chat template."""
