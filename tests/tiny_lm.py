@@ -22,7 +22,7 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
 
 
 def tiny_tokenizer(*, chat_template: bool = True, bos: bool = False):
-    """A byte-level BPE tokenizer (GPT-2 style, ~300 tokens) trained on :data:`CORPUS`.
+    """A byte-level BPE tokenizer (GPT-2 style, a few hundred tokens) trained on :data:`CORPUS`.
 
     Args:
         chat_template: give it a ChatML chat template.
@@ -35,7 +35,7 @@ def tiny_tokenizer(*, chat_template: bool = True, bos: bool = False):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=600, special_tokens=specials, show_progress=False,
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     if bos:
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
