@@ -76,8 +76,8 @@ def test_builtin_prompt_versions_are_registered_and_cut_like_their_source():
     assert isinstance(text, TextTask) and isinstance(task, PromptClassificationTask)
     assert task.test["text"] == text.test["text"] and task.train["text"] == text.train["text"]
     prompts_, completions, labels = task.candidates()
-    assert completions == [" abbreviation", " description", " entity", " person", " location", " number"]
-    assert all(p.startswith("Question: ") and p.endswith("\nAnswer:") for p in prompts_)
+    assert completions == [" abbreviation", " description", " thing", " person", " place", " number"]
+    assert all(p.startswith("Question: ") and p.endswith("\nThe question asks for a") for p in prompts_)
     assert labels == text.test["label"]
 
 
