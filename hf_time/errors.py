@@ -129,3 +129,8 @@ class HubConnectionError(HfTimeError, ConnectionError):
 class HubRequestError(HfTimeError, RuntimeError):
     """The Hub answered an error hf_time cannot recover from (after bounded retries for 5xx/429); the
     message names the operation, the status and what to do (a token with access, try again later)."""
+
+
+class IncompatibleTaskError(ConfigError):
+    """A task cannot be trained or scored on this model or tokenizer: a generation task on an encoder,
+    chat messages and a tokenizer without a chat template."""

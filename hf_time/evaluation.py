@@ -9,6 +9,10 @@ same way on every task, seen or held out, as CLIP is in TIME:
 * **Causal LM**: each description is scored as a continuation of a prompt built from the text, by
   its summed token log-likelihood; the prediction is the highest-scoring description.
 
+Causal-LM tasks (prompt classification, instruction tuning; :mod:`hf_time.lm_task_types`) are scored
+by :mod:`hf_time.lm_evaluation`; :func:`evaluate_tasks` takes tasks of every kind and returns each
+task's headline score, :func:`evaluate_results` the full :class:`TaskResult` of each.
+
 Accuracy goes through the local `evaluate` module shipped in :mod:`hf_time.metrics` (offline).
 """
 
@@ -26,7 +30,9 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from hf_time.errors import RepoNotFoundError
+from hf_time.errors import IncompatibleTaskError, RepoNotFoundError
+from hf_time.lm_evaluation import TaskResult, evaluate_lm_task
+from hf_time.lm_task_types import is_lm_task
 from hf_time.metrics import ACCURACY_MODULE
 from hf_time.tasks import TextTask
 
@@ -205,12 +211,44 @@ def accuracy_on_task(model_or_dir, tokenizer, task: TextTask, *, batch_size: int
     return compute_accuracy(preds, data["label"])
 
 
-def evaluate_tasks(model_dir: str | Path, tasks: Sequence[TextTask], *, batch_size: int = 64,
-                   max_length: int = DEFAULT_MAX_LENGTH, device: str | torch.device | None = None) -> dict[str, float]:
-    """Load a model folder once and return its test accuracy on each task, keyed by task name."""
+def evaluate_results(model_dir: str | Path, tasks: Sequence, *, batch_size: int = 64,
+                     max_length: int = DEFAULT_MAX_LENGTH, device: str | torch.device | None = None) -> dict[str, TaskResult]:
+    """Load a model folder once and score it on each task's test split, keyed by task name.
+
+    Args:
+        model_dir: a transformers folder or a PEFT adapter folder.
+        tasks: text tasks and/or causal-LM tasks (the latter need a causal-LM model).
+        batch_size: sequences per forward pass.
+        max_length: token cap per text (text tasks) or per prompt + completion (causal-LM tasks).
+        device: where the model is loaded (default: CUDA if available).
+
+    Raises:
+        IncompatibleTaskError: causal-LM tasks and a model that is not a causal LM (checked before
+            any scoring).
+    """
     model, tokenizer = load_model(model_dir, device=device)
+    lm_tasks = [t.name for t in tasks if is_lm_task(t)]
+    if lm_tasks and not is_causal_lm(model):
+        raise IncompatibleTaskError(f"tasks {lm_tasks} are generation tasks but {model_dir} holds "
+                                    f"{type(model).__name__}, not a causal LM; score them with a causal-LM model")
     results = {}
     for task in tqdm(tasks, desc=f"evaluating {Path(model_dir).name}", leave=False):
-        results[task.name] = accuracy_on_task(model, tokenizer, task, batch_size=batch_size, max_length=max_length)
-        logger.info("%s on %s: %.3f", model_dir, task.name, results[task.name])
+        if is_lm_task(task):
+            result = evaluate_lm_task(model, tokenizer, task, max_length=max_length, batch_size=batch_size)
+        else:
+            acc = accuracy_on_task(model, tokenizer, task, batch_size=batch_size, max_length=max_length)
+            result = TaskResult(task.name, "accuracy", acc, len(task.test), accuracy=acc, truncated=None)
+        results[task.name] = result
+        logger.info("%s on %s: %s %.3f", model_dir, task.name, result.metric, result.score)
     return results
+
+
+def evaluate_tasks(model_dir: str | Path, tasks: Sequence, *, batch_size: int = 64,
+                   max_length: int = DEFAULT_MAX_LENGTH, device: str | torch.device | None = None) -> dict[str, float]:
+    """Each task's headline score (accuracy for classification), keyed by task name.
+
+    The same as :func:`evaluate_results` reduced to ``TaskResult.score``; text and causal-LM tasks
+    may be mixed.
+    """
+    results = evaluate_results(model_dir, tasks, batch_size=batch_size, max_length=max_length, device=device)
+    return {name: r.score for name, r in results.items()}

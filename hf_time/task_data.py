@@ -12,9 +12,9 @@ import csv
 import functools
 import html
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
-from hf_time.tasks import Examples, register_task
+from hf_time.task_registry import Examples, register_task
 
 
 def _read_text(path: Path) -> str:

@@ -33,32 +33,36 @@ written next to ``out_dir`` and renamed into place only when complete.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import math
-import random
 import tempfile
 import time
-from dataclasses import dataclass, field
+
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import datasets
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModel, AutoTokenizer, Trainer, TrainingArguments, set_seed
-from transformers.trainer_callback import ProgressCallback
+from transformers import AutoConfig, AutoModel, AutoTokenizer, Trainer, set_seed
 
+from hf_time.batching import mix_batches
 from hf_time.errors import ConfigError, OutputExistsError
 from hf_time.evaluation import is_causal_config, mean_pool, resolve_device
 from hf_time.io import atomic_output_dir, copy_files
+from hf_time.lm_task_types import is_lm_task
 from hf_time.tasks import TextTask
+from hf_time.trainer_common import (  # noqa: F401  (STATS_FILE, TrainingStats re-exported)
+    STATS_FILE,
+    add_lora,
+    TrainingStats,
+    summarize_losses,
+    training_arguments,
+    use_labelled_progress,
+)
 from hf_time.training_config import LoraSpec, TrainingConfig  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
-STATS_FILE = "training_stats.json"
 REPLAY_FEATURES = datasets.Features({
     "text": datasets.Value("string"), "label": datasets.Value("int64"),
     "label_descriptions": datasets.Sequence(datasets.Value("string")), "task": datasets.Value("string")})
@@ -66,48 +70,27 @@ REPLAY_FEATURES = datasets.Features({
 _ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json")
 
 
-@dataclass(frozen=True)
-class TrainingStats:
-    """What a finetuning run did, saved as ``training_stats.json`` in its output folder.
-
-    ``tokens`` counts real (non-padding) text tokens; ``final_loss`` is the mean loss over the last
-    10% of steps (at least one), less noisy than the last step's.
-    """
-
-    task: str
-    steps: int
-    seconds: float
-    s_per_step: float
-    examples: int
-    replay_examples: int
-    tokens: int
-    tokens_per_s: float
-    first_loss: float
-    final_loss: float
-    trainable_parameters: int
-    device: str
-    config: dict[str, Any]
-    losses: tuple[float, ...] = field(default=(), repr=False)
-
-    def save(self, folder: str | Path) -> Path:
-        path = Path(folder) / STATS_FILE
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "TrainingStats":
-        data = json.loads((Path(folder) / STATS_FILE).read_text())
-        return cls(**{**data, "losses": tuple(data.get("losses", ()))})
-
-
-def replay_pool(tasks: Sequence[TextTask], *, n_per_task: int | None = None, seed: int = 0) -> datasets.Dataset:
+def replay_pool(tasks: Sequence, *, n_per_task: int | None = None, seed: int = 0) -> datasets.Dataset:
     """A replay pool of training examples of past tasks, each carrying its own label descriptions.
 
+    Causal-LM tasks get a causal-LM pool instead (:func:`hf_time.lm_tasks.lm_replay_pool`), which
+    :func:`finetune` on a causal-LM task accepts as ``replay``.
+
     Args:
-        tasks: the past tasks.
+        tasks: the past tasks, all text tasks or all causal-LM tasks.
         n_per_task: examples taken per task (a seeded sample of its train split); None takes all.
         seed: seeds the sample.
+
+    Raises:
+        ConfigError: text tasks and causal-LM tasks mixed in one pool.
     """
+    lm = [is_lm_task(t) for t in tasks]
+    if any(lm):
+        if not all(lm):
+            raise ConfigError("a replay pool cannot mix text tasks (encoders) and causal-LM tasks")
+        from hf_time.lm_tasks import lm_replay_pool
+
+        return lm_replay_pool(tasks, n_per_task=n_per_task, seed=seed)
     parts = []
     for task in tasks:
         train = task.train.shuffle(seed=seed)
@@ -139,23 +122,8 @@ def plan_batches(task: TextTask, config: TrainingConfig, replay: datasets.Datase
             raise ConfigError(f"{len(bad)} replay examples have a label outside their own descriptions")
     elif config.replay_fraction > 0:
         logger.info("replay_fraction=%s but no replay pool: training on %s only", config.replay_fraction, task.name)
-    n_past = round(config.batch_size * config.replay_fraction) if past else 0
-    rng = random.Random(f"batches:{config.seed}")
-    streams = [_epochs(current, rng), _epochs(past, rng) if past else iter(())]
-    batches = []
-    for _ in range(config.steps):
-        batch = [next(streams[0]) for _ in range(config.batch_size - n_past)] + [next(streams[1]) for _ in range(n_past)]
-        rng.shuffle(batch)
-        batches.append(batch)
-    return batches
-
-
-def _epochs(items: list[Example], rng: random.Random):
-    """Endless shuffled passes over ``items`` (every item once per pass)."""
-    while True:
-        order = list(range(len(items)))
-        rng.shuffle(order)
-        yield from (items[i] for i in order)
+    return mix_batches(current, past, batch_size=config.batch_size, steps=config.steps,
+                       replay_fraction=config.replay_fraction, seed=config.seed)
 
 
 def collate(batch: Sequence[Example], tokenizer, max_length: int) -> dict[str, Any]:
@@ -205,13 +173,6 @@ class _Collator:
         return batch
 
 
-class _QuietProgress(ProgressCallback):
-    """Trainer's tqdm bar without the metrics dict it prints at the end (hf_time logs a summary)."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        pass
-
-
 class _HeadFreeTrainer(Trainer):
     """``Trainer`` with the head-free loss; keeps every step's loss (Trainer only logs averages)."""
 
@@ -230,35 +191,23 @@ def _prepare_model(model_dir: str | Path, config: TrainingConfig):
     hf_config = AutoConfig.from_pretrained(str(model_dir))
     if is_causal_config(hf_config):
         raise ConfigError(f"{model_dir} is a causal LM ({hf_config.architectures[0]}); "
-                          "finetune trains encoder bases (BertModel-like) only")
+                          "a text task trains encoder bases (BertModel-like) only; give a causal LM a prompt task "
+                          "(hf_time.lm_tasks, or a built-in <task>_prompt)")
     model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32)  # train in fp32 whatever is stored
     if config.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        spec = config.lora
-        model = get_peft_model(model, LoraConfig(
-            r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=list(spec.target_modules),
-            use_rslora=spec.use_rslora, task_type="FEATURE_EXTRACTION"))
+        model = add_lora(model, config.lora, "FEATURE_EXTRACTION")
     elif config.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     return model, hf_config
 
 
-def _arguments(config: TrainingConfig, scratch: str, device: torch.device) -> TrainingArguments:
-    return TrainingArguments(
-        output_dir=scratch, max_steps=config.steps, per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate, weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
-        lr_scheduler_type="constant_with_warmup" if config.scheduler == "constant" else config.scheduler,
-        warmup_steps=math.ceil(config.warmup_ratio * config.steps), optim="adamw_torch", seed=config.seed,
-        use_cpu=device.type == "cpu", dataloader_pin_memory=device.type == "cuda",
-        # hf_time saves the result itself and logs its own summary: no checkpoints, no per-step prints.
-        save_strategy="no", logging_strategy="no", report_to="none", remove_unused_columns=False, label_names=[])
-
-
 def finetune(model_dir: str | Path, task: TextTask, config: TrainingConfig, out_dir: str | Path, *,
              device: str | torch.device | None = None, replay: datasets.Dataset | None = None,
              overwrite: bool = False) -> Path:
-    """Finetune an encoder on ``task`` head-free and save the expert.
+    """Finetune an encoder on ``task`` head-free and save the expert (a causal LM on a causal-LM task).
+
+    Causal-LM tasks (:mod:`hf_time.lm_task_types`) go to :func:`hf_time.lm_training.finetune_lm`
+    with the same arguments, so one trainer serves timelines of either kind.
 
     Args:
         model_dir: a local transformers folder of an encoder (BertModel-like) and its tokenizer.
@@ -278,6 +227,10 @@ def finetune(model_dir: str | Path, task: TextTask, config: TrainingConfig, out_
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is False (checked before training).
         ConfigError: a causal-LM base, an empty task or a malformed replay pool.
     """
+    if is_lm_task(task):
+        from hf_time.lm_training import finetune_lm
+
+        return finetune_lm(model_dir, task, config, out_dir, device=device, replay=replay, overwrite=overwrite)
     out = Path(out_dir).absolute()
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output directory {out} already exists; choose another out_dir or pass overwrite=True")
@@ -291,24 +244,25 @@ def finetune(model_dir: str | Path, task: TextTask, config: TrainingConfig, out_
     logger.info("finetuning %s on %s: %d steps, %d trainable parameters", model_dir, task.name, config.steps, trainable)
 
     with tempfile.TemporaryDirectory(prefix="hf_time_trainer_") as scratch:
-        trainer = _HeadFreeTrainer(model=model, args=_arguments(config, scratch, device),
+        trainer = _HeadFreeTrainer(model=model, args=training_arguments(config, scratch, device),
                                    train_dataset=_PlannedStream(batches), data_collator=collator,
                                    logit_scale=config.logit_scale)
-        if trainer.pop_callback(ProgressCallback):
-            trainer.add_callback(_QuietProgress)
+        use_labelled_progress(trainer, f"training {task.name}")
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
     model = trainer.model.eval()
 
-    losses = [round(x, 5) for x in torch.stack(trainer.step_losses).float().cpu().tolist()]
-    tail = losses[-max(1, len(losses) // 10):]
+    # One loss per micro-batch: average each step's micro-batches.
+    per_step = torch.stack(trainer.step_losses).float().view(-1, config.gradient_accumulation_steps).mean(1)
+    losses = [round(x, 5) for x in per_step.cpu().tolist()]
+    first_loss, final_loss = summarize_losses(losses)
     stats = TrainingStats(
         task=task.name, steps=config.steps, seconds=round(seconds, 3), s_per_step=round(seconds / config.steps, 4),
         examples=sum(len(b) for b in batches),
         replay_examples=sum(1 for b in batches for e in b if e[2] is not task.label_descriptions),
-        tokens=collator.tokens, tokens_per_s=round(collator.tokens / seconds, 1), first_loss=losses[0],
-        final_loss=round(sum(tail) / len(tail), 5), trainable_parameters=trainable, device=str(trainer.args.device),
+        tokens=collator.tokens, tokens_per_s=round(collator.tokens / seconds, 1), first_loss=first_loss,
+        final_loss=final_loss, trainable_parameters=trainable, device=str(trainer.args.device),
         config=config.to_dict(), losses=tuple(losses))
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         if config.lora is None:

@@ -14,6 +14,10 @@ from typing import Any, Mapping
 from hf_time.errors import ConfigError
 
 _SCHEDULERS = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+# Fields added after timelines were first keyed by to_dict(): written only when set, so the content
+# keys (and the reuse of experts on a re-run) of configs that do not use them stay what they were.
+_OMITTED_AT_DEFAULT = ("precision", "gradient_accumulation_steps", "gradient_checkpointing", "torch_compile")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,12 @@ class TrainingConfig:
         lora: train a LoRA adapter instead of the full weights.
         replay_fraction: fraction of each batch drawn from the replay pool, in [0, 1).
         logit_scale: the fixed temperature of the cosine logits (20 as in offline-assets.md).
+        precision: ``auto`` (bf16 mixed precision on a GPU that supports it, else float32),
+            ``fp32`` or ``bf16``. On a CPU ``auto`` is float32.
+        gradient_accumulation_steps: split each batch of ``batch_size`` examples into this many
+            micro-batches (it must divide ``batch_size``); the step and its loss are unchanged.
+        gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% slower).
+        torch_compile: compile the model with ``torch.compile`` (GPU; long warm-up, faster steps).
     """
 
     steps: int = 100
@@ -61,6 +71,10 @@ class TrainingConfig:
     lora: LoraSpec | None = None
     replay_fraction: float = 0.0
     logit_scale: float = 20.0
+    precision: str = "auto"
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    torch_compile: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -75,6 +89,10 @@ class TrainingConfig:
             (0 <= self.replay_fraction < 1, f"replay_fraction must be in [0, 1), got {self.replay_fraction}"),
             (self.logit_scale > 0, f"logit_scale must be > 0, got {self.logit_scale}"),
             (self.lora is None or self.lora.r >= 1, "lora.r must be >= 1"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
+            (self.gradient_accumulation_steps >= 1 and self.batch_size % self.gradient_accumulation_steps == 0,
+             f"gradient_accumulation_steps must be >= 1 and divide batch_size={self.batch_size}, "
+             f"got {self.gradient_accumulation_steps}"),
         ]
         problems = [msg for ok, msg in checks if not ok]
         if problems:
@@ -96,6 +114,17 @@ class TrainingConfig:
             raise ConfigError.from_problems("invalid training config", [f"unknown key {k!r}" for k in unknown])
         return cls(**{**dict(data), "lora": lora})
 
+    @property
+    def micro_batch_size(self) -> int:
+        """Examples per forward/backward pass."""
+        return self.batch_size // self.gradient_accumulation_steps
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists, not tuples), the inverse of :meth:`from_dict`."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """Plain data (lists, not tuples), the inverse of :meth:`from_dict`.
+
+        The performance options (precision, accumulation, checkpointing, compile) appear only when
+        they differ from their defaults, so configs that do not use them keep their content keys.
+        """
+        data = json.loads(json.dumps(dataclasses.asdict(self)))
+        defaults = type(self)()
+        return {k: v for k, v in data.items() if k not in _OMITTED_AT_DEFAULT or v != getattr(defaults, k)}

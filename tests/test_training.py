@@ -185,3 +185,19 @@ def test_causal_lm_base_is_refused(tmp_path, tokenizer):
     tokenizer.save_pretrained(tmp_path / "gpt2")
     with pytest.raises(ConfigError, match="causal LM"):
         finetune(tmp_path / "gpt2", _toy_task(), TrainingConfig(**FAST), tmp_path / "out")
+
+
+def test_performance_options_keep_old_content_keys_and_round_trip():
+    # Configs that do not set the new options serialise exactly as before (timeline keys stay valid).
+    assert set(TrainingConfig().to_dict()) == {"steps", "learning_rate", "batch_size", "max_length", "warmup_ratio",
+                                               "scheduler", "weight_decay", "max_grad_norm", "seed", "freeze_embeddings",
+                                               "lora", "replay_fraction", "logit_scale"}
+    config = TrainingConfig(batch_size=8, precision="bf16", gradient_accumulation_steps=4, gradient_checkpointing=True,
+                            torch_compile=True)
+    data = config.to_dict()
+    assert {k: data[k] for k in ("precision", "gradient_accumulation_steps", "gradient_checkpointing", "torch_compile")} \
+        == {"precision": "bf16", "gradient_accumulation_steps": 4, "gradient_checkpointing": True, "torch_compile": True}
+    assert TrainingConfig.from_dict(data) == config and config.micro_batch_size == 2
+    with pytest.raises(ConfigError) as err:
+        TrainingConfig(batch_size=6, gradient_accumulation_steps=4, precision="fp16")
+    assert len(err.value.problems) == 2
