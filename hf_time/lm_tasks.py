@@ -43,7 +43,7 @@ from hf_time.task_split import load_local
 from hf_time.tasks import TextTask, load_task, task_from_dataset
 
 REPLAY_FEATURES = datasets.Features({
-    "task": datasets.Value("string"), "kind": datasets.Value("string"), "prompt": datasets.Value("string"),
+    "task": datasets.Value("string"), "example_kind": datasets.Value("string"), "prompt": datasets.Value("string"),
     "completion": datasets.Value("string"),
     "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})})
 
@@ -250,7 +250,7 @@ def lm_replay_pool(tasks: Sequence[LMTask], *, n_per_task: int | None = None, se
         random.Random(f"replay:{task.name}:{seed}").shuffle(examples)
         rows += examples[:n_per_task]
     return datasets.Dataset.from_dict(
-        {"task": [e.task for e in rows], "kind": [e.kind for e in rows], "prompt": [e.prompt for e in rows],
+        {"task": [e.task for e in rows], "example_kind": [e.kind for e in rows], "prompt": [e.prompt for e in rows],
          "completion": [e.completion for e in rows],
          "messages": [[{"role": r, "content": c} for r, c in e.messages] for e in rows]}, features=REPLAY_FEATURES)
 
@@ -265,4 +265,4 @@ def replay_examples(pool: datasets.Dataset) -> list[LMExample]:
     if missing:
         raise ConfigError(f"replay pool lacks column(s) {sorted(missing)}; build it with lm_replay_pool()")
     return [LMExample(p, c, k, tuple((m["role"], m["content"]) for m in msgs), t)
-            for t, k, p, c, msgs in zip(pool["task"], pool["kind"], pool["prompt"], pool["completion"], pool["messages"])]
+            for t, k, p, c, msgs in zip(pool["task"], pool["example_kind"], pool["prompt"], pool["completion"], pool["messages"])]
