@@ -72,13 +72,36 @@ def test_required_keys_and_unknown_methods_are_named():
     assert "strategy.method: unknown merge method 'nope'" in text
 
 
-def test_lowrank_methods_are_not_timeline_techniques():
-    from hf_time.merges import list_methods
+def test_lowrank_techniques_need_lora_experts_of_the_base():
+    with pytest.raises(ConfigError) as info:
+        timeline_config_from_dict({**MINIMAL, "strategy": {"method": "lora_cat", "init": "ema"}})
+    text = str(info.value)
+    assert "set training.lora" in text and "strategy.init: base" in text
+    with pytest.raises(ConfigError, match="rmm writes a rmm snapshot"):
+        timeline_config_from_dict({**MINIMAL, "strategy": {"method": "rmm", "init": "base"}, "training": {"lora": {"r": 4}}})
+    config = timeline_config_from_dict({**MINIMAL, "strategy": {"method": "lora_cat", "init": "base", "deploy": "merge_all"},
+                                        "training": {"lora": {"r": 4}}})
+    assert config.strategy.method == "lora_cat"
 
-    lowrank = [s.name for s in list_methods("lowrank")]
-    assert lowrank  # lora_cat, lora_svd and rmm are built in
-    with pytest.raises(ConfigError, match="strategy.method"):
-        timeline_config_from_dict({**MINIMAL, "strategy": {"method": lowrank[0]}})
+
+def test_causal_lm_tasks_are_checked_with_their_key_paths():
+    tasks = [{"name": "spam", "kind": "classification", "source": "sms_spam", "template": "SMS: {text}\nSpam:",
+              "verbalizers": ["no", "yes"]},
+             {"name": "qa", "kind": "sft", "dataset": "qa.jsonl", "short_answer": True}, "movie_sentiment_prompt"]
+    config = timeline_config_from_dict({**MINIMAL, "tasks": tasks})
+    assert [t.kind for t in config.tasks] == ["classification", "sft", "text"]
+    assert timeline_config_from_dict(yaml.safe_load(config.to_yaml())) == config
+    bad = [{"name": "a", "kind": "classification", "source": "sms_spam", "template": "no placeholder", "verbalizers": ["n", "y"]},
+           {"name": "b", "kind": "classification", "source": "nope", "template": "{text}", "verbalizers": ["n", "y"]},
+           {"name": "c", "template": "{text}"},
+           {"name": "d", "kind": "sft"}]
+    with pytest.raises(ConfigError) as info:
+        timeline_config_from_dict({**MINIMAL, "tasks": bad})
+    problems = info.value.problems
+    assert any(p.startswith("tasks[0].template: 'no placeholder' has no {text}") for p in problems), problems
+    assert any(p.startswith("tasks[1].source: unknown built-in task 'nope'") for p in problems)
+    assert any(p.startswith("tasks[2].template: only for kind classification or sft") for p in problems)
+    assert any(p.startswith("tasks[3]") and "dataset" in p for p in problems)
 
 
 def test_overrides_use_dotted_paths():

@@ -91,7 +91,7 @@ def _config_yaml(config: Mapping[str, Any]) -> str:
 
 def render_timeline_card(state: TimelineState, *, title: str | None = None, recipe: Mapping[str, Any] | None = None,
                          datasets: Mapping[str, str] | None = None, plot_file: str | None = PLOT_FILE,
-                         base_models: list[str] | None = None) -> str:
+                         base_models: list[str] | None = None, adapter: bool = False) -> str:
     """Render README.md of the snapshot deployed after the last step of ``state``.
 
     Args:
@@ -101,6 +101,8 @@ def render_timeline_card(state: TimelineState, *, title: str | None = None, reci
         datasets: task name -> dataset id for ``model-index`` (default: the task name).
         plot_file: the plot's path in the repo (None: no plot, matplotlib is not installed).
         base_models: the Hub models this snapshot was made from (default: the base); the card's ``base_model``.
+        adapter: the snapshot is a PEFT adapter (a LoRA expert or a low-rank merge): ``library_name: peft``,
+            ``base_model_relation: adapter``.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -114,10 +116,10 @@ def render_timeline_card(state: TimelineState, *, title: str | None = None, reci
     merged = last.deployed.kind != "expert"
     data = ModelCardData(
         base_model=base_models or ([state.base.repo_id] if state.base.repo_id else None),
-        library_name="transformers",
+        library_name="peft" if adapter else "transformers",
         tags=["hf_time", "temporal-merging", "time", f"init-{strategy['init']}", f"deploy-{strategy['deploy']}",
-              strategy["method"]],
-        base_model_relation="merge" if merged else "finetune",
+              strategy["method"]] + (["lora"] if adapter else []),
+        base_model_relation="adapter" if adapter else "merge" if merged else "finetune",
         eval_results=eval_results(state, datasets),
         model_name=model_name,
     )

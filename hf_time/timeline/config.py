@@ -46,21 +46,38 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}$")
 _TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]*$")
 
 
+TASK_KINDS = ("text", "classification", "sft")
+_LM_FIELDS = ("template", "verbalizers", "separator", "source", "prompt_column", "completion_column",
+              "messages_column", "short_answer", "max_new_tokens")
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     """One task of the timeline.
 
+    Three kinds: ``text`` — labelled texts scored head-free against label descriptions (encoders; a
+    built-in ``*_prompt`` task is the causal-LM version of a built-in one); ``classification`` —
+    classification as generation for causal LMs (a template with ``{text}`` and one verbalizer per
+    label); ``sft`` — instruction tuning (prompt/completion columns, or chat ``messages``).
+
     Attributes:
-        name: the task's name; with no ``dataset``, a built-in offline task of this name.
+        name: the task's name; with no ``dataset`` (and kind ``text``), a built-in offline task.
+        kind: ``text``, ``classification`` or ``sft``.
         dataset: a Hub dataset id ``org/name[@rev]``, a local folder (``save_to_disk`` output or data
             files) or a .csv/.tsv/.json/.jsonl/.parquet file; None for a built-in task.
         text_column, label_column: the columns holding the text and the label.
         label_descriptions: one phrase per label (in label order), or a mapping label name -> phrase.
         label_names: label names in id order (default: inferred from the data).
         n_train, n_test: overrides of ``data.n_train`` / ``data.n_test`` for this task.
+        template, verbalizers, separator, source: a ``classification`` task's prompt (with ``{text}``),
+            one completion per label (list, or mapping label name -> completion), what joins them, and
+            the built-in text task whose data it uses when there is no ``dataset``.
+        prompt_column, completion_column, messages_column, short_answer, max_new_tokens: an ``sft``
+            task's columns, and whether greedy answers are also scored by exact match.
     """
 
     name: str = schema.field(help="a built-in task, or a name for `dataset`")
+    kind: str = schema.field("text", "text (head-free), classification (prompt + verbalizers) or sft", choices=TASK_KINDS)
     dataset: str | None = schema.field(None, "Hub dataset org/name[@rev], a local folder or a data file")
     text_column: str = schema.field("text", "the column holding the text")
     label_column: str = schema.field("label", "the column holding the label")
@@ -69,6 +86,36 @@ class TaskConfig:
     label_names: tuple[str, ...] | None = schema.field(None, "label names in id order")
     n_train: int | None = schema.field(None, "override of data.n_train", ge=0)
     n_test: int | None = schema.field(None, "override of data.n_test", ge=2)
+    template: str | None = schema.field(None, "classification: the prompt, with {text} where the text goes")
+    verbalizers: tuple[str, ...] | Mapping[str, str] | None = schema.field(
+        None, "classification: one completion per label (or label name -> completion)")
+    separator: str = schema.field(" ", "classification: put between prompt and verbalizer")
+    source: str | None = schema.field(None, "classification: a built-in text task whose data is used")
+    prompt_column: str = schema.field("prompt", "sft: the prompt column")
+    completion_column: str = schema.field("completion", "sft: the completion column")
+    messages_column: str = schema.field("messages", "sft: the chat column (lists of {role, content})")
+    short_answer: bool = schema.field(False, "sft: also score exact match of greedy answers")
+    max_new_tokens: int = schema.field(32, "sft: generation cap for exact match", ge=1)
+
+    @property
+    def is_lm(self) -> bool:
+        """A causal-LM task spec (classification as generation, or instruction tuning)."""
+        return self.kind != "text"
+
+    def lm_spec(self):
+        """The :mod:`hf_time.lm_tasks` spec of a ``classification`` or ``sft`` task.
+
+        Raises:
+            ConfigError: what the spec itself refuses (no ``{text}``, no verbalizers...).
+        """
+        from hf_time.lm_tasks import lm_task_spec_from_dict
+
+        keys = {"classification": ("template", "verbalizers", "separator", "source", "dataset", "text_column",
+                                   "label_column", "label_names"),
+                "sft": ("dataset", "prompt_column", "completion_column", "messages_column", "short_answer",
+                        "max_new_tokens")}[self.kind]
+        values = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        return lm_task_spec_from_dict({"kind": self.kind, "name": self.name, **values})
 
 
 @dataclass(frozen=True)
@@ -90,7 +137,9 @@ class StrategyConfig:
         deploy: ``latest``, ``merge_all`` or ``ema``.
         method: a registry method (``hf-time ls``): ``dense`` methods merge through
             :func:`hf_time.api.merge`; ``sequential`` ones fold one expert at a time through
-            :func:`hf_time.api.fold`, and then ``merge_all`` and ``ema`` both name that fold.
+            :func:`hf_time.api.fold`, and then ``merge_all`` and ``ema`` both name that fold;
+            ``lowrank`` ones (``lora_cat``, ``lora_svd``) merge LoRA experts of the base into an
+            adapter (needs ``training.lora`` and ``init: base``).
         params: the method's parameters by public name.
         ema_weight: w of the dense EMA chain r_j = merge([θ^s_j, r_{j−1}], weights [w, 1−w]).
         time_weights: weights of ``merge_all`` over experts j = 1..k (``uniform`` by default).
@@ -197,29 +246,57 @@ def _task_name_and_source(problems: list[str], task: TaskConfig, where: str) -> 
 
     if not _TASK_NAME_RE.match(task.name):
         problems.append(f"{where}.name: {task.name!r} must be letters, digits, '_', '-' or '.'")
+    defaults = {f.attr: f.default for f in schema.fields(TaskConfig)}
+    if task.is_lm:
+        for key in ("label_descriptions",):
+            if getattr(task, key) != defaults[key]:
+                problems.append(f"{where}.{key}: only for text tasks; a {task.kind} task scores its completions")
+        try:
+            task.lm_spec()
+        except ConfigError as e:  # "template: ..." names a field of this task
+            fields = {f.attr for f in schema.fields(TaskConfig)}
+            problems += [f"{where}.{p}" if p.split(":", 1)[0] in fields else f"{where}: {p}" for p in e.problems]
+        if task.source is not None and task.source not in list_tasks():
+            problems.append(f"{where}.source: unknown built-in task {task.source!r} (valid: {', '.join(list_tasks())})")
+        return
+    for key in _LM_FIELDS:
+        if getattr(task, key) != defaults[key]:
+            problems.append(f"{where}.{key}: only for kind classification or sft (this task is kind text)")
     if task.dataset is not None:
         return
     if task.name not in list_tasks():
         problems.append(f"{where}.name: unknown built-in task {task.name!r} (valid: {', '.join(list_tasks())}); "
                         "or give a `dataset`")
-    defaults = {f.attr: f.default for f in schema.fields(TaskConfig)}
     for key in ("text_column", "label_column", "label_descriptions", "label_names"):
         if getattr(task, key) != defaults[key]:
             problems.append(f"{where}.{key}: only for tasks with a `dataset` (built-in tasks define their own)")
 
 
-def _strategy_method(problems: list[str], strategy: StrategyConfig) -> None:
+def _strategy_method(problems: list[str], strategy: StrategyConfig, training: TrainingConfig | None = None) -> None:
     from hf_time.errors import UnknownMethodError
-    from hf_time.merges import get
+    from hf_time.merges import LowRankMethod, get
 
     try:
         spec = get(strategy.method)
     except UnknownMethodError as e:
         problems.append(f"strategy.method: {e}")
         return
-    if spec.kind not in ("dense", "sequential"):
-        problems.append(f"strategy.method: {strategy.method!r} is a {spec.kind} method; a timeline uses dense or "
-                        "sequential methods")
+    if isinstance(spec, LowRankMethod):
+        # A low-rank technique merges the experts' adapters in ΔW space: they must all be adapters of
+        # θ_0 (LoRA experts trained from the base), and its output must be an adapter to deploy.
+        why = []
+        if training is not None and training.lora is None:
+            why.append("the experts are LoRA adapters (set training.lora)")
+        if strategy.init != "base":
+            why.append("every expert trains from the base (strategy.init: base), so their adapters share θ_0")
+        if spec.output != "adapter":
+            why.append(f"its output is a deployable adapter ({strategy.method} writes a {spec.output} snapshot)")
+        if why:
+            problems.append(f"strategy.method: {strategy.method!r} merges LoRA adapters; a timeline can use it only if "
+                            + " and ".join(why))
+    elif spec.kind not in ("dense", "sequential"):
+        problems.append(f"strategy.method: {strategy.method!r} is a {spec.kind} method; a timeline uses dense, "
+                        "sequential or (with LoRA experts of the base) low-rank methods")
         return
     spec.collect_config(strategy.params, problems, path="strategy.params")
 
@@ -295,7 +372,7 @@ def _check(values: Mapping[str, Any], lists: Mapping[str, list[TaskConfig | None
         if replay.base_fraction and not replay.base_tasks:
             problems.append("replay.base_tasks: required when replay.base_fraction > 0")
     if values.get("strategy") is not None:
-        _strategy_method(problems, values["strategy"])
+        _strategy_method(problems, values["strategy"], values.get("training", TrainingConfig()))
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ so an expert trained on it is reused on a re-run exactly when the same examples 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -66,6 +67,8 @@ def load_one(spec: TaskConfig, config: TimelineConfig, path: str, hub=None) -> L
     n_test = spec.n_test if spec.n_test is not None else config.data.n_test
     seed = config.data.seed
     split = {"n_train": n_train, "n_test": n_test, "seed": seed}
+    if spec.is_lm:
+        return _load_lm(spec, split, path, hub)
     if spec.dataset is None:
         pkg = get_task_spec(spec.name).package
         try:
@@ -74,7 +77,9 @@ def load_one(spec: TaskConfig, config: TimelineConfig, path: str, hub=None) -> L
             version = None  # load_task raises the error that names the pip command
         task = load_task(spec.name, n_train=n_train, n_test=n_test, seed=seed)
         source = {"builtin": spec.name, "package": pkg, "version": version}
-        return LoadedTask(task, content_key("task", source, split, task.label_descriptions), source)
+        # A built-in prompt task's template is part of what its examples are (verbalizers alone are not).
+        prompt = [dataclasses.asdict(task.prompt)] if getattr(task, "prompt", None) is not None else []
+        return LoadedTask(task, content_key("task", source, split, task.label_descriptions, *prompt), source)
     local = Path(os.path.expanduser(spec.dataset))
     try:
         if local.exists():
@@ -92,6 +97,37 @@ def load_one(spec: TaskConfig, config: TimelineConfig, path: str, hub=None) -> L
         raise ConfigError.from_problems(f"cannot load task {spec.name!r}", [_name_key(p, spec, path) for p in e.problems]) from None
     columns = {"text": spec.text_column, "label": spec.label_column}
     return LoadedTask(task, content_key("task", key_source, columns, task.label_names, task.label_descriptions, split), source)
+
+
+def _load_lm(spec: TaskConfig, split: dict, path: str, hub) -> LoadedTask:
+    """A ``classification`` or ``sft`` task: its data (built-in source, local, or pinned on the Hub) and key."""
+    from hf_time.lm_tasks import load_lm_task
+
+    lm = spec.lm_spec()
+    data, source, key_source = None, {}, {}
+    if spec.dataset is not None:
+        local = Path(os.path.expanduser(spec.dataset))
+        if local.exists():
+            data, source = local, {"path": str(local.absolute()), "digest": _files_digest(local)}
+            key_source = {"digest": source["digest"]}
+        elif hub is None:
+            raise ConfigError(f"{path}.dataset: {spec.dataset!r} is not a local path and no Hub client was given")
+        else:
+            data, source = _download_dataset(hub, spec.dataset)
+            key_source = {"dataset": source["dataset"], "sha": source["sha"]}
+    else:
+        pkg = get_task_spec(spec.source).package
+        try:
+            version = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        source = key_source = {"builtin": spec.source, "package": pkg, "version": version}
+    try:
+        task = load_lm_task(lm, n_train=split["n_train"], n_test=split["n_test"], seed=split["seed"], data=data)
+    except ConfigError as e:
+        raise ConfigError.from_problems(f"cannot load task {spec.name!r}", [f"{path}: {p}" for p in e.problems]) from None
+    spec_data = {k: v for k, v in dataclasses.asdict(lm).items() if k != "dataset"}  # the data is keyed by content
+    return LoadedTask(task, content_key("task", spec.kind, key_source, spec_data, split), source)
 
 
 def _name_key(problem: str, spec: TaskConfig, path: str) -> str:

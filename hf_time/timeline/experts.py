@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 Trainer = Callable[..., Path]
 # Deterministic facts of a training run kept in the timeline state (seconds are not: they stay local).
-_FACTS = ("steps", "examples", "replay_examples", "tokens", "first_loss", "final_loss", "trainable_parameters")
+_FACTS = ("steps", "examples", "replay_examples", "tokens", "first_loss", "final_loss", "trainable_parameters",
+          "target_tokens", "truncated")
 
 
 def default_trainer(init_dir: Path, task, config, out_dir: Path, *, replay=None, device=None) -> Path:
@@ -58,9 +59,13 @@ def densify(adapter_dir: Path, init_dir: Path, out: Path, lineage: Lineage | Non
     for merging and evaluation; it keeps the adapter's lineage (what was trained) with its own files."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModel
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    model = AutoModel.from_pretrained(str(init_dir), dtype=torch.float32)
+    from hf_time.evaluation import is_causal_config
+
+    # A causal LM keeps its head: AutoModel would drop lm_head and the dense copy would be another model.
+    auto = AutoModelForCausalLM if is_causal_config(AutoConfig.from_pretrained(str(init_dir))) else AutoModel
+    model = auto.from_pretrained(str(init_dir), dtype=torch.float32)
     model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     with atomic_output_dir(out, overwrite=True) as tmp:
         model.save_pretrained(str(tmp))

@@ -46,9 +46,11 @@ from hf_time.lineage import LINEAGE_FILE, Lineage
 from hf_time.pipeline.cards import render_card
 from hf_time.pipeline.snapshot import MERGE_CONFIG_FILE, write_snapshot
 from hf_time.timeline.card import PLOT_FILE, plot_png, render_timeline_card
+from hf_time.timeline import preflight
 from hf_time.timeline.config import TimelineConfig
 from hf_time.timeline.data import LoadedTask, content_key, load_tasks
-from hf_time.timeline.experts import ExpertMaker, Trainer, default_trainer
+from hf_time.merges import LowRankMethod, get
+from hf_time.timeline.experts import ExpertMaker, Trainer, default_trainer, densify
 from hf_time.timeline.state import STATE_FILE, TIMINGS_FILE, NodeRecord, StepRecord, TimelineState
 from hf_time.timeline.store import NodeStore, Repos, copy_tree, node_section
 from hf_time.timeline.strategies import Node, Plan, StepPlan, build_plan, describe_node, merge_product
@@ -142,6 +144,7 @@ class TimelineRunner:
                 base_key = content_key("base", sorted((p.name, sha256_file(p)) for p in base_dir.glob("*")
                                                       if p.suffix in (".safetensors", ".json") and p.is_file()))
             adaptation, held_out, base_pool = load_tasks(self.config, self.hub)
+            preflight.check(self.config, base_dir, self.hub.tensor_infos(base_res) or {}, adaptation + held_out + base_pool)
         self.tasks: dict[str, LoadedTask] = {t.name: t for t in adaptation + held_out}
         self.eval_order = [t.name for t in adaptation + held_out]
         self.experts.set_tasks(adaptation, base_pool)
@@ -150,6 +153,7 @@ class TimelineRunner:
         plan = build_plan(self.config, base_key, {t.name: t.key for t in adaptation}, eval_key, [t.key for t in base_pool])
         base_record = NodeRecord("base", 0, base_key, base_res.ref.repo_id, base_res.sha)
         self.store.remember(plan.base, base_dir, base_record)
+        self.plan_base_key = plan.base.key
         state = self._resume(plan, timer)
         if state is None:
             with timer.phase("evaluate"):
@@ -203,10 +207,12 @@ class TimelineRunner:
         for n in inputs:
             folders[n.key] = self._materialize(plan, n, timer)
         refs, local = {}, {}
+        adapters = isinstance(get(self.config.strategy.method), LowRankMethod)
         for n in [plan.base, *inputs]:  # pinned Hub refs where published (read from the local copy), else folders
             record = self.store.records.get(n.key) if n.kind == "base" else self.store.find(n)
             refs[n.key] = record.pinned if record is not None and record.pinned else str(folders[n.key])
-            if refs[n.key] != str(folders[n.key]):
+            # A LoRA expert's local folder is its dense copy; a low-rank technique reads the published adapter.
+            if refs[n.key] != str(folders[n.key]) and not (adapters and n.kind == "expert"):
                 local[refs[n.key]] = folders[n.key]
         with timer.phase("merge"):
             out = self.store.path(node)
@@ -225,6 +231,8 @@ class TimelineRunner:
             return json.loads(path.read_text())
         tasks = [self.tasks[n].task for n in self.eval_order]
         ev = self.config.evaluation
+        if (folder / "adapter_config.json").is_file():  # a low-rank deploy: scored as base + ΔW, read locally
+            folder = densify(folder, self.store.folders[self.plan_base_key], self.store.path(node, "-dense"), None)
         acc = self.evaluator(folder, tasks, batch_size=ev.batch_size, max_length=ev.max_length, device=self.config.device)
         acc = {n: round(float(acc[n]), 6) for n in self.eval_order}
         atomic_write_text(path, json.dumps(acc, indent=2, sort_keys=True) + "\n")  # shared caches never see half a file
@@ -273,7 +281,7 @@ class TimelineRunner:
         timeline section, the state, the card and the plot (written once, by the snapshot writer)."""
         folder = self.work / "publish" / f"step-{sp.step}"
         shutil.rmtree(folder, ignore_errors=True)
-        copy_tree(deploy_dir, folder, skip=_NODE_ONLY + ("adapter_config.json", "adapter_model.safetensors"))
+        copy_tree(deploy_dir, folder, skip=_NODE_ONLY)
         section = {
             **node_section(self.repos.timeline, sp.deploy), "step": sp.step, "step_key": sp.key,
             "strategy": dict(state.config["strategy"]),
@@ -292,7 +300,7 @@ class TimelineRunner:
         plot = plot_png(state)  # None without matplotlib (the `plot` extra): the card says so
         made_from = [r for r in hub_ids(lineage.base, lineage.previous, *lineage.experts) if r != self.repos.timeline]
         card = render_timeline_card(state, recipe=recipe, datasets=datasets, plot_file=PLOT_FILE if plot else None,
-                                    base_models=made_from)
+                                    base_models=made_from, adapter=(folder / "adapter_config.json").is_file())
         extra = {STATE_FILE: state.to_json(), **({PLOT_FILE: plot} if plot else {})}
         write_snapshot(folder, lineage, card=card, extra=extra)
         return folder
