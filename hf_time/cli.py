@@ -204,11 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """Commands contributed by other modules (low-rank merging, timelines). Imported explicitly: a broken
     module must fail loudly, not make its commands silently disappear."""
+    from hf_time.align import cli as align_cli
     from hf_time.lowrank import cli as lowrank_cli
     from hf_time.moe import cli as moe_cli
     from hf_time.timeline import cli as timeline_cli
 
-    return [lowrank_cli.add_commands, timeline_cli.add_commands, moe_cli.add_commands]
+    return [lowrank_cli.add_commands, timeline_cli.add_commands, moe_cli.add_commands, align_cli.add_commands]
 
 
 def one_line(error: BaseException) -> str:

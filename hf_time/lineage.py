@@ -10,7 +10,8 @@ parameter resolved (defaults included).
 Kinds (:data:`KINDS`): ``merge`` (a dense or low-rank merge), ``fold`` (a sequential merge of one
 expert into a previous snapshot, with the method's state), ``revert`` (one expert rebuilt from an
 RMM snapshot), ``train`` (an expert finetuned from an init model), ``moe`` (dense experts of one
-base upcycled into a mixture-of-experts model). A timeline snapshot is the lineage of the node it
+base upcycled into a mixture-of-experts model), ``align`` (models of different inits: an expert
+permuted into a reference's basis, or merged by ZipIt!/PLeaS; the permutations' digest in ``details``). A timeline snapshot is the lineage of the node it
 deploys plus a ``timeline`` section (step, accuracy, metrics).
 
 Parameters that varied per tensor are recorded as their schedules, in mergekit's YAML form
@@ -33,8 +34,9 @@ from hf_time.errors import ConfigError
 
 LINEAGE_FILE = "hf_time.json"
 SCHEMA_VERSION = 2
-KINDS = ("merge", "fold", "revert", "train", "moe")
-FORMATS = ("model", "adapter", "rmm")  # a transformers folder, a PEFT adapter, a reversible snapshot
+KINDS = ("merge", "fold", "revert", "train", "moe", "align")
+# a transformers folder, a PEFT adapter, a reversible snapshot, a shared trunk with per-expert heads (ZipIt!, PLeaS)
+FORMATS = ("model", "adapter", "rmm", "multihead")
 
 
 @dataclass(frozen=True)

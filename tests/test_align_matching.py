@@ -69,7 +69,7 @@ def test_a_random_permutation_keeps_the_function(kind):
 @pytest.mark.parametrize("kind", ["bert", "llama"])
 @pytest.mark.parametrize("sketch", [None, 16])
 def test_weight_matching_undoes_a_planted_permutation(kind, sketch):
-    model, sd, spec = tiny(kind)
+    _, sd, spec = tiny(kind)
     planted = random_alignment(spec, seed=5)
     expert = Tensors(apply_alignment(spec, sd, planted))
     result = weight_matching(spec, sd, expert, MatchingConfig(sketch=sketch), progress=False)
@@ -94,7 +94,7 @@ def test_activation_matching_undoes_a_planted_permutation(kind):
 
 
 def test_weight_matching_of_two_inits_raises_similarity_and_is_a_fixed_point():
-    model, sd, spec = tiny("bert", seed=0)
+    _, sd, spec = tiny("bert", seed=0)
     _, other, _ = tiny("bert", seed=1)
     result = weight_matching(spec, sd, other, progress=False)
     assert result.converged and result.similarity_after > result.similarity_before

@@ -43,6 +43,7 @@ class MatchingConfig:
 class ZipItConfig:
     """ZipIt! (Stoica et al. 2024, https://arxiv.org/abs/2305.03053): zip features within and across models."""
 
+    task: tuple[str, ...] = schema.field((), "built-in task(s) whose texts give the activation correlations")
     blocks: int | None = schema.field(None, "zip the first k blocks; later blocks stay per model (None: all)", ge=0)
     alpha: float = schema.field(0.3, "similarity of an already merged feature is scaled by alpha (0: merge once)", ge=0, le=1)
     beta: float = schema.field(0.5, "share of merges that may pair two features of the same model", ge=0, le=1)
@@ -56,6 +57,7 @@ class ZipItConfig:
 class PLeaSConfig:
     """PLeaS (Nasery et al. 2025, https://arxiv.org/abs/2407.02447): partial matching + layer-wise least squares."""
 
+    task: tuple[str, ...] = schema.field((), "built-in task(s) whose texts the matching and the fit read")
     width: float = schema.field(1.0, "MLP width of the merged model relative to one model's (1: all units merged, "
                                 "2: none merged)", ge=1, le=2)
     ridge: float = schema.field(1e-4, "least-squares ridge, relative to the mean input energy", ge=0)

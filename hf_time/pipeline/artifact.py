@@ -146,6 +146,14 @@ def moe_lineage(config: Any, architecture: str, base: RefRecord, experts: Sequen
                    output=OutputRecord("model", file_hashes(folder, files), dtype))
 
 
+def align_lineage(method: MethodRecord, reference: RefRecord | None, experts: Sequence[ExpertRecord],
+                  details: Mapping[str, Any], folder: Path, files: Sequence[str], fmt: str) -> Lineage:
+    """The lineage of an alignment (:mod:`hf_time.align`): an expert permuted into ``reference``'s basis, or
+    experts of different inits merged (ZipIt!, PLeaS); ``details`` holds the permutations' digest."""
+    return Lineage(kind="align", method=method, base=reference, experts=tuple(experts), details=dict(details),
+                   output=OutputRecord(fmt, file_hashes(folder, files)))
+
+
 def revert_lineage(source: RefRecord, base: RefRecord, expert: ExpertRecord, details: Mapping[str, Any],
                    folder: Path, files: Sequence[str], fmt: str, dtype: str | None) -> Lineage:
     """The lineage of one expert rebuilt from an RMM snapshot."""
