@@ -11,7 +11,8 @@ Kinds (:data:`KINDS`): ``merge`` (a dense or low-rank merge), ``fold`` (a sequen
 expert into a previous snapshot, with the method's state), ``revert`` (one expert rebuilt from an
 RMM snapshot), ``train`` (an expert finetuned from an init model), ``moe`` (dense experts of one
 base upcycled into a mixture-of-experts model), ``align`` (models of different inits: an expert
-permuted into a reference's basis, or merged by ZipIt!/PLeaS; the permutations' digest in ``details``). A timeline snapshot is the lineage of the node it
+permuted into a reference's basis, or merged by ZipIt!/PLeaS; the permutations' digest in
+``details``). A timeline snapshot is the lineage of the node it
 deploys plus a ``timeline`` section (step, accuracy, metrics).
 
 Parameters that varied per tensor are recorded as their schedules, in mergekit's YAML form
@@ -216,6 +217,8 @@ class Lineage:
                               for e in self.experts]
         if self.tokenizer:
             data.update(self.tokenizer)
+        if self.details.get("align"):  # experts aligned to the base first (hf-time merge --align)
+            data["align"] = dict(self.details["align"])
         if self.previous is not None:
             data["previous"] = self.previous.pinned
         if self.method.parameters:

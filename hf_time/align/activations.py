@@ -190,10 +190,11 @@ def sample_texts(tasks: Sequence[str], n: int, seed: int) -> list[str]:
 
 
 def token_batches(tokenizer, texts: Sequence[str], *, batch_size: int, max_length: int) -> list[dict[str, torch.Tensor]]:
-    """``texts`` tokenised into padded batches (``input_ids``, ``attention_mask``)."""
+    """``texts`` tokenised into padded batches (``input_ids``, ``attention_mask``; single-segment texts need no
+    ``token_type_ids``, which decoders would not accept)."""
     out = []
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(list(texts[i: i + batch_size]), padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
-        out.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
+        out.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
     return out

@@ -24,7 +24,8 @@ from hf_time import __version__
 from hf_time.align.activation_matching import activation_matching
 from hf_time.align.activations import matching_points, moments, sample_texts, token_batches
 from hf_time.align.config import MatchingConfig
-from hf_time.align.inputs import ModelIn, check_tokenizers, download, load_model, resolve_pair, shared_tensors
+from hf_time.align.inputs import ModelIn, download, resolve_pair, shared_tensors
+from hf_time.align.models import check_tokenizers, load_model
 from hf_time.align.perms import Alignment, permute_tensor
 from hf_time.align.spec import ArchSpec, arch_spec
 from hf_time.align.weight_matching import MatchResult, weight_matching
@@ -107,16 +108,6 @@ def load_alignment(folder: str | os.PathLike) -> Alignment:
     return Alignment.from_tensors(tensors, layers)
 
 
-def alignment_record(result: MatchResult, config: MatchingConfig) -> dict:
-    """What a lineage says about one matching: enough to verify the saved permutations and judge them."""
-    record = {"method": config.method, "sha256": result.alignment.digest(), "moved": result.alignment.moved(),
-              "passes": result.passes, "converged": result.converged}
-    if result.similarity_before is not None:
-        record["weight_cosine"] = {"before": round(result.similarity_before, 6),
-                                   "after": round(result.similarity_after, 6)}
-    return record
-
-
 def method_record(config: MatchingConfig) -> MethodRecord:
     summary = ("Weight matching (Git Re-Basin): permutations maximising Σ⟨W_ref, π(W_expert)⟩ by alternating linear "
                "assignment" if config.method == "weight" else
@@ -167,7 +158,7 @@ def align(reference: str, expert: str, config: MatchingConfig = MatchingConfig()
         carry_base_files(exp_dir, tmp, None)
         expert_record = ExpertRecord(**vars(exp.record), details={"architecture": exp.spec.architecture})
         lineage = align_lineage(method_record(config), ref.record, [expert_record],
-                                {"operation": "permute", "alignment": alignment_record(result, config),
+                                {"operation": "permute", "alignment": result.record(config.method),
                                  "alignment_file": ALIGNMENT_FILE}, tmp, files, "model")
         write_snapshot(tmp, lineage, card=render_card(lineage, title=title, repo=push_to))
     out_dir = Path(out).absolute()

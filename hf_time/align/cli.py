@@ -44,6 +44,7 @@ def add_commands(sub) -> None:
                    help="weight matching (no data, default) or activation matching (needs --task)")
     _common(p, task_help="activation matching: a built-in task whose texts both models read (repeat)")
     p.set_defaults(func=cmd_align)
+    add_merge_commands(sub)
 
 
 def cmd_align(args) -> int:
@@ -66,5 +67,45 @@ def cmd_align(args) -> int:
     print(f"  units moved: {moved}; {record['passes']} pass(es)"
           + (f"; weight cosine {record['weight_cosine']['before']:.4f} -> {record['weight_cosine']['after']:.4f}"
              if "weight_cosine" in record else ""))
+    print_published(result.published)
+    return 0
+
+
+def add_merge_commands(sub) -> None:
+    """Register ``hf-time zipit`` and ``hf-time pleas``."""
+    from hf_time.align.config import PLeaSConfig, ZipItConfig
+
+    p = sub.add_parser("zipit", help="merge two models of different inits by ZipIt! (a trunk + one head per model)",
+                       description="Zip the features of two models of one architecture but different inits within and "
+                       "across the models by the correlation of their activations on task texts; the first --param "
+                       "blocks=K blocks are zipped, later blocks stay per model.", epilog=_settings_epilog(ZipItConfig))
+    p.add_argument("--expert", action="append", default=[], required=True, metavar="REF", help="a model (twice)")
+    _common(p, task_help="a built-in task whose texts give the correlations (repeat)")
+    p.set_defaults(func=cmd_merge, operation="zipit")
+    p = sub.add_parser("pleas", help="merge two models of different inits by PLeaS (permutations + least squares)",
+                       description="Match the units of two models of different inits by activation correlation, merge the "
+                       "best-matched share of every MLP to a target --param width=W (1: one model's width, 2: none "
+                       "merged) and fit every linear layer by least squares on task texts.",
+                       epilog=_settings_epilog(PLeaSConfig))
+    p.add_argument("--expert", action="append", default=[], required=True, metavar="REF", help="a model (twice)")
+    _common(p, task_help="a built-in task whose texts the matching and the fit read (repeat)")
+    p.set_defaults(func=cmd_merge, operation="pleas")
+
+
+def cmd_merge(args) -> int:
+    from hf_time import schema
+    from hf_time.align.config import PLeaSConfig, ZipItConfig
+    from hf_time.align.merge_build import pleas, zipit
+    from hf_time.cli_common import print_published
+    from hf_time.hub import Hub
+
+    cls, run = (ZipItConfig, zipit) if args.operation == "zipit" else (PLeaSConfig, pleas)
+    values = {**dict(args.param), "task": list(args.task)}
+    config = schema.build_or_raise(cls, values, f"invalid {args.operation} settings", strings=True)
+    result = run(args.expert, config, out=args.out, overwrite=args.overwrite, push_to=args.push_to, tag=args.tag,
+                 private=args.private, hub=Hub(endpoint=args.endpoint) if args.endpoint else None, progress=not args.quiet)
+    d = result.lineage.details
+    print(f"{args.operation}: {len(result.lineage.experts)} models merged -> {result.out_dir} ({d['blocks']} of "
+          f"{d['layers']} blocks in the trunk, one head per model)")
     print_published(result.published)
     return 0

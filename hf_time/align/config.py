@@ -66,3 +66,10 @@ class PLeaSConfig:
     batch_size: int = schema.field(32, "texts per forward pass", ge=1)
     seed: int = schema.field(0, "seed of the text sample")
 
+
+
+def to_data(config) -> dict:
+    """A settings dataclass as plain YAML/JSON data (tuples as lists), e.g. ``align:`` in merge_config.yaml."""
+    import dataclasses
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}

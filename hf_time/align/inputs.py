@@ -8,16 +8,12 @@ checked too (a task that does not exist fails here). Only then does :func:`open_
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from hf_time.align.spec import ArchSpec, arch_spec, check_same_shape
-from hf_time.errors import ConfigError, IncompatibleExpertsError
 from hf_time.hub import MODEL_PATTERNS, Hub, require_weights
 from hf_time.io import TensorInfo
 from hf_time.lineage import RefRecord
@@ -25,11 +21,6 @@ from hf_time.pipeline.resolve import pin
 from hf_time.refs import ResolvedRef
 
 logger = logging.getLogger(__name__)
-
-# Files whose content decides what a token id means: two models aligned or merged must agree on them.
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model",
-                   "sentencepiece.bpe.model")
-
 
 @dataclass(frozen=True)
 class ModelIn:
@@ -93,30 +84,3 @@ def shared_tensors(a: ModelIn, b: ModelIn) -> set[str]:
 
 def download(hub: Hub, model: ModelIn) -> Path:
     return hub.download(model.read, MODEL_PATTERNS)
-
-
-def check_tokenizers(folders: Sequence[Path], names: Sequence[str]) -> None:
-    """Models merged or compared on data must read token ids the same way.
-
-    Raises:
-        IncompatibleExpertsError: a tokenizer file both folders hold differs (named).
-    """
-    def digest(path: Path) -> str:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-
-    for f in TOKENIZER_FILES:
-        present = [(d, n) for d, n in zip(folders, names) if (d / f).is_file()]
-        if len(present) > 1 and len({digest(d / f) for d, _ in present}) > 1:
-            raise IncompatibleExpertsError(f"{f} differs between {present[0][1]} and {present[1][1]}: the models do not "
-                                           "share a tokenizer, so their embeddings cannot be aligned; use models "
-                                           "trained with one tokenizer", tensor=None)
-
-
-def load_model(folder: Path, spec: ArchSpec) -> torch.nn.Module:
-    """The model class its config names (so module names are the checkpoint's), float32, eval mode."""
-    import transformers
-
-    cls = getattr(transformers, spec.architecture, None)
-    if cls is None:
-        raise ConfigError(f"transformers has no class {spec.architecture!r} (from {folder}/config.json)")
-    return cls.from_pretrained(folder, dtype=torch.float32).eval()

@@ -122,6 +122,13 @@ class ArchSpec:
     tensors: Mapping[str, TensorSpec]
     embed_module: str
     modules: tuple[LayerModules, ...]
+    prefix: str = ""
+
+    def stage(self, name: str) -> str:
+        """``pre`` (embeddings), ``block`` (inside block L) or ``post`` (final norm, pooler, task heads)."""
+        if self.tensors[name].layer is not None:
+            return "block"
+        return "pre" if name.startswith(self.embed_module + ".") else "post"
 
     @property
     def slots(self) -> dict[str, int]:
@@ -299,7 +306,7 @@ def arch_spec(cfg: Mapping | None, infos: Mapping[str, TensorInfo], where: str =
                 f"be permuted consistently; supported: {SUPPORTED} with their standard heads")
         tensors[name] = spec
     return ArchSpec(family, model_type, arch, hidden, int(cfg["intermediate_size"]), layers, layout, tensors, embed,
-                    tuple(mods(f"{base}{block}.{i}.") for i in range(layers)))
+                    tuple(mods(f"{base}{block}.{i}.") for i in range(layers)), base)
 
 
 def _match(name: str, info: TensorInfo, rules, hidden: int) -> TensorSpec | None:

@@ -76,6 +76,14 @@ class MatchResult:
     similarity_before: float | None = None
     similarity_after: float | None = None
 
+    def record(self, method: str) -> dict:
+        """What a lineage says about this matching: enough to verify the saved permutations and judge them."""
+        out = {"method": method, "sha256": self.alignment.digest(), "moved": self.alignment.moved(),
+               "passes": self.passes, "converged": self.converged}
+        if self.similarity_before is not None:
+            out["weight_cosine"] = {"before": round(self.similarity_before, 6), "after": round(self.similarity_after, 6)}
+        return out
+
 
 def _load(source: TensorSource, specs: Sequence[TensorSpec]) -> dict[str, torch.Tensor]:
     return {t.name: source.get(t.name) for t in specs}  # as stored: the costs convert what they use

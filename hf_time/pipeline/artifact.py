@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from hf_time.align.config import to_data
 from hf_time.hashing import sha256_file
 from hf_time.io import copy_files
 from hf_time.lineage import ExpertRecord, Lineage, MethodRecord, OutputRecord, RefRecord
@@ -121,6 +122,7 @@ def merge_lineage(plan: Plan, inputs: Inputs, folder: Path, output: Output) -> L
         previous=None if inputs.previous is None else RefRecord.from_resolved(inputs.previous.res),
         state=output.state, slices=tp.slices_record(refs) if tp is not None and tp.layered else (),
         tokenizer=plan.tokenizer.recorded(refs) if plan.tokenizer is not None else None,
+        details={"align": to_data(plan.align)} if plan.align is not None else {},
         output=OutputRecord(output.format, file_hashes(folder, output.files), plan.dtype, plan.device, output.details))
 
 
