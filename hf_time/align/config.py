@@ -23,8 +23,8 @@ class MatchingConfig:
     batch_size: int = schema.field(32, "activation matching: texts per forward pass", ge=1)
     max_iter: int = schema.field(20, "weight matching: passes over the blocks at most (stops when the residual "
                                  "permutation no longer changes)", ge=1)
-    sketch: int | None = schema.field(None, "weight matching: compute similarities on a random signed-bucket sketch of "
-                                      "this many columns (None: exact). Exact for permuted copies, approximate otherwise; "
+    sketch: int | None = schema.field(None, "weight matching: compare each unit's weights on this many random "
+                                      "coordinates (None: all, exact). Exact for permuted copies, approximate otherwise; "
                                       "makes 7B-scale matching fit a CPU", ge=16)
     seed: int = schema.field(0, "seed of the sketch and of the text sample")
 
@@ -45,8 +45,9 @@ class ZipItConfig:
 
     task: tuple[str, ...] = schema.field((), "built-in task(s) whose texts give the activation correlations")
     blocks: int | None = schema.field(None, "zip the first k blocks; later blocks stay per model (None: all)", ge=0)
-    alpha: float = schema.field(0.3, "similarity of an already merged feature is scaled by alpha (0: merge once)", ge=0, le=1)
-    beta: float = schema.field(0.5, "share of merges that may pair two features of the same model", ge=0, le=1)
+    alpha: float = schema.field(0.3, "similarity of an already merged feature is scaled by alpha", gt=0, le=1)
+    beta: float = schema.field(0.125, "budget of same-model merges: at most beta·n/2 per model (0: only across models)",
+                               ge=0, le=1)
     examples: int = schema.field(256, "texts whose activations give the correlations", ge=8)
     max_length: int = schema.field(64, "tokens per text", ge=4)
     batch_size: int = schema.field(32, "texts per forward pass", ge=1)

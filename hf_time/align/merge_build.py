@@ -102,7 +102,11 @@ def _run(operation: str, experts: Sequence[str], config, *, out, overwrite: bool
             merged = int((kinds["mlp.0"] == 0).sum())
             facts = {"intermediate_size": zips["mlp.0"].width, "merged_share": f"{100 * merged / spec.intermediate:.0f}%"}
         cks = [Checkpoint(d) for d in dirs]
-        trunk, own = assemble(spec, [m.spec for m in inputs], cks, zips, blocks, overrides)
+        try:
+            trunk, own = assemble(spec, [m.spec for m in inputs], cks, zips, blocks, overrides)
+        finally:
+            for ck in cks:
+                ck.close()
         trunk_config = {**first.hf_config, "architectures": [trunk_class(spec.model_type)], "num_hidden_layers": blocks,
                         "intermediate_size": facts.get("intermediate_size", spec.intermediate)}
         heads = [Head(m.record.short_name, m.hf_config, tensors, zips["res"].unmerge_index(i))

@@ -113,8 +113,8 @@ class MultiHeadModel(nn.Module):
             self.register_buffer(f"unmerge_{i}", u.to(torch.long), persistent=False)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "MultiHeadModel":
-        """Load a folder written by :func:`save_multihead` (float32, eval mode).
+    def from_pretrained(cls, ref: str | Path) -> "MultiHeadModel":
+        """Load a folder written by :func:`save_multihead`, or a Hub repo holding one (float32, eval mode).
 
         Raises:
             ValueError: not a multi-head folder, or a head whose weights do not fit its config.
@@ -124,7 +124,12 @@ class MultiHeadModel(nn.Module):
 
         from hf_time.align.spec import BERT_TYPES
 
-        folder = Path(folder)
+        folder = Path(ref)
+        if not folder.is_dir():  # a Hub reference: pinned and downloaded by hf_time.hub, like every input
+            from hf_time.hub import Hub
+
+            hub = Hub()
+            folder = hub.download(hub.resolve(str(ref)))
         manifest = json.loads((folder / MANIFEST).read_text())
         if manifest.get("format") != FORMAT:
             raise ValueError(f"{folder} is not an hf_time multi-head folder (no {MANIFEST} of format {FORMAT})")

@@ -27,11 +27,11 @@ nothing changes. Here:
   (:func:`~hf_time.align.assign.solve_heads`), then the dims inside matched heads maximise the
   paper's objective (Q/K dims only without RoPE). For permuted copies every score is maximal at the
   true pairing, so the result is exact.
-- ``sketch=k`` (optional, an hf_time addition): each cost matrix is computed from a random
-  signed-bucket sketch (CountSketch) of the contracted axis, ``C̃ = (A S)(B S)ᵀ`` with ``E[S Sᵀ] = I``,
-  which makes the costs k/m as expensive. Unbiased; for permuted copies the sketched rows of matched
-  units are identical, so exactness is kept; otherwise it is an approximation whose error shrinks as
-  1/√k. Without it (the default) costs are exact.
+- ``sketch=k`` (optional, an hf_time addition): each unit's weight vector is compared on k random
+  coordinates only (:mod:`hf_time.align.costs`): an unbiased estimate of every cost at about k/m of
+  the arithmetic, reading only those coordinates of each tensor into float32. For permuted copies
+  the sampled vectors of matched units are identical, so exactness is kept; otherwise the estimate's
+  error shrinks as 1/√k. Without it (the default) costs are exact.
 """
 
 from __future__ import annotations
