@@ -180,6 +180,10 @@ def test_merge_align_averages_a_permuted_copy_back_into_the_model_and_reruns_fro
     assert [e.details["alignment"]["moved"]["mlp"] for e in lineage.experts][0] == 0.0  # the base against itself
     assert lineage.experts[1].details["alignment"]["moved"]["mlp"] > 0.5
     assert "alignment/expert-1.safetensors" in lineage.output.files
+    from hf_time.align.build import load_alignment
+
+    saved = load_alignment(tmp_path / "aligned" / "alignment" / "expert-1.safetensors")
+    assert saved.digest() == lineage.experts[1].details["alignment"]["sha256"]
     pinned = yaml.safe_load((tmp_path / "aligned" / "merge_config.yaml").read_text())
     assert pinned["align"]["method"] == "weight"
     assert main(["merge", str(tmp_path / "aligned" / "merge_config.yaml"), "--out", str(tmp_path / "again"), "--quiet"]) == 0

@@ -92,15 +92,17 @@ def save_alignment(folder: Path, alignment: Alignment, spec: ArchSpec) -> str:
     return ALIGNMENT_FILE
 
 
-def load_alignment(folder: str | os.PathLike) -> Alignment:
-    """The permutations an ``align`` snapshot (or a merge with ``--align``) saved.
+def load_alignment(path: str | os.PathLike) -> Alignment:
+    """The permutations an ``align`` snapshot saved (its folder), or one expert's of a merge with ``--align``
+    (the file ``alignment/expert-<i>.safetensors``).
 
     Raises:
-        ConfigError: the folder has no alignment file.
+        ConfigError: no alignment file there.
     """
     from safetensors.torch import load_file
 
-    path = Path(folder) / ALIGNMENT_FILE
+    path = Path(path)
+    path = path / ALIGNMENT_FILE if path.is_dir() else path
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; alignments are saved by `hf-time align`")
     tensors = load_file(path)
@@ -109,6 +111,7 @@ def load_alignment(folder: str | os.PathLike) -> Alignment:
 
 
 def method_record(config: MatchingConfig) -> MethodRecord:
+    """The lineage's method entry of a matching: its name, summary, paper and every setting."""
     summary = ("Weight matching (Git Re-Basin): permutations maximising Σ⟨W_ref, π(W_expert)⟩ by alternating linear "
                "assignment" if config.method == "weight" else
                "Activation matching (Git Re-Basin): permutations maximising the correlation of activations on task data")
