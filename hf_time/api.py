@@ -15,9 +15,7 @@ import dataclasses
 import os
 from typing import Any, Mapping, Sequence
 
-from hf_time.align.build import AlignResult, align
-from hf_time.align.config import MatchingConfig
-from hf_time.align.merge_build import MultiHeadResult, pleas, zipit
+from hf_time.align.config import MatchingConfig, PLeaSConfig, ZipItConfig
 from hf_time.config import ExpertSpec, MergeConfig, slice_inputs
 from hf_time.errors import ConfigError
 from hf_time.hub import Hub
@@ -28,8 +26,8 @@ from hf_time.pipeline import MergeResult, RunOptions, run, run_revert
 from hf_time.pipeline.tensor_values import TensorValues, tensor_values
 from hf_time.slices import from_data as slices_from_data
 
-__all__ = ["AlignResult", "MergeResult", "MoeResult", "MultiHeadResult", "TensorValues", "align", "fold", "merge", "moe",
-           "pleas", "revert", "tensor_values", "zipit"]
+__all__ = ["MergeResult", "MoeResult", "TensorValues", "align", "fold", "merge", "moe", "pleas", "revert",
+           "tensor_values", "zipit"]
 
 
 def merge(
@@ -220,3 +218,37 @@ def moe(config: MoeConfig | Mapping[str, Any], *, out: str | os.PathLike | None 
         config = moe_config_from_dict(dict(config))
     return build_moe(config, out=None if out is None else os.fspath(out), overwrite=overwrite, push_to=push_to,
                      tag=tag, private=private, hub=hub, progress=progress, title=title)
+
+
+# Models of different inits (hf_time.align). Imported on call: linear assignment (scipy) is not on the merge path.
+def align(reference: str | os.PathLike, expert: str | os.PathLike, config: MatchingConfig | None = None, *,
+          out: str | os.PathLike, **options):
+    """Permute ``expert`` into ``reference``'s basis (what ``hf-time align`` runs): the same function, ready to merge.
+
+    ``config`` is a :class:`~hf_time.align.config.MatchingConfig` (default: weight matching); ``options`` are
+    :func:`hf_time.align.build.align`'s (``overwrite``, ``push_to``, ``tag``, ``private``, ``hub``, ``progress``,
+    ``title``). Returns an :class:`~hf_time.align.build.AlignResult` whose lineage has kind ``align``.
+    """
+    from hf_time.align.build import align as run
+
+    return run(os.fspath(reference), os.fspath(expert), config or MatchingConfig(), out=out, **options)
+
+
+def zipit(experts: Sequence[str | os.PathLike], config: ZipItConfig, *, out: str | os.PathLike, **options):
+    """Merge two models of different inits by ZipIt! into a trunk plus one head per model (``hf-time zipit``).
+
+    See :func:`hf_time.align.merge_build.zipit`; returns a :class:`~hf_time.align.merge_build.MultiHeadResult`.
+    """
+    from hf_time.align.merge_build import zipit as run
+
+    return run([os.fspath(e) for e in experts], config, out=out, **options)
+
+
+def pleas(experts: Sequence[str | os.PathLike], config: PLeaSConfig, *, out: str | os.PathLike, **options):
+    """Merge two models of different inits by PLeaS to a target MLP width (``hf-time pleas``).
+
+    See :func:`hf_time.align.merge_build.pleas`; returns a :class:`~hf_time.align.merge_build.MultiHeadResult`.
+    """
+    from hf_time.align.merge_build import pleas as run
+
+    return run([os.fspath(e) for e in experts], config, out=out, **options)

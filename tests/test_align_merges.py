@@ -201,3 +201,15 @@ def test_bad_merges_of_different_inits_are_one_line_before_any_download(tmp_path
     assert main([*argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_align_is_part_of_what_a_tag_holds(pair, hub, api, tmp_path, repo_name, capsys):
+    from conftest import HUB_TOKEN  # noqa: F401  (the session's token is the ambient HF_TOKEN)
+
+    root, _, _ = pair
+    common = ["merge", "--base", str(root / "a"), "--expert", str(root / "a"), "--expert", str(root / "b"), "--method",
+              "linear", "--push-to", repo_name, "--tag", "v1", "--endpoint", hub.url, "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--align", "weight", "--out", str(tmp_path / "aligned")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tag 'v1' already exists" in err and not (tmp_path / "aligned").exists()
