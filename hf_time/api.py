@@ -1,7 +1,8 @@
 """The Python API: merge, fold and revert models given by Hub id or folder, optionally publishing them.
 
 :func:`tensor_values` answers, for a merged snapshot, which parameter values one of its tensors got
-(gradients, filters, slices); :func:`moe` upcycles dense experts of one base into a mixture of experts.
+(gradients, filters, slices); :func:`moe` upcycles dense experts of one base into a mixture of experts;
+:func:`align`, :func:`zipit` and :func:`pleas` (from :mod:`hf_time.align`) handle models of different inits.
 
 Every function here builds a request and hands it to :mod:`hf_time.pipeline`, the one chain of
 resolve -> plan -> execute -> artifact -> snapshot -> publish that every kind of method runs
@@ -10,9 +11,11 @@ through; ``hf-time merge`` and ``hf-time revert`` call the same functions.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Mapping, Sequence
 
+from hf_time.align.config import MatchingConfig, PLeaSConfig, ZipItConfig
 from hf_time.config import ExpertSpec, MergeConfig, slice_inputs
 from hf_time.errors import ConfigError
 from hf_time.hub import Hub
@@ -23,7 +26,8 @@ from hf_time.pipeline import MergeResult, RunOptions, run, run_revert
 from hf_time.pipeline.tensor_values import TensorValues, tensor_values
 from hf_time.slices import from_data as slices_from_data
 
-__all__ = ["MergeResult", "MoeResult", "TensorValues", "fold", "merge", "moe", "revert", "tensor_values"]
+__all__ = ["MergeResult", "MoeResult", "TensorValues", "align", "fold", "merge", "moe", "pleas", "revert",
+           "tensor_values", "zipit"]
 
 
 def merge(
@@ -42,6 +46,7 @@ def merge(
     slices: Sequence[Any] | None = None,
     tokenizer_source: str | None = None,
     chat_template: str | None = None,
+    align: str | MatchingConfig | None = None,
     push_to: str | None = None,
     tag: str | None = None,
     private: bool | None = None,
@@ -75,6 +80,8 @@ def merge(
         tokenizer_source: ``base``, ``union`` or one input's reference: the output vocabulary, every
             input's embeddings aligned to it.
         chat_template: a Jinja chat template for the output tokenizer, or ``auto`` (the inputs' most common).
+        align: experts of other inits: ``"weight"``/``"activation"`` (or a :class:`~hf_time.align.config.MatchingConfig`)
+            permutes each full expert onto the base before merging (``hf-time merge --align``).
         out: output folder (must not exist unless ``overwrite``).
         dtype: output dtype of floating tensors (default: the base's).
         device: ``cpu`` or ``cuda[:i]``.
@@ -121,6 +128,8 @@ def merge(
                              dtype=dtype, device=device, lines=lines,
                              previous=None if previous is None else os.fspath(previous),
                              tokenizer_source=tokenizer_source, chat_template=chat_template)
+    if align is not None:
+        config = dataclasses.replace(config, align=align if isinstance(align, MatchingConfig) else MatchingConfig(method=align))
     options = RunOptions(out=os.fspath(out) if out is not None else config.out, overwrite=overwrite,
                          allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite, max_shard_size=max_shard_size, push_to=push_to or config.push_to,
                          tag=tag or config.tag, private=private, title=title, progress=progress)
@@ -209,3 +218,37 @@ def moe(config: MoeConfig | Mapping[str, Any], *, out: str | os.PathLike | None 
         config = moe_config_from_dict(dict(config))
     return build_moe(config, out=None if out is None else os.fspath(out), overwrite=overwrite, push_to=push_to,
                      tag=tag, private=private, hub=hub, progress=progress, title=title)
+
+
+# Models of different inits (hf_time.align). Imported on call: linear assignment (scipy) is not on the merge path.
+def align(reference: str | os.PathLike, expert: str | os.PathLike, config: MatchingConfig | None = None, *,
+          out: str | os.PathLike, **options):
+    """Permute ``expert`` into ``reference``'s basis (what ``hf-time align`` runs): the same function, ready to merge.
+
+    ``config`` is a :class:`~hf_time.align.config.MatchingConfig` (default: weight matching); ``options`` are
+    :func:`hf_time.align.build.align`'s (``overwrite``, ``push_to``, ``tag``, ``private``, ``hub``, ``progress``,
+    ``title``). Returns an :class:`~hf_time.align.build.AlignResult` whose lineage has kind ``align``.
+    """
+    from hf_time.align.build import align as run
+
+    return run(os.fspath(reference), os.fspath(expert), config or MatchingConfig(), out=out, **options)
+
+
+def zipit(experts: Sequence[str | os.PathLike], config: ZipItConfig, *, out: str | os.PathLike, **options):
+    """Merge two models of different inits by ZipIt! into a trunk plus one head per model (``hf-time zipit``).
+
+    See :func:`hf_time.align.merge_build.zipit`; returns a :class:`~hf_time.align.merge_build.MultiHeadResult`.
+    """
+    from hf_time.align.merge_build import zipit as run
+
+    return run([os.fspath(e) for e in experts], config, out=out, **options)
+
+
+def pleas(experts: Sequence[str | os.PathLike], config: PLeaSConfig, *, out: str | os.PathLike, **options):
+    """Merge two models of different inits by PLeaS to a target MLP width (``hf-time pleas``).
+
+    See :func:`hf_time.align.merge_build.pleas`; returns a :class:`~hf_time.align.merge_build.MultiHeadResult`.
+    """
+    from hf_time.align.merge_build import pleas as run
+
+    return run([os.fspath(e) for e in experts], config, out=out, **options)

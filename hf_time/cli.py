@@ -54,6 +54,10 @@ def _add_merge(sub) -> None:
     p.add_argument("--max-shard-size", default=None, help="output shard size of a full model (default 5GB)")
     p.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin checkpoints (weights_only=True)")
     p.add_argument("--allow-nonfinite", action="store_true", help="write a merge holding NaN/Inf instead of refusing it")
+    p.add_argument("--align", choices=("weight", "activation"), help="experts of other inits: permute each onto the "
+                   "base first (Git Re-Basin weight matching, or activation matching with --align-task)")
+    p.add_argument("--align-task", action="append", default=[], metavar="NAME", help="--align activation: a built-in "
+                   "task whose texts the base and each expert read (repeat)")
     add_publish_args(p)
     p.set_defaults(func=cmd_merge)
 
@@ -91,6 +95,12 @@ def cmd_merge(args) -> int:
             params=dict(args.param), dtype=args.dtype, device=args.device or "cpu",
             lines=tuple(args.lines) if args.lines else None, previous=args.previous,
         )
+    if args.align or args.align_task:
+        from hf_time.align.config import MatchingConfig
+
+        current = config.align or MatchingConfig()
+        config = _replace(config, align=_replace(current, method=args.align or current.method,
+                                                 task=tuple(args.align_task) or current.task))
     result = merge(
         config=config, out=args.out, push_to=args.push_to, tag=args.tag, private=args.private,
         overwrite=args.overwrite, allow_pickle=args.allow_pickle, allow_nonfinite=args.allow_nonfinite,
@@ -204,11 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """Commands contributed by other modules (low-rank merging, timelines). Imported explicitly: a broken
     module must fail loudly, not make its commands silently disappear."""
+    from hf_time.align import cli as align_cli
     from hf_time.lowrank import cli as lowrank_cli
     from hf_time.moe import cli as moe_cli
     from hf_time.timeline import cli as timeline_cli
 
-    return [lowrank_cli.add_commands, timeline_cli.add_commands, moe_cli.add_commands]
+    return [lowrank_cli.add_commands, timeline_cli.add_commands, moe_cli.add_commands, align_cli.add_commands]
 
 
 def one_line(error: BaseException) -> str:

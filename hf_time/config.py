@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import yaml
 
 from hf_time import schema
+from hf_time.align.config import MatchingConfig, to_data
 from hf_time.errors import ConfigError, UnknownMethodError
 from hf_time.schedules import is_setting, parse
 from hf_time.slices import OutputSlice, slice_models
@@ -60,6 +61,7 @@ class MergeConfig:
         tokenizer_source: ``base``, ``union`` or a model reference: the output's vocabulary, with the
             embeddings of every input aligned to it (None: the base's files are carried over as they are).
         chat_template: a Jinja chat template for the output tokenizer (None: the carried one).
+        align: align each full expert to the base before merging (models of different inits; None: no).
         dtype: output dtype of floating tensors (None keeps the base's).
         device: where to compute.
         lines: (alpha, beta) LiNeS layer scaling, or None.
@@ -81,6 +83,7 @@ class MergeConfig:
     slices: tuple[OutputSlice, ...] | None = None
     tokenizer_source: str | None = None
     chat_template: str | None = None
+    align: MatchingConfig | None = None
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The mergekit-compatible YAML form (the inverse of :func:`merge_config_from_dict`)."""
@@ -102,6 +105,8 @@ class MergeConfig:
             d["lines"] = {"alpha": self.lines[0], "beta": self.lines[1]}
         if self.previous:
             d["previous"] = self.previous
+        if self.align:
+            d["align"] = to_data(self.align)
         return d
 
 
@@ -145,6 +150,8 @@ class MergeFile:
     tokenizer_source: str | None = schema.field(None, "the output vocabulary: base, union, or a model reference")
     chat_template: str | None = schema.field(None, "a Jinja chat template for the output tokenizer")
     name: str | None = schema.field(None, "a name for the merge (informational)")
+    align: MatchingConfig | None = schema.field(None, "align each expert to the base first (models of different "
+                                                "inits): {method: weight|activation, task: [...], ...}")
 
 
 # mergekit slice keys hf_time does not run, with the reason (a clear line instead of "unknown key").
@@ -234,7 +241,8 @@ def merge_config_from_dict(data: Any, source: str = "config") -> MergeConfig:
         dtype=parsed.get("dtype") or parsed.get("out_dtype"), device=parsed.get("device", "cpu"),
         lines=None if lines is None else (lines.alpha, lines.beta), previous=parsed.get("previous"),
         out=parsed.get("out"), push_to=parsed.get("push_to"), tag=parsed.get("tag"), slices=slices,
-        tokenizer_source=parsed.get("tokenizer_source"), chat_template=parsed.get("chat_template"))
+        tokenizer_source=parsed.get("tokenizer_source"), chat_template=parsed.get("chat_template"),
+        align=parsed.get("align"))
 
 
 def slice_inputs(spec, base: str | None, slices) -> tuple[str, list[ExpertSpec]]:

@@ -134,3 +134,8 @@ class HubRequestError(HfTimeError, RuntimeError):
 class IncompatibleTaskError(ConfigError):
     """A task cannot be trained or scored on this model or tokenizer: a generation task on an encoder,
     chat messages and a tokenizer without a chat template."""
+
+
+class UnsupportedArchitectureError(HfTimeError, ValueError):
+    """A model whose permutation symmetries hf_time does not know (alignment, ZipIt!, PLeaS); the message
+    names the model type or tensor and the architectures that are supported."""

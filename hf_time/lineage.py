@@ -10,7 +10,9 @@ parameter resolved (defaults included).
 Kinds (:data:`KINDS`): ``merge`` (a dense or low-rank merge), ``fold`` (a sequential merge of one
 expert into a previous snapshot, with the method's state), ``revert`` (one expert rebuilt from an
 RMM snapshot), ``train`` (an expert finetuned from an init model), ``moe`` (dense experts of one
-base upcycled into a mixture-of-experts model). A timeline snapshot is the lineage of the node it
+base upcycled into a mixture-of-experts model), ``align`` (models of different inits: an expert
+permuted into a reference's basis, or merged by ZipIt!/PLeaS; the permutations' digest in
+``details``). A timeline snapshot is the lineage of the node it
 deploys plus a ``timeline`` section (step, accuracy, metrics).
 
 Parameters that varied per tensor are recorded as their schedules, in mergekit's YAML form
@@ -33,8 +35,9 @@ from hf_time.errors import ConfigError
 
 LINEAGE_FILE = "hf_time.json"
 SCHEMA_VERSION = 2
-KINDS = ("merge", "fold", "revert", "train", "moe")
-FORMATS = ("model", "adapter", "rmm")  # a transformers folder, a PEFT adapter, a reversible snapshot
+KINDS = ("merge", "fold", "revert", "train", "moe", "align")
+# a transformers folder, a PEFT adapter, a reversible snapshot, a shared trunk with per-expert heads (ZipIt!, PLeaS)
+FORMATS = ("model", "adapter", "rmm", "multihead")
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,8 @@ class Lineage:
                               for e in self.experts]
         if self.tokenizer:
             data.update(self.tokenizer)
+        if self.details.get("align"):  # experts aligned to the base first (hf-time merge --align)
+            data["align"] = dict(self.details["align"])
         if self.previous is not None:
             data["previous"] = self.previous.pinned
         if self.method.parameters:

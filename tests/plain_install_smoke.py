@@ -8,7 +8,8 @@ installed package::
 
 It starts the embedded Hub with ``hf-time hub serve``, publishes a tiny BERT and two tiny experts,
 and runs ``hf-time ls``, ``merge`` (dense, published and tagged), a two-step sequential chain with
-``--previous``, a reversible low-rank merge and ``revert``, a two-step ``timeline run`` that really
+``--previous``, a reversible low-rank merge and ``revert``, ``align`` and ``merge --align`` of a model
+of another init, a two-step ``timeline run`` that really
 trains, ``timeline status`` and ``timeline report``. Exits non-zero on the first failure. It must not
 import pytest or anything else that only the ``dev`` extra installs.
 """
@@ -126,6 +127,14 @@ def main() -> int:
                 "rmm", "--out", "rmm", "--quiet", env=env, cwd=work)
         cli("revert", "rmm", "--expert", "1", "--out", "reverted", "--quiet", env=env, cwd=work)
         check((work / "reverted" / "adapter_model.safetensors").is_file(), "reversible LoRA merge (rmm) and revert")
+        hub.publish(tiny_bert(work / "other-init", 7), "smoke/other-init", commit_message="another init")
+        out = cli("align", "--reference", "smoke/base", "--expert", "smoke/other-init", "--out", "aligned",
+                  "--push-to", "smoke/aligned", "--quiet", env=env, cwd=work)
+        check("aligned ->" in out and (work / "aligned" / "alignment.safetensors").is_file(),
+              "hf-time align (weight matching, scipy from the declared dependencies) published")
+        cli("merge", "--base", "smoke/base", "--expert", "smoke/base", "--expert", "smoke/other-init", "--method", "linear",
+            "--align", "weight", "--out", "aligned-avg", "--quiet", env=env, cwd=work)
+        check((work / "aligned-avg" / "alignment" / "expert-1.safetensors").is_file(), "merge --align weight")
         timeline = work / "timeline.yaml"
         tasks = {n: toy_task(work / f"{n}.csv", a, b) for n, a, b in
                  (("fruit", ("apple", "pear"), ("zebra", "lion")), ("colour", ("red", "blue"), ("fast", "slow")))}

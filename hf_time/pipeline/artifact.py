@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from hf_time.align.config import to_data
 from hf_time.hashing import sha256_file
 from hf_time.io import copy_files
 from hf_time.lineage import ExpertRecord, Lineage, MethodRecord, OutputRecord, RefRecord
@@ -121,6 +122,7 @@ def merge_lineage(plan: Plan, inputs: Inputs, folder: Path, output: Output) -> L
         previous=None if inputs.previous is None else RefRecord.from_resolved(inputs.previous.res),
         state=output.state, slices=tp.slices_record(refs) if tp is not None and tp.layered else (),
         tokenizer=plan.tokenizer.recorded(refs) if plan.tokenizer is not None else None,
+        details={"align": to_data(plan.align)} if plan.align is not None else {},
         output=OutputRecord(output.format, file_hashes(folder, output.files), plan.dtype, plan.device, output.details))
 
 
@@ -144,6 +146,14 @@ def moe_lineage(config: Any, architecture: str, base: RefRecord, experts: Sequen
     settings = {**config.to_yaml_dict(), "architecture": architecture}
     return Lineage(kind="moe", base=base, experts=tuple(records), details={"config": settings, **dict(facts)},
                    output=OutputRecord("model", file_hashes(folder, files), dtype))
+
+
+def align_lineage(method: MethodRecord, reference: RefRecord | None, experts: Sequence[ExpertRecord],
+                  details: Mapping[str, Any], folder: Path, files: Sequence[str], fmt: str) -> Lineage:
+    """The lineage of an alignment (:mod:`hf_time.align`): an expert permuted into ``reference``'s basis, or
+    experts of different inits merged (ZipIt!, PLeaS); ``details`` holds the permutations' digest."""
+    return Lineage(kind="align", method=method, base=reference, experts=tuple(experts), details=dict(details),
+                   output=OutputRecord(fmt, file_hashes(folder, files)))
 
 
 def revert_lineage(source: RefRecord, base: RefRecord, expert: ExpertRecord, details: Mapping[str, Any],

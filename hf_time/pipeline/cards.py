@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hf_time.align.card import render_align_card
 from hf_time.cards import render_expert_card, render_merge_card
 from hf_time.lineage import Lineage
 from hf_time.lowrank.cards import render_adapter_merge_card, render_rmm_card, render_revert_card
@@ -18,6 +19,8 @@ def render_card(lineage: Lineage, *, title: str | None = None, repo: str | None 
     """
     if lineage.kind == "revert":
         return render_revert_card(lineage, title=title, repo=repo)
+    if lineage.kind == "align":
+        return render_align_card(lineage, title=title, repo=repo)
     if lineage.kind == "moe":
         return render_moe_card(lineage, title=title)
     if lineage.kind == "train":

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
+from hf_time.align.config import MatchingConfig
 from hf_time.config import MergeConfig
 from hf_time.errors import ConfigError
 from hf_time.io import DTYPES, parse_dtype, parse_size
@@ -75,6 +76,7 @@ class Plan:
         tensor_params: per-tensor parameters (gradients, filters) and the slices that assemble the
             output (None: every parameter is one value and the output has the base's layers).
         tokenizer: the output vocabulary the embeddings are aligned to (None: the base's, as is).
+        align: how experts of other inits are aligned to the base before merging (None: they are not).
     """
 
     method: MethodSpec
@@ -90,6 +92,7 @@ class Plan:
     state: Mapping[str, Any] | None = None
     tensor_params: TensorParams | None = None
     tokenizer: TokenizerPlan | None = None
+    align: MatchingConfig | None = None
 
     @property
     def torch_dtype(self) -> torch.dtype | None:
@@ -176,6 +179,8 @@ def make_plan(config: MergeConfig, options: RunOptions = RunOptions()) -> Plan:
                         "(see `hf-time ls --kind sequential`)")
     if config.dtype is not None and (not isinstance(config.dtype, str) or _dtype_problem(config.dtype)):
         problems.append(f"dtype: {config.dtype!r} is not a dtype; use one of {', '.join(DTYPES)}")
+    if config.align is not None:
+        problems += _align_problems(config, method)
     check_device(config.device, problems)
     shard_bytes = parse_size(DEFAULT_SHARD_SIZE)
     if options.max_shard_size is not None:
@@ -190,7 +195,18 @@ def make_plan(config: MergeConfig, options: RunOptions = RunOptions()) -> Plan:
                 expert_params=tuple(expert_params), dtype=config.dtype, device=config.device,
                 lines=None if config.lines is None else (float(config.lines[0]), float(config.lines[1])),
                 max_shard_bytes=shard_bytes, allow_pickle=options.allow_pickle, allow_nonfinite=options.allow_nonfinite,
-                tensor_params=split.tensor_params, tokenizer=tokenizer)
+                tensor_params=split.tensor_params, tokenizer=tokenizer, align=config.align)
+
+
+def _align_problems(config: MergeConfig, method: MethodSpec) -> list[str]:
+    """``--align`` permutes whole experts into the base's basis before a dense merge of the usual layout."""
+    problems = list(config.align.problems())
+    if not isinstance(method, DenseMethod):
+        problems.append(f"--align / `align` aligns experts before a dense merge; {method.name} is a {method.kind} method")
+    if config.slices or config.tokenizer_source:
+        problems.append("--align / `align` with slices or tokenizer_source is not supported: align the experts with "
+                        "`hf-time align` first, then merge the aligned folders")
+    return problems
 
 
 def shard_size(value: int | str, problems: list[str]) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from hf_time.align.config import to_data
 from hf_time.config import MergeConfig
 from hf_time.errors import ConfigError, OutputExistsError, PublishError
 from hf_time.hub import Hub, PublishResult
@@ -95,7 +96,8 @@ def _check_tag(hub: Hub, options: RunOptions, plan: Plan, inputs: Inputs) -> Non
             and lineage.output.dtype == plan.dtype
             and [e.pinned for e in lineage.experts] == [RefRecord.from_resolved(e.res).pinned for e in inputs.experts]
             and [e.weight for e in lineage.experts] == list(plan.recorded_weights())
-            and lineage.base.pinned == RefRecord.from_resolved(inputs.base.res).pinned)
+            and lineage.base.pinned == RefRecord.from_resolved(inputs.base.res).pinned
+            and dict(lineage.details.get("align") or {}) == (to_data(plan.align) if plan.align is not None else {}))
     if not same:
         raise PublishError(f"tag {options.tag!r} already exists in {options.push_to} at commit {commit[:10]} with another "
                            "merge; choose another --tag or delete the old one (nothing was downloaded)")

@@ -83,6 +83,10 @@ def bind(plan: Plan, inputs: Inputs, state=None) -> Plan:
     """Check the layout from headers before anything is downloaded: layer ranges, shapes, gradients."""
     if state is not None:
         raise ConfigError(f"a state continues a sequential merge; {plan.method.name} is a dense method")
+    if plan.align is not None:  # experts of other inits: alignable, from headers (imported here: scipy, only then)
+        from hf_time.align.merge_align import check_alignable
+
+        check_alignable(inputs)
     if plan.tensor_params is None and plan.tokenizer is None:
         return plan
     adapters = [e.name for e in inputs.experts if e.adapter is not None]
@@ -100,6 +104,12 @@ def execute(plan: Plan, inputs: Inputs, hub: Hub, tmp: Path, *, progress: bool =
     assert isinstance(method, DenseMethod)
     base_dir, base_ck = open_base(hub, inputs.base, plan)
     experts = open_sources(hub, inputs, plan, base_ck, list(inputs.experts))
+    aligned = None
+    if plan.align is not None:  # read every expert through its permutations onto the base
+        from hf_time.align.merge_align import align_experts
+
+        aligned = align_experts(plan.align, inputs, base_dir, base_ck, experts, tmp, progress=progress)
+        experts = aligned.sources
     engine_base, engine_inputs, weights, expert_params = base_ck, experts, plan.weights, plan.expert_params
     layout = vocab = None
     if plan.tensor_params is not None or plan.tokenizer is not None:
@@ -143,6 +153,8 @@ def execute(plan: Plan, inputs: Inputs, hub: Hub, tmp: Path, *, progress: bool =
     if plan.tokenizer is not None:
         _write_tokenizer(plan, vocab, base_dir, tmp)
     details = {} if layout is None or layout.layers is None else {"num_layers": len(layout.layers)}
+    if aligned is not None:
+        return Output("model", tuple(files) + aligned.files, details, expert_details=aligned.details)
     return Output("model", tuple(files), details)
 
 
