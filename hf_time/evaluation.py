@@ -70,6 +70,18 @@ def is_causal_lm(model: PreTrainedModel) -> bool:
     return type(base).__name__ in _CAUSAL_CLASSES
 
 
+def merge_adapter(model, adapter_dir: str | Path):
+    """``model`` with the PEFT adapter in ``adapter_dir`` merged into its weights (``merge_and_unload``)."""
+    import warnings
+
+    from peft import PeftModel
+
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers' deprecated is_gradient_checkpointing (upstream; harmless).
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+
+
 def is_causal_config(config) -> bool:
     """Whether a model config's ``architectures`` name a causal-LM class."""
     return any(a in _CAUSAL_CLASSES for a in (getattr(config, "architectures", None) or []))
@@ -96,9 +108,7 @@ def load_model(model_dir: str | Path, *, device: str | torch.device | None = Non
     auto = AutoModelForCausalLM if is_causal_config(AutoConfig.from_pretrained(base_dir)) else AutoModel
     model = auto.from_pretrained(base_dir)
     if adapter.exists():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+        model = merge_adapter(model, path)
     tok_dir = path if (path / "tokenizer_config.json").exists() else base_dir
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     return model.to(resolve_device(device)).eval(), tokenizer

@@ -58,15 +58,14 @@ def densify(adapter_dir: Path, init_dir: Path, out: Path, lineage: Lineage | Non
     """Merge a PEFT adapter into its init model and save the full weights (atomically), a local cache copy
     for merging and evaluation; it keeps the adapter's lineage (what was trained) with its own files."""
     import torch
-    from peft import PeftModel
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    from hf_time.evaluation import is_causal_config
+    from hf_time.evaluation import is_causal_config, merge_adapter
 
     # A causal LM keeps its head: AutoModel would drop lm_head and the dense copy would be another model.
     auto = AutoModelForCausalLM if is_causal_config(AutoConfig.from_pretrained(str(init_dir))) else AutoModel
     model = auto.from_pretrained(str(init_dir), dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    model = merge_adapter(model, adapter_dir)
     with atomic_output_dir(out, overwrite=True) as tmp:
         model.save_pretrained(str(tmp))
         copy_files(init_dir, tmp, [f for f in CARRIED_FILES if f != "config.json"])
