@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import HUB_TOKEN
+from safetensors.torch import load_file
+from test_timeline_common import save_tiny_bert, write_toy_tasks
+from tiny_lm import save_tiny_causal_lm, tiny_tokenizer
+
 from hf_time.errors import ConfigError
 from hf_time.hub import Hub
 from hf_time.lineage import Lineage
 from hf_time.timeline.config import timeline_config_from_dict
 from hf_time.timeline.runner import run_timeline
-from test_timeline_common import fake_evaluator, save_tiny_bert, write_toy_tasks
-from tiny_lm import save_tiny_causal_lm, tiny_tokenizer
 
 REVIEWS = [("the film was great and fun", "positive"), ("the film was bad and dull", "negative")]
 
@@ -73,7 +73,7 @@ def lm_base(hub, tmp_path_factory):
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_a_two_step_causal_lm_timeline_trains_publishes_and_scores(lm_base, tmp_path, lora):
-    h, base = lm_base
+    h, _ = lm_base
     over = {"training": {"lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}}} if lora else {}
     config = timeline_config_from_dict(lm_timeline(tmp_path, "tests/tiny-llama", f"llm-{'lora' if lora else 'full'}", **over))
     run = run_timeline(config, hub=h, work_dir=tmp_path / "work", progress=False)
@@ -83,9 +83,16 @@ def test_a_two_step_causal_lm_timeline_trains_publishes_and_scores(lm_base, tmp_
     assert facts["steps"] == 3 and facts["target_tokens"] > 0 and facts["final_loss"] > 0
     experts = h.api.list_repo_files(f"{config.repo_id}-experts", revision="step-1")
     assert ("adapter_model.safetensors" in experts) == lora and ("model.safetensors" in experts) != lora
-    snapshot = h.download(h.resolve(f"{config.repo_id}@step-2"), ["*.json", "*.safetensors"])
+    snapshot = h.download(h.resolve(f"{config.repo_id}@step-2"), ["*.json", "*.safetensors", "*.md"])
     lineage = Lineage.load(snapshot)
     assert lineage.kind == "merge" and lineage.method.name == "linear" and lineage.timeline["step"] == 2
+    # The card's model-index says what each task was scored with: label likelihood, greedy exact match,
+    # completion likelihood (not the encoders' head-free accuracy).
+    from huggingface_hub import ModelCard
+
+    scored = {(r.dataset_name, r.task_type, r.metric_type) for r in ModelCard.load(Path(snapshot) / "README.md").data.eval_results}
+    assert {("reviews", "text-generation", "accuracy"), ("qa", "text-generation", "exact_match"),
+            ("chat", "text-generation", "token_likelihood")} <= scored
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(snapshot)  # the deployed model keeps its LM head
@@ -97,7 +104,7 @@ def test_a_lora_timeline_deployed_through_lora_cat_equals_the_dense_delta_merge(
     (λ = 1, θ_0 + Σ w_i τ_i) over the densified experts."""
     h, base = lm_base
     lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
-    common = dict(strategy={"init": "base", "deploy": "merge_all"}, training={"lora": lora})
+    common = {"strategy": {"init": "base", "deploy": "merge_all"}, "training": {"lora": lora}}
     cat = timeline_config_from_dict(lm_timeline(tmp_path / "a", "tests/tiny-llama", "llm-cat",
                                                 **{**common, "strategy": {**common["strategy"], "method": "lora_cat"}}))
     dense = timeline_config_from_dict(lm_timeline(tmp_path / "b", "tests/tiny-llama", "llm-dense",

@@ -56,6 +56,28 @@ def matrix_table(state: TimelineState) -> str:
     return "\n".join(rows)
 
 
+# (model-index task type, metric type, metric name) of what a timeline scores per task kind.
+HEAD_FREE = ("text-classification", "accuracy", "head-free accuracy")
+LABEL_LIKELIHOOD = ("text-generation", "accuracy", "accuracy (label with the highest length-normalised likelihood)")
+EXACT_MATCH = ("text-generation", "exact_match", "exact match of greedy answers")
+TOKEN_LIKELIHOOD = ("text-generation", "token_likelihood", "per-token likelihood of the reference completion")
+
+
+def task_metrics(config: Mapping[str, Any]) -> dict[str, tuple[str, str, str]]:
+    """What each task of a timeline config was scored with, by task name (from the config that ran)."""
+    out = {}
+    for entry in list(config.get("tasks", ())) + list(config.get("held_out", ())):
+        spec = {"name": entry} if isinstance(entry, str) else dict(entry)
+        kind, name = spec.get("kind", "text"), str(spec.get("name"))
+        if kind == "sft":
+            out[name] = EXACT_MATCH if spec.get("short_answer") else TOKEN_LIKELIHOOD
+        elif kind == "classification" or name.endswith("_prompt"):  # built-in *_prompt tasks are classification
+            out[name] = LABEL_LIKELIHOOD
+        else:
+            out[name] = HEAD_FREE
+    return out
+
+
 def eval_results(state: TimelineState, datasets: Mapping[str, str] | None = None) -> list:
     """``EvalResult`` entries for the last step: accuracy per task, then A_KA, A_ZS and GM."""
     from huggingface_hub import EvalResult
@@ -64,10 +86,13 @@ def eval_results(state: TimelineState, datasets: Mapping[str, str] | None = None
         return []
     datasets = datasets or {}
     last = state.steps[-1]
-    out = [EvalResult(task_type="text-classification", dataset_type=datasets.get(t, t), dataset_name=t,
-                      dataset_split="test", metric_type="accuracy", metric_value=round(float(last.accuracy[t]), 4),
-                      metric_name="head-free accuracy")
-           for t in list(state.adaptation_tasks) + list(state.held_out_tasks)]
+    kinds = task_metrics(state.config)
+    out = []
+    for t in list(state.adaptation_tasks) + list(state.held_out_tasks):
+        task_type, metric_type, metric_name = kinds.get(t, HEAD_FREE)
+        out.append(EvalResult(task_type=task_type, dataset_type=datasets.get(t, t), dataset_name=t, dataset_split="test",
+                              metric_type=metric_type, metric_value=round(float(last.accuracy[t]), 4),
+                              metric_name=metric_name))
     final = state.final_metrics()
     for key, name in (("a_ka", "A_KA (knowledge accumulation)"), ("a_zs", "A_ZS (zero-shot retention)"),
                       ("geometric_mean", "geometric mean of A_KA and A_ZS")):
