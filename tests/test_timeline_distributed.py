@@ -147,3 +147,20 @@ def test_a_failure_of_the_main_process_ends_the_followers_with_its_message(monke
     monkeypatch.setattr(collective.distributed, "broadcast_object", _FakeGroup(main.sent).broadcast)
     with pytest.raises(DistributedRunError, match=r"the main process \(rank 0\) failed: ConfigError: training.steps"):
         collective.follow(lambda *a, **k: None)
+
+
+def test_a_training_that_fails_on_the_main_process_sends_no_message_into_the_followers_collective(monkeypatch):
+    """The followers are inside that training's collectives: a broadcast would hang; the main process
+    raises at once and the launcher (torchrun) ends the others."""
+    from hf_time.timeline import collective
+
+    main = _FakeGroup([])
+    monkeypatch.setattr(collective.distributed, "broadcast_object", main.broadcast)
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    leader = collective.CollectiveTrainer(failing)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        collective.lead(lambda: leader("init", "task", "cfg", "out"), leader)
+    assert [kind for kind, _ in main.sent] == ["train"] and leader.broken

@@ -37,12 +37,19 @@ class CollectiveTrainer:
     """The main process's trainer: tells the followers to join, then trains its own share."""
 
     trainer: Callable[..., Path]
+    # Set when a training failed on this process: the followers may be inside a collective of that
+    # training, so no message can reach them; the main process exits and the launcher ends them.
+    broken: bool = False
 
     def __call__(self, init_dir, task, config, out_dir, *, replay=None, device=None) -> Path:
         job = {"init_dir": str(init_dir), "task": task, "config": config, "out_dir": str(out_dir), "replay": replay,
                "device": device}
         distributed.broadcast_object((_TRAIN, job))
-        out = self.trainer(init_dir, task, config, out_dir, replay=replay, device=device)
+        try:
+            out = self.trainer(init_dir, task, config, out_dir, replay=replay, device=device)
+        except BaseException:
+            self.broken = True
+            raise
         distributed.barrier()  # the followers go back to waiting only once the folder is complete
         return out
 
@@ -69,12 +76,14 @@ def follow(trainer: Callable[..., Path]) -> Any:
             raise DistributedRunError(f"the main process (rank 0) failed: {payload}")
 
 
-def lead(run: Callable[[], Any]) -> Any:
-    """Run ``run()`` on the main process and end the followers with its result or its error."""
+def lead(run: Callable[[], Any], trainer: CollectiveTrainer | None = None) -> Any:
+    """Run ``run()`` on the main process and end the followers with its result or its error (unless
+    ``trainer`` failed mid-training: then the error is raised at once, see :class:`CollectiveTrainer`)."""
     try:
         result = run()
     except BaseException as e:
-        distributed.broadcast_object((_FAILED, f"{type(e).__name__}: {e}"))
+        if trainer is None or not trainer.broken:
+            distributed.broadcast_object((_FAILED, f"{type(e).__name__}: {e}"))
         raise
     distributed.broadcast_object((_DONE, result))
     return result

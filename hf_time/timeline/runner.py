@@ -383,6 +383,7 @@ def run_timeline(config: TimelineConfig, *, hub: Hub | None = None, work_dir: st
     trainer = trainer or experts.default_trainer
     if not w.is_main:
         return collective.follow(trainer)
-    runner = TimelineRunner(config, hub=hub, work_dir=work_dir, cache_dir=cache_dir,
-                            trainer=collective.CollectiveTrainer(trainer), evaluator=evaluator, progress=progress)
-    return collective.lead(lambda: runner.run(on_step=on_step))
+    leader = collective.CollectiveTrainer(trainer)
+    runner = TimelineRunner(config, hub=hub, work_dir=work_dir, cache_dir=cache_dir, trainer=leader,
+                            evaluator=evaluator, progress=progress)
+    return collective.lead(lambda: runner.run(on_step=on_step), leader)
