@@ -186,7 +186,7 @@ def section_train(args) -> dict:
 
     n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(base).parameters())
     steps, batch, length = (40, 32, 256) if cuda else (3, 4, 32)
-    task = sft_task(steps * batch, words=length // 2 if cuda else 12)
+    task = sft_task(steps * batch, words=length - 16 if cuda else 12)  # about max_length tokens per example on a GPU
     result = {"model": label, "parameters": n_params, "device": "cuda" if cuda else "cpu", "peak_tflops_used": peak,
               "steps": steps, "batch_size": batch, "max_length": length, "runs": {}}
     for mode in ("full", "lora"):
@@ -223,10 +223,13 @@ def section_merges(args) -> dict:
         cmd = [sys.executable, str(ROOT / "benchmarks" / "merge_bench.py"), "--scale", scale, "--skip-mergekit",
                "--device", device, "--methods", *(["task_arithmetic", "ties"] if cuda else ["task_arithmetic"]), "--hf-time-bin", str(wrapper),
                "--workdir", str(scratch / "work"), "--json", str(js), *([] if cuda else ["--skip-startup"])]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = subprocess.run(cmd, check=False)  # its table goes to the log
         if proc.returncode != 0 or not js.is_file():
-            raise RuntimeError(f"merge_bench --device {device} exited {proc.returncode}: {proc.stderr[-800:]}")
+            raise RuntimeError(f"merge_bench --device {device} exited {proc.returncode} (its output is in the log above)")
         bench = json.loads(js.read_text())
+        failed = {m: r["hf_time"]["note"] for m, r in bench["results"].items() if not r["hf_time"]["ok"]}
+        if failed:
+            raise RuntimeError(f"hf-time merge failed on {device}: {failed}")
         moved = bench["model"]["bytes_per_checkpoint"] * (bench["model"]["experts"] + 2)  # base + experts in, one out
         result["bytes_moved_per_merge"] = moved
         result["devices"][device] = {

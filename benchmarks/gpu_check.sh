@@ -112,7 +112,7 @@ EOF
 rm -f "$OUT_DIR/.devices.txt"
 if [ "$rc" = 0 ]; then echo "   done in $((SECONDS - start)) s" | tee -a "$LOG"; else echo "   FAILED (exit $rc)" | tee -a "$LOG"; failed="$failed devices"; fi
 
-section timeline $([ $small = 1 ] && echo 90 || echo 150)
+section timeline $([ $small = 1 ] && echo 90 || echo 200)
 "$PY" "$ROOT/benchmarks/gpu_check.py" summary --out "$OUT_DIR" $CPU_FLAG | tee -a "$LOG"
 if [ -n "$failed" ]; then
   echo "failed sections:$failed" | tee -a "$LOG"
