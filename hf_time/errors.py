@@ -139,3 +139,8 @@ class IncompatibleTaskError(ConfigError):
 class UnsupportedArchitectureError(HfTimeError, ValueError):
     """A model whose permutation symmetries hf_time does not know (alignment, ZipIt!, PLeaS); the message
     names the model type or tensor and the architectures that are supported."""
+
+
+class DistributedRunError(HfTimeError, RuntimeError):
+    """Raised on the non-main processes of a ``torchrun``/``accelerate launch`` run when the main
+    process failed; the message carries the main process's error (fix that one)."""

@@ -59,6 +59,7 @@ from hf_time.lm_tasks import replay_examples
 from hf_time.trainer_common import (
     TrainingStats,
     add_lora,
+    gathered_state_dict,
     resolve_precision,
     summarize_losses,
     training_arguments,
@@ -223,8 +224,9 @@ def finetune_lm(model_dir: str | Path, task: LMTask, config: TrainingConfig, out
     model = trainer.model.eval()
 
     ga = config.gradient_accumulation_steps
-    sums = torch.stack(trainer.sums).float().view(-1, ga).sum(1)
-    counts = torch.stack(trainer.counts).float().view(-1, ga).sum(1).clamp(min=1)
+    # Under DDP each process saw its slice of every batch: sum the slices (a no-op for one process).
+    sums = trainer.accelerator.reduce(torch.stack(trainer.sums).float().view(-1, ga).sum(1), "sum")
+    counts = trainer.accelerator.reduce(torch.stack(trainer.counts).float().view(-1, ga).sum(1), "sum").clamp(min=1)
     losses = [round(x, 5) for x in (sums / counts).cpu().tolist()]
     first_loss, final_loss = summarize_losses(losses)
     stats = TrainingStats(
@@ -233,12 +235,17 @@ def finetune_lm(model_dir: str | Path, task: LMTask, config: TrainingConfig, out
         tokens=tokens, tokens_per_s=round(tokens / seconds, 1), first_loss=first_loss, final_loss=final_loss,
         trainable_parameters=trainable, device=str(trainer.args.device), config=config.to_dict(),
         losses=tuple(losses), target_tokens=targets, truncated=truncated, precision=precision)
+    state_dict = gathered_state_dict(trainer)  # collective under FSDP: every process takes part
+    if not trainer.is_world_process_zero():
+        return out  # the main process writes the one copy (the others read it from the shared folder)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         if config.lora is None:
             stored = getattr(hf_config, "dtype", None)
             if isinstance(stored, torch.dtype) and stored.is_floating_point and stored != torch.float32:
                 model.to(stored)  # keep the base's storage dtype so experts and base merge like for like
-        model.save_pretrained(str(tmp))
+                if state_dict is not None:
+                    state_dict = {k: v.to(stored) if v.is_floating_point() else v for k, v in state_dict.items()}
+        model.save_pretrained(str(tmp), **({"state_dict": state_dict} if state_dict is not None else {}))
         (tmp / "README.md").unlink(missing_ok=True)  # PEFT's stub card; cards are hf_time.cards' job
         tokenizer.save_pretrained(str(tmp))
         stats.save(tmp)

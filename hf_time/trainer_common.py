@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 from transformers import TrainingArguments
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from tqdm.auto import tqdm
 
+from hf_time import distributed
 from hf_time.training_config import TrainingConfig
 
 STATS_FILE = "training_stats.json"
@@ -78,9 +79,21 @@ def resolve_precision(config: TrainingConfig, device: torch.device) -> str:
 
 
 def training_arguments(config: TrainingConfig, scratch: str, device: torch.device) -> TrainingArguments:
-    """Trainer arguments of a run: the schedule of ``config``, AdamW, no saving and no logging."""
+    """Trainer arguments of a run: the schedule of ``config``, AdamW, no saving and no logging.
+
+    Under ``torchrun``/``accelerate launch`` (:mod:`hf_time.distributed`) ``config.batch_size`` stays
+    the examples of one optimizer step: each of the P processes takes ``batch_size / (P × accumulation)``
+    per forward pass, and each process reads its own slice of the planned stream (no dispatching from
+    rank 0), so a step sees exactly the batch of a one-process run.
+
+    Raises:
+        ConfigError: ``batch_size`` is not a multiple of ``gradient_accumulation_steps × processes``.
+    """
+    processes = distributed.world().size
+    per_device = distributed.per_device_batch(config.batch_size, config.gradient_accumulation_steps, processes)
     return TrainingArguments(
-        output_dir=scratch, max_steps=config.steps, per_device_train_batch_size=config.micro_batch_size,
+        output_dir=scratch, max_steps=config.steps, per_device_train_batch_size=per_device,
+        **({"accelerator_config": {"dispatch_batches": False}} if processes > 1 else {}),
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.learning_rate, weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
         lr_scheduler_type="constant_with_warmup" if config.scheduler == "constant" else config.scheduler,
@@ -91,6 +104,14 @@ def training_arguments(config: TrainingConfig, scratch: str, device: torch.devic
         torch_compile=config.torch_compile,
         # hf_time saves the result itself and logs its own summary: no checkpoints, no per-step prints.
         save_strategy="no", logging_strategy="no", report_to="none", remove_unused_columns=False, label_names=[])
+
+
+def gathered_state_dict(trainer) -> dict[str, torch.Tensor] | None:
+    """The full state dict of an FSDP-sharded model (gathered by every process: call it on all of them),
+    or None when ``trainer.model`` holds the full weights already (one process, DDP)."""
+    if not getattr(trainer, "is_fsdp_enabled", False):
+        return None
+    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
 
 
 def _checkpointing(enabled: bool) -> dict[str, Any]:
@@ -119,7 +140,12 @@ class LabelledProgress(ProgressCallback):
 
 
 def use_labelled_progress(trainer, description: str) -> None:
-    """Replace Trainer's default progress bar (when it shows one) by a :class:`LabelledProgress`."""
+    """Replace Trainer's default progress bar (when it shows one) by a :class:`LabelledProgress`.
+
+    Trainer gives the non-main processes of a multi-process run (``disable_tqdm``) a printer of the
+    final metrics dict instead; it goes too: hf_time prints its own summary, once.
+    """
+    trainer.pop_callback(PrinterCallback)
     if trainer.pop_callback(ProgressCallback):
         trainer.add_callback(LabelledProgress(description))
 

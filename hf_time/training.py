@@ -255,15 +255,19 @@ def finetune(model_dir: str | Path, task: TextTask, config: TrainingConfig, out_
 
     # One loss per micro-batch: average each step's micro-batches.
     per_step = torch.stack(trainer.step_losses).float().view(-1, config.gradient_accumulation_steps).mean(1)
+    per_step = trainer.accelerator.reduce(per_step, "mean")  # DDP: every process's slice (no-op for one)
+    tokens = int(trainer.accelerator.reduce(torch.tensor(collator.tokens, device=per_step.device), "sum"))
     losses = [round(x, 5) for x in per_step.cpu().tolist()]
     first_loss, final_loss = summarize_losses(losses)
     stats = TrainingStats(
         task=task.name, steps=config.steps, seconds=round(seconds, 3), s_per_step=round(seconds / config.steps, 4),
         examples=sum(len(b) for b in batches),
         replay_examples=sum(1 for b in batches for e in b if e[2] is not task.label_descriptions),
-        tokens=collator.tokens, tokens_per_s=round(collator.tokens / seconds, 1), first_loss=first_loss,
+        tokens=tokens, tokens_per_s=round(tokens / seconds, 1), first_loss=first_loss,
         final_loss=final_loss, trainable_parameters=trainable, device=str(trainer.args.device),
         config=config.to_dict(), losses=tuple(losses))
+    if not trainer.is_world_process_zero():
+        return out  # the main process writes the one copy
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         if config.lora is None:
             stored = getattr(hf_config, "dtype", None)

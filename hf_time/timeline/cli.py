@@ -14,7 +14,8 @@ def add_commands(sub) -> None:
     r = tsub.add_parser("run", help="run or resume a timeline from a YAML config",
                         description="Run a timeline: per task, finetune an expert from the init checkpoint, push it, "
                         "deploy a merge by the deploy strategy, evaluate it and publish it tagged step-t. Re-running "
-                        "resumes after the last published step.")
+                        "resumes after the last published step. Under torchrun or accelerate launch the main process "
+                        "runs the timeline and the others train with it (DDP; FSDP through accelerate's config).")
     r.add_argument("config", help="timeline config YAML")
     r.add_argument("--hub", "--endpoint", dest="endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
     r.add_argument("--namespace", help="override the config's namespace")
@@ -56,8 +57,15 @@ def cmd_run(args) -> int:
         print(f"step {record.step} ({record.task}): {config.repo_id}@step-{record.step} in {timer.wall:.1f} s "
               f"(overhead {100 * timer.overhead_fraction:.1f}%)", flush=True)
 
-    run = run_timeline(config, hub=_hub(args.endpoint), work_dir=args.work, cache_dir=args.cache, on_step=on_step,
-                       progress=not args.quiet)
+    from hf_time import distributed
+
+    try:  # under torchrun / accelerate launch every process runs this; the main one prints
+        run = run_timeline(config, hub=_hub(args.endpoint), work_dir=args.work, cache_dir=args.cache, on_step=on_step,
+                           progress=not args.quiet)
+    finally:
+        distributed.shutdown()
+    if not distributed.is_main():
+        return 0
     if run.skipped:
         print(f"steps {run.skipped[0]}..{run.skipped[-1]} were already published; resumed after them")
     print(format_matrix(run.state))

@@ -4,7 +4,8 @@ training: the same problems the trainers would find at step t, found at step 0 a
 * causal-LM tasks (``classification``, ``sft``, the built-in ``*_prompt`` tasks) need a causal-LM base;
   text tasks train encoders head-free, so they need an encoder;
 * chat tasks (a ``messages`` column) need a tokenizer with a chat template;
-* LoRA target modules must be modules of the base (from its safetensors headers: no weights loaded).
+* LoRA target modules must be modules of the base (from its safetensors headers: no weights loaded);
+* under torchrun/accelerate launch, a batch splits evenly over the processes and accumulation steps.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from hf_time import distributed
 from hf_time.errors import IncompatibleTaskError
 from hf_time.io import TensorInfo
 from hf_time.timeline.config import TimelineConfig
@@ -67,5 +69,11 @@ def check(config: TimelineConfig, base_dir: Path, infos: Mapping[str, TensorInfo
         if missing:
             problems.append(f"training.lora.target_modules: {missing} are not modules of the base ({arch}); its "
                             f"linear layers are {leaves}")
+    processes = distributed.world().size
+    batch, accumulation = config.training.batch_size, config.training.gradient_accumulation_steps
+    if batch % (accumulation * processes):
+        problems.append(f"training.batch_size={batch} is not a multiple of gradient_accumulation_steps × processes = "
+                        f"{accumulation} × {processes}; set it to a multiple of {accumulation * processes} so every "
+                        "process gets equal micro-batches")
     if problems:
         raise IncompatibleTaskError.from_problems("the timeline cannot train on this base", problems)

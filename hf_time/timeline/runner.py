@@ -21,6 +21,15 @@ Resume: every node and step has a content key known before anything runs
 (:mod:`hf_time.timeline.strategies`). A step whose tag exists with the same key is skipped; a node
 found in the local cache or on the Hub under its key is reused, so a killed run continues where it
 stopped and publishes byte-identical snapshots (timings are kept out of published files).
+
+Many processes (``torchrun --nproc_per_node N -m hf_time.cli timeline run CFG``, or ``accelerate launch
+-m hf_time.cli timeline run CFG``, FSDP through accelerate's config): the main process runs this loop
+alone (resolve, download, merge, evaluate, push, publish, card, state) and the others only join each
+training (:mod:`hf_time.timeline.collective`), so every node is one commit, as with one process. A
+step's batch stays ``training.batch_size`` examples: each process takes
+``batch_size / (processes × gradient_accumulation_steps)`` per forward pass, and the loss is divided
+by the whole batch's target count, so N processes take the steps one process takes (within float
+rounding).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from hf_time import distributed
 from hf_time.cards import hub_ids
 from hf_time.hashing import sha256_file
 from hf_time.errors import TimelineConflictError
@@ -349,17 +359,31 @@ def run_timeline(config: TimelineConfig, *, hub: Hub | None = None, work_dir: st
             default :func:`hf_time.training.finetune`. Tests inject deterministic fakes here.
         evaluator: ``evaluator(model_dir, tasks, *, batch_size, max_length, device) -> {task: acc}``;
             default :func:`hf_time.evaluation.evaluate_tasks`.
-        on_step: called after each completed step with its record and timings.
+        on_step: called after each completed step with its record and timings (main process only).
         progress: show the merges' progress bars (training and evaluation always show theirs).
 
+    Under ``torchrun`` / ``accelerate launch`` every process calls this; only the main process runs
+    the timeline and talks to the Hub, the others train with it (:mod:`hf_time.timeline.collective`).
+
     Returns:
-        A :class:`TimelineRun`.
+        A :class:`TimelineRun` (the main process's, on every process).
 
     Raises:
         ConfigError: tasks that cannot be loaded (each named by key path).
         TimelineConflictError: the timeline repo holds steps of another config.
         RepoNotFoundError, RevisionNotFoundError: the base or a dataset is missing.
     """
-    runner = TimelineRunner(config, hub=hub, work_dir=work_dir, cache_dir=cache_dir, trainer=trainer,
+    w = distributed.init()  # a world of one without torchrun/accelerate launch: nothing changes
+    if w.size == 1:
+        runner = TimelineRunner(config, hub=hub, work_dir=work_dir, cache_dir=cache_dir, trainer=trainer,
+                                evaluator=evaluator, progress=progress)
+        return runner.run(on_step=on_step)
+    from hf_time.timeline import collective, experts
+
+    trainer = trainer or experts.default_trainer
+    if not w.is_main:
+        return collective.follow(trainer)
+    leader = collective.CollectiveTrainer(trainer)
+    runner = TimelineRunner(config, hub=hub, work_dir=work_dir, cache_dir=cache_dir, trainer=leader,
                             evaluator=evaluator, progress=progress)
-    return runner.run(on_step=on_step)
+    return collective.lead(lambda: runner.run(on_step=on_step), leader)

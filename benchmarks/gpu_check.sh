@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The GPU check (issues 8 and 13): what hf_time does on one GPU, in under 8 minutes, with no network.
+#
+#   benchmarks/gpu_check.sh [--out DIR] [--cpu]    # run it (DIR default: $OUT, else benchmarks/gpu_check_out)
+#   benchmarks/gpu_check.sh --prepare              # once, where PyPI answers: wheels for a bare GPU box
+#
+# Prints and writes as JSON (DIR/env.json, train.json, merges.json, devices.json, timeline.json, and
+# all of it in gpu_check.json, plus gpu_check.log):
+#   * host<->device copy bandwidth and a bf16 matmul's TFLOP/s, measured in the same run;
+#   * training tokens/s and MFU (bf16) of SmolLM2-135M, full and LoRA (hf_time.lm_training);
+#   * dense merges (task_arithmetic, ties; the 271M benchmark of benchmarks/merge_bench.py) with
+#     --device cuda against the CPU run, in GB/s against the copy bandwidth;
+#   * tests/test_devices.py: every registered method on CUDA vs CPU;
+#   * one 2-step causal-LM timeline on the embedded Hub.
+# Without CUDA (or with --cpu) it runs tiny versions of each in under two minutes (its test runs that).
+#
+# A bare GPU machine (no network) needs the packages hf_time uses that its image may lack or hold in
+# other versions (datasets, evaluate, huggingface_hub 2.x, transformers 5.2x, gguf...): `--prepare`
+# downloads them as wheels into .whl/ (git-ignored); carry .whl with the working tree and this script
+# installs them into /tmp/hf_time_site first. The python is $PYTHON, else python3.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python3}"
+OUT_DIR="${OUT:-$ROOT/benchmarks/gpu_check_out}"
+CPU_FLAG=""
+PREPARE=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) OUT_DIR="${2:?--out needs a folder}"; shift 2 ;;
+    --cpu) CPU_FLAG="--cpu"; shift ;;
+    --prepare) PREPARE=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "error: unknown argument '$1'; use --out DIR, --cpu or --prepare" >&2; exit 2 ;;
+  esac
+done
+
+# Packages hf_time needs beyond a CUDA image's torch/accelerate/peft/safetensors (versions: this python's).
+WHEELS="huggingface_hub httpx2 httpcore2 truststore click transformers tokenizers regex peft accelerate datasets evaluate dill multiprocess fsspec gguf"
+
+if [ "$PREPARE" = 1 ]; then
+  target="${WHEEL_PYTHON:-3.12}"  # the GPU machine's python (the device image's is 3.12)
+  rm -rf "$ROOT/.whl" && mkdir -p "$ROOT/.whl"  # git-ignored (.gitignore): it travels only when a run carries it
+  echo "$target" > "$ROOT/.whl/PYTHON_VERSION"
+  for pkg in $WHEELS; do
+    version="$("$PY" -c "import importlib.metadata as m; print(m.version('$pkg'))")" || {
+      echo "error: $pkg is not installed in $PY; install the project first (pip install -e .[llm])" >&2; exit 2; }
+    "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$target" --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+      -d "$ROOT/.whl" "$pkg==$version" || { echo "error: could not download $pkg==$version" >&2; exit 2; }
+  done
+  echo "wheels in $ROOT/.whl ($(du -sh "$ROOT/.whl" | cut -f1)); carry .whl and run benchmarks/gpu_check.sh"
+  exit 0
+fi
+
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+here="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+if compgen -G "$ROOT/.whl/*.whl" > /dev/null && [ "$(cat "$ROOT/.whl/PYTHON_VERSION" 2>/dev/null)" != "$here" ]; then
+  echo "the wheels in .whl are for Python $(cat "$ROOT/.whl/PYTHON_VERSION" 2>/dev/null || echo '?'), this is $here: using the installed packages"
+elif compgen -G "$ROOT/.whl/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/hf_time_site \
+    "$ROOT"/.whl/*.whl || { echo "error: installing the wheels of .whl failed; rerun --prepare" >&2; exit 2; }
+  export PYTHONPATH="/tmp/hf_time_site:$PYTHONPATH"
+fi
+# The timeline section talks to its own loopback Hub: an ambient HF_HUB_OFFLINE=1 would refuse it.
+export HF_HUB_OFFLINE=0 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+if ! missing="$("$PY" -c 'import hf_time.lm_training, hf_time.hubserver, hf_time.timeline.runner' 2>&1)"; then
+  echo "error: hf_time does not import with $PY ($(echo "$missing" | tail -1)); run benchmarks/gpu_check.sh --prepare where PyPI answers and carry .whl" >&2
+  exit 2
+fi
+if [ -z "$CPU_FLAG" ] && ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  echo "no CUDA device: running the CPU fallback (tiny sizes)"
+  CPU_FLAG="--cpu"
+fi
+
+mkdir -p "$OUT_DIR"
+LOG="$OUT_DIR/gpu_check.log"
+: > "$LOG"
+failed=""
+section() {  # section NAME LIMIT_S: one python process per section, so one failure does not stop the rest
+  local name="$1" limit="$2" start=$SECONDS
+  echo "== $name" | tee -a "$LOG"
+  if timeout "$limit" "$PY" "$ROOT/benchmarks/gpu_check.py" "$name" --out "$OUT_DIR" $CPU_FLAG >> "$LOG" 2>&1; then
+    echo "   done in $((SECONDS - start)) s" | tee -a "$LOG"
+  else
+    echo "   FAILED (exit $?, limit ${limit} s): see $LOG" | tee -a "$LOG"
+    failed="$failed $name"
+  fi
+}
+
+if [ -n "$CPU_FLAG" ]; then small=1; else small=0; fi
+section env 60
+section train $([ $small = 1 ] && echo 90 || echo 150)
+section merges $([ $small = 1 ] && echo 90 || echo 150)
+
+echo "== devices (tests/test_devices.py)" | tee -a "$LOG"
+start=$SECONDS
+select=()
+[ $small = 1 ] && select=(-k "task_arithmetic or cuda_is_covered")  # the fallback: a few methods
+(cd "$ROOT/tests" && timeout 150 "$PY" -m pytest -q -p no:cacheprovider "${select[@]}" test_devices.py) > "$OUT_DIR/.devices.txt" 2>&1
+rc=$?
+cat "$OUT_DIR/.devices.txt" >> "$LOG"
+"$PY" - "$OUT_DIR" "$rc" <<'EOF'
+import json, re, sys
+out, rc = sys.argv[1], int(sys.argv[2])
+text = open(f"{out}/.devices.txt").read()
+count = lambda word: sum(int(n) for n in re.findall(rf"(\d+) {word}", text.splitlines()[-1] if text.strip() else ""))
+json.dump({"returncode": rc, "passed": count("passed"), "failed": count("failed") + count("error"),
+           "skipped": count("skipped"), "summary": text.strip().splitlines()[-1] if text.strip() else ""},
+          open(f"{out}/devices.json", "w"), indent=2)
+EOF
+rm -f "$OUT_DIR/.devices.txt"
+if [ "$rc" = 0 ]; then echo "   done in $((SECONDS - start)) s" | tee -a "$LOG"; else echo "   FAILED (exit $rc)" | tee -a "$LOG"; failed="$failed devices"; fi
+
+section timeline $([ $small = 1 ] && echo 90 || echo 200)
+"$PY" "$ROOT/benchmarks/gpu_check.py" summary --out "$OUT_DIR" $CPU_FLAG | tee -a "$LOG"
+if [ -n "$failed" ]; then
+  echo "failed sections:$failed" | tee -a "$LOG"
+  exit 1
+fi
+echo "figures in $OUT_DIR"
