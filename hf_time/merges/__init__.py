@@ -36,6 +36,8 @@ from hf_time.merges import (  # noqa: E402,F401  (imported for registration)
     lora_cat,
     lora_svd,
     rmm,
+    pcb,
+    darex,
 )
 
 __all__ = [
