@@ -139,3 +139,12 @@ class IncompatibleTaskError(ConfigError):
 class UnsupportedArchitectureError(HfTimeError, ValueError):
     """A model whose permutation symmetries hf_time does not know (alignment, ZipIt!, PLeaS); the message
     names the model type or tensor and the architectures that are supported."""
+
+
+class StatisticMismatchError(HfTimeError, ValueError):
+    """A per-expert statistic (a Fisher) was computed on other weights than the expert being merged, or for
+    another base; the message names the expert and the command that recomputes it."""
+
+
+class TaskDataError(ConfigError):
+    """Task data cannot serve what was asked of it (no labels for a Fisher or an evaluation, too few examples)."""

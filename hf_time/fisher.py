@@ -264,3 +264,57 @@ def weights_fingerprint(folder: str | Path) -> dict[str, dict[str, str]]:
 def config_record(config: FisherConfig) -> dict[str, Any]:
     return asdict(config)
 
+
+
+# -- checks before a merge (from headers and file ids only) --------------------------------------------
+def weight_file_names(files: list[str], index: Mapping[str, Any] | None) -> list[str]:
+    """The weight files of a model from its file list (and its shard index when it has one)."""
+    from hf_time.io import SAFE_INDEX, SAFE_SINGLE
+
+    if SAFE_INDEX in files and index is not None:
+        return sorted(set((index.get("weight_map") or {}).values()))
+    if SAFE_SINGLE in files:
+        return [SAFE_SINGLE]
+    return sorted(f for f in files if f.endswith(".safetensors") and "/" not in f and f != FISHER_FILE
+                  and not f.startswith("adapter_"))
+
+
+def _same_file(recorded: Mapping[str, str], current: Mapping[str, str]) -> bool:
+    common = [k for k in ("sha256", "blob") if k in recorded and k in current]
+    return bool(common) and all(recorded[k] == current[k] for k in common)
+
+
+def statistic_problems(expert: str, provenance: Mapping[str, Any], current: Mapping[str, Mapping[str, str]],
+                       fisher_infos: Mapping[str, Any], base_infos: Mapping[str, Any] | None,
+                       base: str | None) -> list[str]:
+    """Why a stored Fisher cannot be used for ``expert`` in this merge (empty: it can).
+
+    Args:
+        expert: the expert's reference as written.
+        provenance: the Fisher file's provenance.
+        current: the expert's weight files now, with their content ids (:meth:`Hub.file_hashes`).
+        fisher_infos, base_infos: tensor infos of the Fisher file and of the merge's base.
+        base: the merge's base reference (pinned), compared with the one the Fisher recorded, if any.
+    """
+    problems = []
+    recorded = provenance.get("weights") or {}
+    model = provenance.get("model", "?")
+    if set(recorded) != set(current) or not all(_same_file(recorded[f], current[f]) for f in current):
+        problems.append(f"fisher.safetensors of {expert} was computed on other weights ({model}): a Fisher of another "
+                        f"model or revision; recompute it with `hf-time fisher {expert} --task "
+                        f"{provenance.get('task', 'TASK')}`")
+    recorded_base = provenance.get("base")
+    if recorded_base and base and recorded_base != base:
+        problems.append(f"fisher.safetensors of {expert} was computed for base {recorded_base}, this merge's base is {base}; "
+                        "merge onto that base or recompute the Fisher with --base")
+    if base_infos is not None:
+        wanted = {k: tuple(v.shape) for k, v in base_infos.items() if v.is_float}
+        have = {k: tuple(v.shape) for k, v in fisher_infos.items()}
+        missing = sorted(set(wanted) - set(have))
+        wrong = sorted(k for k in set(wanted) & set(have) if wanted[k] != have[k])
+        if missing or wrong:
+            name = (missing or wrong)[0]
+            found = "absent" if missing else f"shape {have[name]}"
+            problems.append(f"fisher.safetensors of {expert} does not fit the base: tensor {name!r} is {found}, the base "
+                            f"has shape {wanted[name]} (a Fisher of a model of another base); recompute it")
+    return problems

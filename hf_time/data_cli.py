@@ -1,0 +1,73 @@
+"""``hf-time fisher``, ``hf-time eval`` and ``hf-time soup``: the commands that read task data (argument parsing only)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _task_args(p: argparse.ArgumentParser, *, many: bool) -> None:
+    if many:
+        p.add_argument("--task", action="append", required=True, metavar="NAME",
+                       help="a built-in task, or a name for --dataset (repeat)")
+    else:
+        p.add_argument("--task", required=True, metavar="NAME", help="a built-in task, or a name for --dataset")
+    p.add_argument("--dataset", help="with one --task: a Hub dataset org/name[@rev], a local folder or a data file")
+    p.add_argument("--text-column", default="text", help="the dataset's text column (default text)")
+    p.add_argument("--label-column", default="label", help="the dataset's label column (default label)")
+    p.add_argument("--label-description", action="append", default=None, metavar="PHRASE",
+                   help="one phrase per label, in label order (repeat); default: the label names")
+
+
+def task_configs(args) -> list:
+    """The TaskConfig of each --task (a dataset applies to a single task)."""
+    from hf_time.errors import ConfigError
+    from hf_time.timeline.config import TaskConfig
+
+    names = args.task if isinstance(args.task, list) else [args.task]
+    if args.dataset and len(names) != 1:
+        raise ConfigError(f"--dataset describes one task, got {len(names)} --task; evaluate dataset tasks one at a time")
+    extra = {}
+    if args.dataset:
+        extra = {"dataset": args.dataset, "text_column": args.text_column, "label_column": args.label_column,
+                     "label_descriptions": tuple(args.label_description) if args.label_description else None}
+    return [TaskConfig(name=n, **extra) for n in names]
+
+
+def add_commands(sub) -> None:
+    """Register ``hf-time fisher``, ``hf-time eval`` and ``hf-time soup``."""
+    from hf_time.cli_common import add_publish_args
+
+    p = sub.add_parser("fisher", help="compute an expert's diagonal Fisher on its task (for `merge --method fisher`)",
+                       description="Compute the diagonal Fisher of a model (encoder: head-free objective; causal LM: "
+                       "completion likelihood) on N training examples of its task, with y sampled from the model (the "
+                       "paper) or the gold label (--empirical), and store it as fisher.safetensors with its provenance.")
+    p.add_argument("ref", help="the expert: org/name[@rev] or a folder")
+    _task_args(p, many=False)
+    p.add_argument("--n-examples", type=int, default=256, help="examples of the train split (default 256)")
+    p.add_argument("--empirical", action="store_true", help="use the gold labels (empirical Fisher) instead of sampling")
+    p.add_argument("--max-length", type=int, default=32, help="token cap per example (default 32)")
+    p.add_argument("--base", help="the base the expert was trained from (recorded: a merge onto another base is refused)")
+    p.add_argument("--out", help="folder to write fisher.safetensors into (default: the expert's folder, when local)")
+    p.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available)")
+    add_publish_args(p)
+    p.set_defaults(func=cmd_fisher)
+
+
+def cmd_fisher(args) -> int:
+    from hf_time.fisher import FisherConfig
+    from hf_time.fisher_run import run_fisher
+    from hf_time.hub import Hub
+
+    config = FisherConfig(n_examples=args.n_examples, empirical=args.empirical, max_length=args.max_length)
+    result = run_fisher(args.ref, task_configs(args)[0], config=config, base=args.base, out=args.out,
+                        push_to=args.push_to, hub=Hub(endpoint=args.endpoint), device=args.device,
+                        progress=not args.quiet)
+    p = result.provenance
+    where = f" -> {result.path}" if result.path else ""
+    print(f"Fisher of {p['model']} on {p['task']} ({p['n_examples']} examples, {p['estimator']}, "
+          f"{result.seconds:.1f} s){where}")
+    if result.published is not None:
+        from hf_time.cli_common import print_published
+
+        print_published(result.published)
+    return 0
