@@ -51,6 +51,7 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available)")
     add_publish_args(p)
     p.set_defaults(func=cmd_fisher)
+    add_soup(sub)
 
 
 def cmd_fisher(args) -> int:
@@ -70,4 +71,45 @@ def cmd_fisher(args) -> int:
         from hf_time.cli_common import print_published
 
         print_published(result.published)
+    return 0
+
+
+def add_soup(sub) -> None:
+    from hf_time.cli_common import add_publish_args
+
+    p = sub.add_parser("soup", help="greedy soup: average the ingredients that do not hurt held-out accuracy",
+                       description="Greedy soup (Wortsman et al., 2022): ingredients sorted by held-out accuracy, each "
+                       "added to the uniform average only if the soup's held-out accuracy does not drop. The card lists "
+                       "every decision with its accuracy.")
+    p.add_argument("--expert", action="append", default=[], required=True, metavar="REF", help="an ingredient (repeat, >= 2)")
+    _task_args(p, many=True)
+    p.add_argument("--split", choices=("validation", "test"), default="validation", help="held-out data: the last "
+                   "--n-val training examples (default; ingredients must not have trained on them) or the test split")
+    p.add_argument("--n-val", type=int, default=100, help="held-out examples per task (default 100)")
+    p.add_argument("--n-test", type=int, default=200, help="test examples per task (--split test)")
+    p.add_argument("--max-length", type=int, default=32, help="token cap per text (default 32)")
+    p.add_argument("--out", required=True, help="output folder")
+    add_publish_args(p)
+    p.set_defaults(func=cmd_soup)
+
+
+def cmd_soup(args) -> int:
+    from hf_time.cli_common import print_published
+    from hf_time.fisher_run import load_cli_task
+    from hf_time.hub import Hub
+    from hf_time.soup import check_ingredients, run_greedy_soup
+    from hf_time.timeline.config import DataConfig
+
+    check_ingredients(args.expert)  # before any task or model is read
+    hub = Hub(endpoint=args.endpoint)
+    data = DataConfig(n_test=args.n_test)
+    tasks = [load_cli_task(t, data, hub).task for t in task_configs(args)]
+    merged, soup = run_greedy_soup(args.expert, tasks, out=args.out, hub=hub, n_val=args.n_val, split=args.split,
+                                   push_to=args.push_to, max_length=args.max_length, progress=not args.quiet)
+    for d in soup.decisions:
+        before = "-" if d.soup_before is None else f"{d.soup_before:.4f}"
+        print(f"{'kept   ' if d.kept else 'dropped'} {d.ingredient}  alone {d.alone:.4f}  soup {before} -> {d.with_it:.4f}")
+    print(f"greedy soup of {len(soup.members)}/{len(soup.decisions)} ingredients (held-out accuracy {soup.accuracy:.4f}) "
+          f"-> {merged.out_dir}")
+    print_published(merged.published)
     return 0
