@@ -46,12 +46,15 @@ def add_commands(sub) -> None:
     p.add_argument("--n-examples", type=int, default=256, help="examples of the train split (default 256)")
     p.add_argument("--empirical", action="store_true", help="use the gold labels (empirical Fisher) instead of sampling")
     p.add_argument("--max-length", type=int, default=32, help="token cap per example (default 32)")
+    p.add_argument("--no-word-embeddings", action="store_true", help="skip the word-embedding matrix (stored as zeros): "
+                   "for experts trained with frozen word embeddings, hf_time's default")
     p.add_argument("--base", help="the base the expert was trained from (recorded: a merge onto another base is refused)")
     p.add_argument("--out", help="folder to write fisher.safetensors into (default: the expert's folder, when local)")
     p.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available)")
     add_publish_args(p)
     p.set_defaults(func=cmd_fisher)
     add_soup(sub)
+    add_eval(sub)
 
 
 def cmd_fisher(args) -> int:
@@ -59,7 +62,8 @@ def cmd_fisher(args) -> int:
     from hf_time.fisher_run import run_fisher
     from hf_time.hub import Hub
 
-    config = FisherConfig(n_examples=args.n_examples, empirical=args.empirical, max_length=args.max_length)
+    config = FisherConfig(n_examples=args.n_examples, empirical=args.empirical, max_length=args.max_length,
+                          word_embeddings=not args.no_word_embeddings)
     result = run_fisher(args.ref, task_configs(args)[0], config=config, base=args.base, out=args.out,
                         push_to=args.push_to, hub=Hub(endpoint=args.endpoint), device=args.device,
                         progress=not args.quiet)
@@ -112,4 +116,46 @@ def cmd_soup(args) -> int:
     print(f"greedy soup of {len(soup.members)}/{len(soup.decisions)} ingredients (held-out accuracy {soup.accuracy:.4f}) "
           f"-> {merged.out_dir}")
     print_published(merged.published)
+    return 0
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="score a Hub model or adapter on timeline tasks (optionally into its card)",
+                       description="Evaluate any model or PEFT adapter (org/name[@rev] or a folder) on built-in or "
+                       "`datasets` tasks with hf_time's scorers (head-free for encoders, likelihood for causal LMs), or "
+                       "on lm-evaluation-harness tasks (--backend lm_eval); print a table; with --push-to-card add the "
+                       "results to the repo card's model-index in one commit.")
+    p.add_argument("ref", help="the model: org/name[@rev] or a folder")
+    p.add_argument("--task", action="append", default=[], metavar="NAME", help="a built-in task, or a name for --dataset (repeat)")
+    p.add_argument("--dataset", help="with one --task: a Hub dataset org/name[@rev], a local folder or a data file")
+    p.add_argument("--text-column", default="text", help="the dataset's text column (default text)")
+    p.add_argument("--label-column", default="label", help="the dataset's label column (default label)")
+    p.add_argument("--label-description", action="append", default=None, metavar="PHRASE",
+                   help="one phrase per label, in label order (repeat)")
+    p.add_argument("--split", default="test", help="test (default) or train")
+    p.add_argument("--n-test", type=int, default=200, help="balanced test examples per task (default 200)")
+    p.add_argument("--max-length", type=int, default=32, help="token cap per text (default 32)")
+    p.add_argument("--backend", choices=("hf_time", "lm_eval"), default="hf_time", help="scorer (default hf_time)")
+    p.add_argument("--lm-eval-task", action="append", default=[], metavar="NAME", help="--backend lm_eval: a task (repeat)")
+    p.add_argument("--lm-eval-include", metavar="DIR", help="--backend lm_eval: a folder of task YAMLs (offline tasks)")
+    p.add_argument("--push-to-card", action="store_true", help="add the results to the repo card's model-index (one commit)")
+    p.add_argument("--device", default=None, help="cpu or cuda[:i]")
+    p.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from hf_time.cli_common import print_published
+    from hf_time.eval_run import run_eval
+    from hf_time.hub import Hub
+    from hf_time.timeline.config import DataConfig
+
+    tasks = task_configs(args) if args.task else []
+    report = run_eval(args.ref, tasks, split=args.split, data=DataConfig(n_test=args.n_test), hub=Hub(endpoint=args.endpoint),
+                      push_to_card=args.push_to_card, backend=args.backend, lm_eval_tasks=args.lm_eval_task,
+                      lm_eval_include=args.lm_eval_include, max_length=args.max_length, device=args.device)
+    print(f"{report.model}")
+    print(report.table())
+    print_published(report.published)
     return 0

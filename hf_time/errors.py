@@ -148,3 +148,10 @@ class StatisticMismatchError(HfTimeError, ValueError):
 
 class TaskDataError(ConfigError):
     """Task data cannot serve what was asked of it (no labels for a Fisher or an evaluation, too few examples)."""
+
+
+class LmEvalTaskNotFoundError(ConfigError, KeyError):
+    """An lm-evaluation-harness task name is not in its index (nor in --lm-eval-include); the message lists close names."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""

@@ -58,6 +58,9 @@ class FisherConfig:
         max_length: token cap per text (encoders) or prompt + completion (causal LMs).
         logit_scale: encoders: the temperature s of the cosine logits (as in training).
         seed: seeds the sampled labels.
+        word_embeddings: also estimate the word-embedding matrix (False: stored as zeros, so a Fisher
+            merge averages it with the expert weights; right for experts trained with frozen word
+            embeddings, hf_time's default, whose embeddings are all the base's, and ~2x faster on MiniLM).
     """
 
     n_examples: int = 256
@@ -65,6 +68,7 @@ class FisherConfig:
     max_length: int = 32
     logit_scale: float = 20.0
     seed: int = 0
+    word_embeddings: bool = True
 
     def __post_init__(self) -> None:
         problems = [p for ok, p in ((self.n_examples >= 1, f"n_examples must be >= 1, got {self.n_examples}"),
@@ -193,6 +197,8 @@ def compute_fisher(model_dir: str | Path, task, config: FisherConfig = FisherCon
                                     "causal LM a classification/sft task (or a built-in *_prompt task)")
     for p in model.parameters():
         p.requires_grad_(True)
+    if not config.word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     n = min(config.n_examples, len(task.train))
     if causal:
         examples = task.examples("train")[:n]
@@ -202,7 +208,7 @@ def compute_fisher(model_dir: str | Path, task, config: FisherConfig = FisherCon
         losses = encoder_losses(model, tokenizer, list(rows["text"]), list(rows["label"]),
                                 list(task.label_descriptions), config)
     mapping = _by_checkpoint_name(model, infos)
-    params = {p: t for p, t in model.named_parameters() if p in set(mapping.values())}
+    params = {p: t for p, t in model.named_parameters() if p in set(mapping.values()) and t.requires_grad}
     start = time.perf_counter()
     fisher = diagonal_fisher(params, losses, n, progress=progress)
     seconds = time.perf_counter() - start
@@ -210,7 +216,8 @@ def compute_fisher(model_dir: str | Path, task, config: FisherConfig = FisherCon
     for name, info in infos.items():
         if not info.is_float:
             continue
-        out[name] = fisher[mapping[name]].cpu() if name in mapping else torch.zeros(info.shape, dtype=torch.float32)
+        found = mapping.get(name) in fisher
+        out[name] = fisher[mapping[name]].cpu() if found else torch.zeros(info.shape, dtype=torch.float32)
     return out, {"n_examples": n, "seconds": round(seconds, 3)}
 
 

@@ -12,7 +12,7 @@ q (a smaller factor) trades a little bias for much less variance.
 How q is chosen (``q``):
 * ``q > 0``: one global q, the paper's q_v / q_e — tuned on validation or unlabeled task data.
   hf_time tunes it on *unlabeled* texts by the change of the last hidden states
-  (:func:`hf_time.data_merging.tune_darex_q`), the paper's q_e.
+  (:func:`hf_time.darex_tune.tune_darex_q`), the paper's q_e.
 * ``q = 0`` (default): the per-layer analytical q of the reference ``analytical_resolve_new``,
   data-free: for every row r of the tensor with c_r = τ_r ⊙ x̄ (x̄ = mean input activation; hf_time
   takes x̄ = 1, which makes it data-free), q_r minimises over the grid q ∈ [1−p, 0.999] (step 1e-3)
