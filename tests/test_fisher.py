@@ -114,3 +114,41 @@ def test_saved_file_has_every_float_tensor_and_its_provenance(base_dir, tmp_path
     model_header = read_safetensors_header(base_dir / "model.safetensors")
     assert {k: v.shape for k, v in header.items()} == {k: v.shape for k, v in model_header.items() if v.is_float}
     assert read_local_provenance(path)["n_examples"] == 2
+
+
+@pytest.mark.parametrize("empirical", [True, False])
+def test_causal_lm_fisher_matches_brute_force(tmp_path, empirical):
+    """Causal LM, prompt classification: Σ_t log p(y_t | prompt, y_<t) over the completion, one gradient per example."""
+    import torch.nn.functional as F
+    from tiny_lm import save_tiny_causal_lm
+    from torch.func import functional_call, grad
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_time.lm_encoding import encode_examples
+    from hf_time.lm_tasks import prompt_task
+
+    folder = save_tiny_causal_lm(tmp_path / "lm")
+    task = prompt_task(toy_task(), "{text} is a", ["fruit", "animal"])
+    config = FisherConfig(n_examples=5, empirical=empirical, max_length=24, seed=3)
+    fisher, _ = compute_fisher(folder, task, config, progress=False)
+
+    tok, model = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder).eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    g = torch.Generator().manual_seed(config.seed)
+    total = {k: torch.zeros_like(v) for k, v in params.items()}
+    for enc in encode_examples(task.examples("train")[:5], tok, config.max_length):
+        ids = torch.tensor([enc.input_ids])
+        k = enc.n_completion
+
+        def logp_fn(p, ids=ids, k=k):  # log-softmax at the positions that predict the completion tokens
+            logits = functional_call(model, p, args=(ids,), kwargs={"use_cache": False}).logits[0, -k - 1:-1]
+            return F.log_softmax(logits.float(), dim=-1)
+
+        logp = logp_fn(params)
+        targets = ids[0, -k:] if empirical else torch.multinomial(logp.exp(), 1, generator=g).squeeze(1)
+        grads = grad(lambda p, t=targets: -logp_fn(p).gather(1, t.view(-1, 1)).sum())(params)
+        for name in total:
+            total[name] += grads[name] ** 2
+    for name, value in total.items():
+        assert_close(fisher[name], value / 5, rtol=1e-4, atol=1e-10)
+    assert float(fisher["model.layers.0.self_attn.q_proj.weight"].sum()) > 0
