@@ -187,6 +187,18 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class FisherSettings:
+    """``fisher:`` compute each expert's diagonal Fisher on its task right after training, and publish it
+    (``fisher.safetensors``) in the expert's commit, so ``hf-time merge --method fisher`` runs on the
+    timeline's experts. Full-weight experts only; not part of an expert's key (a cached expert is reused
+    as it is)."""
+
+    n_examples: int = schema.field(256, "training examples the Fisher is estimated on", ge=1)
+    empirical: bool = schema.field(False, "gold labels instead of labels sampled from the model")
+    word_embeddings: bool = schema.field(False, "also estimate the word embeddings (frozen in training by default)")
+
+
+@dataclass(frozen=True)
 class TimelineConfig:
     """A complete, reproducible timeline.
 
@@ -211,6 +223,7 @@ class TimelineConfig:
     training: TrainingConfig = schema.field(TrainingConfig(), "how each expert is finetuned")
     replay: ReplayConfig = schema.field(ReplayConfig(), "replay mixed into training batches")
     evaluation: EvalConfig = schema.field(EvalConfig(), "evaluation settings")
+    fisher: FisherSettings | None = schema.field(None, "compute each expert's Fisher after training (method fisher)")
     device: str | None = schema.field(None, "cpu, cuda[:i] or None (CUDA when present)")
     private: bool = schema.field(False, "create the repos private")
 
@@ -231,6 +244,8 @@ class TimelineConfig:
             data[key] = [t["name"] if all(t[k] == defaults[k] for k in t if k != "name")
                          else {k: v for k, v in t.items() if k == "name" or v != defaults[k]} for t in data[key]]
         data["training"].pop("replay_fraction")  # set by the runner from `replay`
+        if data.get("fisher") is None:  # added later: absent when unset, so earlier configs keep their keys
+            data.pop("fisher", None)
         return data
 
     def to_yaml(self) -> str:
@@ -334,6 +349,8 @@ def timeline_config_from_dict(data: Any, source: str = "config") -> TimelineConf
     if "tasks" not in lists and not any(p.startswith("tasks:") for p in problems):
         problems.append("tasks: required (a non-empty list of tasks)")
     _check(values, lists, problems)
+    if values.get("fisher") is not None and getattr(values.get("training"), "lora", None) is not None:
+        problems.append("fisher: a Fisher is computed for full-weight experts; remove it or training.lora")
     strategy = data.get("strategy")
     if "strategy" not in values and isinstance(strategy, Mapping):  # the section failed: still check its method
         method, params = strategy.get("method", StrategyConfig.method), strategy.get("params") or {}

@@ -1,0 +1,51 @@
+"""`fisher:` in a timeline: each expert's Fisher is computed right after training and published with it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_timeline_common import save_tiny_bert, timeline_dict
+
+from hf_time.errors import ConfigError
+from hf_time.hub import Hub
+from hf_time.timeline.config import timeline_config_from_dict
+from hf_time.timeline.runner import run_timeline
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fisher_after_training_then_fisher_merge_of_the_experts(hub, tmp_path):
+    from hf_time.api import merge
+    from hf_time.fisher import FISHER_FILE, read_local_provenance
+
+    h = Hub(endpoint=hub.url)
+    h.publish(save_tiny_bert(tmp_path / "base"), "tests/fisher-tl-base", commit_message="tiny base")
+    data = timeline_dict(tmp_path, "tests/fisher-tl-base", "fisher-tl", init="base", deploy="merge_all")
+    data["tasks"] = data["tasks"][:2]
+    data["fisher"] = {"n_examples": 3}
+    config = timeline_config_from_dict(data)
+    assert config.to_dict()["fisher"] == {"n_examples": 3, "empirical": False, "word_embeddings": False}
+    run_timeline(config, hub=h, work_dir=tmp_path / "work", progress=False)
+    refs = [f"{config.repo_id}-experts@step-{i}" for i in (1, 2)]
+    for ref in refs:
+        res = h.resolve(ref)
+        assert FISHER_FILE in h.list_files(res)
+        prov = read_local_provenance(h.download(res, [FISHER_FILE]) / FISHER_FILE)
+        assert prov["n_examples"] == 3 and prov["estimator"] == "sampled"
+    out = merge("tests/fisher-tl-base", refs, "fisher", out=tmp_path / "m", hub=h, progress=False)
+    assert out.lineage.method.name == "fisher"
+
+
+def test_fisher_needs_full_experts_and_is_absent_from_old_configs(tmp_path):
+    data = timeline_dict(tmp_path, "tests/x", "fisher-cfg", init="base", deploy="merge_all")
+    assert "fisher" not in timeline_config_from_dict(data).to_dict()  # earlier configs keep their keys
+    data["fisher"] = {"n_examples": 4}
+    data["training"]["lora"] = {"r": 2, "alpha": 4, "target_modules": ["query", "value"]}
+    with pytest.raises(ConfigError, match="fisher: a Fisher is computed for full-weight experts"):
+        timeline_config_from_dict(data)
