@@ -49,3 +49,48 @@ def test_fisher_needs_full_experts_and_is_absent_from_old_configs(tmp_path):
     data["training"]["lora"] = {"r": 2, "alpha": 4, "target_modules": ["query", "value"]}
     with pytest.raises(ConfigError, match="fisher: a Fisher is computed for full-weight experts"):
         timeline_config_from_dict(data)
+
+
+LM_EVAL_YAML = """task: hf_time_tl_reviews
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{text}}}} is"
+doc_to_target: label
+doc_to_choice: ["good", "bad"]
+metric_list:
+  - metric: acc
+"""
+
+
+def test_timeline_evaluation_backend_lm_eval(hub, tmp_path):
+    """evaluation: {backend: lm_eval, tasks: [...]} scores every deployed causal LM with the harness too."""
+    import json
+
+    pytest.importorskip("lm_eval")
+    from test_timeline_llm import lm_timeline
+    from tiny_lm import save_tiny_causal_lm, tiny_tokenizer
+
+    h = Hub(endpoint=hub.url)
+    h.publish(save_tiny_causal_lm(tmp_path / "base", tiny_tokenizer()), "tests/tl-lm-eval-base", commit_message="tiny llama")
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps({"text": f"the film {i}", "label": i % 2}) for i in range(4)) + "\n")
+    include = tmp_path / "lm_eval_tasks"
+    include.mkdir()
+    (include / "reviews.yaml").write_text(LM_EVAL_YAML.format(data=docs))
+    data = lm_timeline(tmp_path, "tests/tl-lm-eval-base", "tl-lm-eval",
+                       evaluation={"backend": "lm_eval", "tasks": ["hf_time_tl_reviews"], "include": str(include)})
+    data["tasks"] = data["tasks"][:1]
+    config = timeline_config_from_dict(data)
+    run = run_timeline(config, hub=h, work_dir=tmp_path / "work", progress=False)
+    score = run.state.steps[-1].accuracy["lm_eval/hf_time_tl_reviews/acc"]
+    assert score in (0.0, 0.25, 0.5, 0.75, 1.0) and "lm_eval/hf_time_tl_reviews/acc" in run.state.base_accuracy
+    card = (h.download(h.resolve(f"{config.repo_id}@step-1"), ["README.md"]) / "README.md").read_text()
+    assert "name: hf_time_tl_reviews" in card and "lm-eval acc" in card
+    data["evaluation"]["tasks"] = ["hf_time_tl_reviewz"]
+    with pytest.raises(KeyError, match="lm-eval task 'hf_time_tl_reviewz' not found"):
+        run_timeline(timeline_config_from_dict({**data, "name": "tl-lm-eval-2"}), hub=h, work_dir=tmp_path / "w2",
+                     progress=False)

@@ -68,6 +68,11 @@ def eval_results(state: TimelineState, datasets: Mapping[str, str] | None = None
                       dataset_split="test", metric_type="accuracy", metric_value=round(float(last.accuracy[t]), 4),
                       metric_name="head-free accuracy")
            for t in list(state.adaptation_tasks) + list(state.held_out_tasks)]
+    for key in sorted(k for k in last.accuracy if k.startswith("lm_eval/")):  # backend lm_eval's scores
+        _, task, metric = key.split("/", 2)
+        out.append(EvalResult(task_type="text-generation", dataset_type=task, dataset_name=task, dataset_split="test",
+                              metric_type=metric, metric_value=round(float(last.accuracy[key]), 4),
+                              metric_name=f"lm-eval {metric}"))
     final = state.final_metrics()
     for key, name in (("a_ka", "A_KA (knowledge accumulation)"), ("a_zs", "A_ZS (zero-shot retention)"),
                       ("geometric_mean", "geometric mean of A_KA and A_ZS")):

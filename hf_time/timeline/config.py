@@ -178,12 +178,22 @@ class ReplayConfig:
     examples_per_task: int = schema.field(500, "examples taken from each task into the replay pools", ge=1)
 
 
+EVAL_BACKENDS = ("hf_time", "lm_eval")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """Head-free evaluation of every deployed model on every task."""
+    """Evaluation of every deployed model on every task (hf_time's scorers), and optionally on
+    lm-evaluation-harness tasks (``backend: lm_eval``, causal LMs; scores kept as
+    ``lm_eval/<task>/<metric>`` beside the accuracies and listed in the card's model-index)."""
 
     batch_size: int = schema.field(64, "texts per forward pass", ge=1)
     max_length: int = schema.field(32, "token cap per text", ge=2)
+    backend: str = schema.field("hf_time", "hf_time, or lm_eval: also score lm-evaluation-harness `tasks`",
+                                choices=EVAL_BACKENDS)
+    tasks: tuple[str, ...] = schema.field((), "backend lm_eval: lm-evaluation-harness task names")
+    include: str | None = schema.field(None, "backend lm_eval: a folder of task YAMLs (offline tasks)")
+    limit: int | None = schema.field(None, "backend lm_eval: at most this many documents per task", ge=1)
 
 
 @dataclass(frozen=True)
@@ -246,6 +256,9 @@ class TimelineConfig:
         data["training"].pop("replay_fraction")  # set by the runner from `replay`
         if data.get("fisher") is None:  # added later: absent when unset, so earlier configs keep their keys
             data.pop("fisher", None)
+        for key, default in (("backend", "hf_time"), ("tasks", []), ("include", None), ("limit", None)):
+            if data["evaluation"].get(key) == default:
+                data["evaluation"].pop(key)
         return data
 
     def to_yaml(self) -> str:
@@ -349,6 +362,9 @@ def timeline_config_from_dict(data: Any, source: str = "config") -> TimelineConf
     if "tasks" not in lists and not any(p.startswith("tasks:") for p in problems):
         problems.append("tasks: required (a non-empty list of tasks)")
     _check(values, lists, problems)
+    ev = values.get("evaluation")
+    if ev is not None and (ev.backend == "lm_eval") != bool(ev.tasks):
+        problems.append("evaluation.tasks: lm-evaluation-harness tasks go with backend: lm_eval (set both, or neither)")
     if values.get("fisher") is not None and getattr(values.get("training"), "lora", None) is not None:
         problems.append("fisher: a Fisher is computed for full-weight experts; remove it or training.lora")
     strategy = data.get("strategy")

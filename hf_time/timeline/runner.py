@@ -64,6 +64,14 @@ OVERHEAD_PHASES = ("resolve", "merge", "push_expert", "card", "publish", "state"
 _NODE_ONLY = ("README.md", LINEAGE_FILE, MERGE_CONFIG_FILE, "training_stats.json", STATE_FILE, PLOT_FILE)
 
 
+def _files_key(folder: str | None) -> str | None:
+    """The content of a folder of lm-eval task YAMLs (so editing a task re-scores), or None."""
+    if folder is None:
+        return None
+    root = Path(folder)
+    return content_key(sorted((str(p.relative_to(root)), sha256_file(p)) for p in root.rglob("*") if p.is_file()))
+
+
 def default_evaluator(model_dir, tasks, *, batch_size: int, max_length: int, device=None) -> dict[str, float]:
     from hf_time.evaluation import evaluate_tasks
 
@@ -148,7 +156,14 @@ class TimelineRunner:
         self.tasks: dict[str, LoadedTask] = {t.name: t for t in adaptation + held_out}
         self.eval_order = [t.name for t in adaptation + held_out]
         self.experts.set_tasks(adaptation, base_pool)
-        eval_key = content_key("eval", [self.tasks[n].key for n in self.eval_order], self.config.evaluation.max_length)
+        ev = self.config.evaluation
+        eval_key = content_key("eval", [self.tasks[n].key for n in self.eval_order], ev.max_length)
+        self.lm_eval = None
+        if ev.backend == "lm_eval":  # task names checked before any training; their results are keyed apart
+            from hf_time.lm_eval_backend import check_lm_eval_tasks
+
+            self.lm_eval = check_lm_eval_tasks(ev.tasks, ev.include)
+            eval_key = content_key(eval_key, "lm_eval", list(ev.tasks), _files_key(ev.include), ev.limit)
         self.eval_key = eval_key
         plan = build_plan(self.config, base_key, {t.name: t.key for t in adaptation}, eval_key, [t.key for t in base_pool])
         base_record = NodeRecord("base", 0, base_key, base_res.ref.repo_id, base_res.sha)
@@ -235,6 +250,12 @@ class TimelineRunner:
             folder = densify(folder, self.store.folders[self.plan_base_key], self.store.path(node, "-dense"), None)
         acc = self.evaluator(folder, tasks, batch_size=ev.batch_size, max_length=ev.max_length, device=self.config.device)
         acc = {n: round(float(acc[n]), 6) for n in self.eval_order}
+        if self.lm_eval is not None:
+            from hf_time.lm_eval_backend import evaluate_lm_eval
+
+            for task, metric, value, _, _ in evaluate_lm_eval(folder, self.lm_eval, device=self.config.device,
+                                                              batch_size=min(ev.batch_size, 16), limit=ev.limit):
+                acc[f"lm_eval/{task}/{metric}"] = round(value, 6)
         atomic_write_text(path, json.dumps(acc, indent=2, sort_keys=True) + "\n")  # shared caches never see half a file
         return acc
 
