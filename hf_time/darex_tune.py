@@ -52,7 +52,7 @@ def tune_darex_q(base_dir: str | Path, expert_dir: str | Path, texts: Sequence[s
     prefix = getattr(model, "base_model_prefix", "")
     kept = {}  # tensor name -> (parameter, θ_0, m ⊙ τ)
     for name, info in expert.infos.items():
-        target = params.get(name) or params.get(name.removeprefix(prefix + "."))
+        target = params.get(name, params.get(name.removeprefix(prefix + ".")))
         if target is None or not info.is_float:
             continue
         theta0 = base.get(name).float()
