@@ -23,9 +23,10 @@ from hf_time.merges.registry import seeded_generator
 
 
 def q_grid(p: float, points: int = 11) -> list[float]:
-    """``points`` values from 1 − p (DARE) to 1 (no rescale), evenly spaced."""
+    """``points`` values from 1 − p (DARE) to 1 (no rescale), evenly spaced in log q (at p = 0.99 the
+    interesting q lie between 0.01 and 0.2, which an even grid over [0.01, 1] steps over)."""
     lo = 1.0 - p
-    return [round(lo + (1.0 - lo) * k / (points - 1), 6) for k in range(points)]
+    return [round(lo ** (1 - k / (points - 1)), 6) for k in range(points)]
 
 
 @torch.no_grad()

@@ -15,8 +15,10 @@ def one_thread():
 
 
 def test_q_grid():
-    assert q_grid(0.9, 3) == [0.1, 0.55, 1.0]
-    assert q_grid(0.5) == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0]
+    assert q_grid(0.99, 3) == [0.01, 0.1, 1.0]  # log-spaced: 0.01^(1 − k/2)
+    grid = q_grid(0.5)
+    assert grid[0] == 0.5 and grid[-1] == 1.0 and len(grid) == 11
+    assert grid[5] == pytest.approx(0.5**0.5, abs=1e-6)
 
 
 def test_q_e_output_change_matches_the_darex_q_merge(tmp_path):
