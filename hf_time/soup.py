@@ -60,12 +60,14 @@ def check_ingredients(names: Sequence[str]) -> None:
         raise ConfigError(f"ingredient {dup} is given twice; each ingredient once")
 
 
-def greedy_soup(names: Sequence[str], score: Callable[[tuple[str, ...]], float]) -> SoupResult:
+def greedy_soup(names: Sequence[str], score: Callable[[tuple[str, ...]], float], *, single: bool = False) -> SoupResult:
     """The greedy soup decisions, given ``score(members) -> held-out accuracy of their uniform average``.
 
     ``score`` of a single name is that ingredient alone. Pure apart from ``score``: no I/O here.
+    ``single`` accepts one ingredient (a timeline's first step: the soup is that expert).
     """
-    check_ingredients(names)
+    if not (single and len(names) == 1):
+        check_ingredients(names)
     alone = {n: float(score((n,))) for n in names}
     order = sorted(names, key=lambda n: -alone[n])  # stable: ties keep the given order
     members, current = [order[0]], alone[order[0]]

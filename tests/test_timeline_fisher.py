@@ -94,3 +94,42 @@ def test_timeline_evaluation_backend_lm_eval(hub, tmp_path):
     with pytest.raises(KeyError, match="lm-eval task 'hf_time_tl_reviewz' not found"):
         run_timeline(timeline_config_from_dict({**data, "name": "tl-lm-eval-2"}), hub=h, work_dir=tmp_path / "w2",
                      progress=False)
+
+
+def _level_evaluator(model_dir, tasks, *, batch_size, max_length, device=None):
+    """'Accuracy' 1 − |mean LayerNorm weight − 2.6| / 10: experts a, b, c (levels 2, 3, 5) and their averages."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    level = float(load_file(Path(model_dir) / "model.safetensors")["embeddings.LayerNorm.weight"].mean())
+    return {t.name: round(1 - abs(level - 2.6) / 10, 6) for t in tasks}
+
+
+def test_greedy_soup_as_a_deploy_technique(hub, tmp_path):
+    """deploy: greedy_soup — after step 3 the soup keeps experts a and b (2.5 scores .99) and drops c (3.33: .927)."""
+    import json
+
+    from safetensors.torch import load_file
+    from test_timeline_common import fake_trainer
+
+    h = Hub(endpoint=hub.url)
+    h.publish(save_tiny_bert(tmp_path / "base"), "tests/soup-tl-base", commit_message="tiny base")
+    data = timeline_dict(tmp_path, "tests/soup-tl-base", "soup-tl", init="base", deploy="greedy_soup", soup_n_val=4)
+    config = timeline_config_from_dict(data)
+    assert config.to_dict()["strategy"]["soup_n_val"] == 4
+    run = run_timeline(config, hub=h, work_dir=tmp_path / "work", trainer=fake_trainer, evaluator=_level_evaluator,
+                       progress=False)
+    assert [s.deployed.kind for s in run.state.steps] == ["soup", "soup", "soup"]
+    snap = h.download(h.resolve(f"{config.repo_id}@step-3"), ["*.json", "*.safetensors", "README.md"])
+    lineage = json.loads((snap / "hf_time.json").read_text())
+    decisions = lineage["details"]["greedy_soup"]["decisions"]
+    assert [(d["ingredient"], d["kept"]) for d in decisions] == [("expert-2", True), ("expert-1", True), ("expert-3", False)]
+    assert [d["with_it"] for d in decisions] == pytest.approx([0.96, 0.99, 1 - abs(10 / 3 - 2.6) / 10], abs=1e-5)
+    assert float(load_file(snap / "model.safetensors")["embeddings.LayerNorm.weight"].mean()) == pytest.approx(2.5)
+    assert "the greedy soup of experts 1..3" in (snap / "README.md").read_text()
+
+
+def test_greedy_soup_deploy_key_is_absent_elsewhere(tmp_path):
+    data = timeline_dict(tmp_path, "tests/x", "soup-cfg", init="base", deploy="merge_all")
+    assert "soup_n_val" not in timeline_config_from_dict(data).to_dict()["strategy"]

@@ -131,7 +131,8 @@ def render_timeline_card(state: TimelineState, *, title: str | None = None, reci
     steps = [{"step": s.step, "task": s.task, "init": _link(s.init), "expert": _link(s.expert)} for s in state.steps]
     metrics = [{k: (_fmt(v) if k != "step" else v) for k, v in m.items()} for m in state.metrics()]
     deployed_label = {"expert": f"the expert of step {last.step}", "chain": f"the running merge r_{last.step}",
-                      "merge_all": f"the merge of experts 1..{last.step}"}[last.deployed.kind]
+                      "merge_all": f"the merge of experts 1..{last.step}",
+                      "soup": f"the greedy soup of experts 1..{last.step}"}[last.deployed.kind]
     card = ModelCard.from_template(
         data,
         template_str=template_text("timeline"),

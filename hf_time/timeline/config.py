@@ -39,7 +39,7 @@ from hf_time.errors import ConfigError
 from hf_time.training_config import TrainingConfig
 
 INITS = ("base", "latest", "merge_all", "ema")
-DEPLOYS = ("latest", "merge_all", "ema")
+DEPLOYS = ("latest", "merge_all", "ema", "greedy_soup")
 # Time-aware weights of the offline merge (TIME §offline merging): w_j ∝ f(j), j = 1..k.
 TIME_WEIGHTS = ("uniform", "linear", "sqrt", "square", "exp", "log", "reversed")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}$")
@@ -143,6 +143,9 @@ class StrategyConfig:
         params: the method's parameters by public name.
         ema_weight: w of the dense EMA chain r_j = merge([θ^s_j, r_{j−1}], weights [w, 1−w]).
         time_weights: weights of ``merge_all`` over experts j = 1..k (``uniform`` by default).
+        soup_n_val: ``deploy: greedy_soup`` (Wortsman et al., 2022): after step t the uniform average of
+            the experts 1..t a greedy soup keeps, chosen on the last ``soup_n_val`` examples of each seen
+            task's train split, which are then held out of training (text tasks).
     """
 
     init: str = schema.field("ema", "which weights the next expert trains from", choices=INITS)
@@ -151,6 +154,8 @@ class StrategyConfig:
     params: Mapping[str, Any] = schema.field(default_factory=dict, help="the technique's parameters")
     ema_weight: float = schema.field(0.5, "w of the dense EMA chain", gt=0.0, le=1.0)
     time_weights: str = schema.field("uniform", "weights of merge_all over experts 1..k", choices=TIME_WEIGHTS)
+    soup_n_val: int = schema.field(50, "deploy greedy_soup: examples of each task's train split held out of training "
+                                   "to choose the soup on", ge=2)
 
     @property
     def label(self) -> str:
@@ -254,6 +259,8 @@ class TimelineConfig:
             data[key] = [t["name"] if all(t[k] == defaults[k] for k in t if k != "name")
                          else {k: v for k, v in t.items() if k == "name" or v != defaults[k]} for t in data[key]]
         data["training"].pop("replay_fraction")  # set by the runner from `replay`
+        if data["strategy"]["deploy"] != "greedy_soup":  # added later: only where it applies
+            data["strategy"].pop("soup_n_val")
         if data.get("fisher") is None:  # added later: absent when unset, so earlier configs keep their keys
             data.pop("fisher", None)
         for key, default in (("backend", "hf_time"), ("tasks", []), ("include", None), ("limit", None)):

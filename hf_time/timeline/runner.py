@@ -153,6 +153,9 @@ class TimelineRunner:
                                                       if p.suffix in (".safetensors", ".json") and p.is_file()))
             adaptation, held_out, base_pool = load_tasks(self.config, self.hub)
             preflight.check(self.config, base_dir, self.hub.tensor_infos(base_res) or {}, adaptation + held_out + base_pool)
+        self.validation: dict[str, Any] = {}
+        if self.config.strategy.deploy == "greedy_soup":
+            adaptation = [self._hold_out_validation(t) for t in adaptation]
         self.tasks: dict[str, LoadedTask] = {t.name: t for t in adaptation + held_out}
         self.eval_order = [t.name for t in adaptation + held_out]
         self.experts.set_tasks(adaptation, base_pool)
@@ -232,12 +235,71 @@ class TimelineRunner:
         with timer.phase("merge"):
             out = self.store.path(node)
             with atomic_output_dir(out, overwrite=True) as tmp:
-                lineage = merge_product(plan, node, self.config, refs, local, self.hub, tmp, progress=self.progress)
+                if node.kind == "soup":
+                    lineage = self._soup(plan, node, refs, local, folders, tmp)
+                else:
+                    lineage = merge_product(plan, node, self.config, refs, local, self.hub, tmp, progress=self.progress)
                 lineage = lineage.with_timeline(node_section(self.repos.timeline, node))
                 write_snapshot(tmp, lineage, card=render_card(lineage, title=f"{self.repos.timeline.split('/')[-1]} "
                                                                            f"{node.label}"))
         self.store.remember(node, out)
         return out
+
+    def _hold_out_validation(self, loaded: LoadedTask) -> LoadedTask:
+        """Deploy greedy_soup: the last ``soup_n_val`` training examples become the task's validation slice."""
+        from hf_time.errors import ConfigError
+        from hf_time.soup import held_out_task
+        from hf_time.tasks import TextTask
+
+        n = self.config.strategy.soup_n_val
+        task = loaded.task
+        if not isinstance(task, TextTask):
+            raise ConfigError(f"strategy.deploy greedy_soup chooses on validation slices of text tasks; {task.name!r} is a "
+                              f"{type(task).__name__}")
+        if len(task.train) < n + 1:
+            raise ConfigError(f"strategy.soup_n_val: task {task.name!r} has {len(task.train)} training examples, "
+                              f"too few to hold {n} out")
+        self.validation[task.name] = held_out_task(task, n)
+        kept = dataclasses.replace(task, train=task.train.select(range(len(task.train) - n)))
+        return dataclasses.replace(loaded, task=kept, key=content_key(loaded.key, "soup-validation", n))
+
+    def _soup(self, plan: Plan, node: Node, refs, local, folders, out: Path) -> Lineage:
+        """The greedy soup of experts 1..t: candidates scored on the seen tasks' validation slices."""
+        import tempfile
+
+        from hf_time.config import ExpertSpec, MergeConfig
+        from hf_time.pipeline import RunOptions, prepare, produce
+        from hf_time.soup import greedy_soup
+
+        inputs = {n.label: n for n in plan.inputs(node)}
+        seen = [self.validation[sp.task] for sp in plan.steps[: node.step]]
+        ev, device = self.config.evaluation, self.config.device or "cpu"
+
+        def linear(labels, folder: Path) -> Lineage:
+            request = MergeConfig(base=refs[plan.base.key], experts=tuple(ExpertSpec(refs[inputs[k].key]) for k in labels),
+                                  method="linear", device=device)
+            merge_plan, merge_inputs = prepare(request, RunOptions(progress=False), self.hub, local=local)
+            return produce(merge_plan, merge_inputs, self.hub, folder, progress=False)
+
+        with tempfile.TemporaryDirectory(prefix="hf_time_soup_") as scratch:
+            cache: dict[tuple[str, ...], float] = {}
+
+            def score(labels: tuple[str, ...]) -> float:
+                key = tuple(sorted(labels))
+                if key not in cache:
+                    folder = folders[inputs[labels[0]].key]
+                    if len(labels) > 1:
+                        folder = Path(scratch) / str(len(cache))
+                        folder.mkdir()  # produce() writes into an existing (empty) folder
+                        linear(labels, folder)
+                    acc = self.evaluator(folder, seen, batch_size=ev.batch_size, max_length=ev.max_length,
+                                         device=self.config.device)
+                    cache[key] = sum(acc.values()) / len(acc)
+                return cache[key]
+
+            result = greedy_soup(list(inputs), score, single=True)
+        lineage = linear(result.members, out)
+        return dataclasses.replace(lineage, details={**dict(lineage.details), "greedy_soup": result.record()})
 
     def _evaluate(self, node: Node, folder: Path) -> dict[str, float]:
         """Accuracy of a node on every task, cached by (node key, evaluation key)."""
@@ -314,6 +376,9 @@ class TimelineRunner:
         recipe = None
         if sp.deploy.is_product and lineage.method is not None:
             nodes = plan.inputs(sp.deploy)
+            if sp.deploy.kind == "soup":  # the soup averages the experts it kept
+                kept = set((lineage.details.get("greedy_soup") or {}).get("members") or ())
+                nodes = [n for n in nodes if n.label in kept]
             weights = [None] * len(nodes) if plan.sequential else [e.weight for e in lineage.experts]
             recipe = {"method": lineage.method.name,
                       "inputs": [{"label": describe_node(n), "weight": w} for n, w in zip(nodes, weights)]}
