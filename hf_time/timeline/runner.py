@@ -53,6 +53,7 @@ from hf_time.merges import LowRankMethod, get
 from hf_time.timeline.experts import ExpertMaker, Trainer, default_trainer, densify
 from hf_time.timeline.state import STATE_FILE, TIMINGS_FILE, NodeRecord, StepRecord, TimelineState
 from hf_time.timeline.store import NodeStore, Repos, copy_tree, node_section
+from hf_time.timeline.soup_deploy import hold_out_validation, soup_product
 from hf_time.timeline.strategies import Node, Plan, StepPlan, build_plan, describe_node, merge_product
 
 logger = logging.getLogger(__name__)
@@ -247,59 +248,14 @@ class TimelineRunner:
 
     def _hold_out_validation(self, loaded: LoadedTask) -> LoadedTask:
         """Deploy greedy_soup: the last ``soup_n_val`` training examples become the task's validation slice."""
-        from hf_time.errors import ConfigError
-        from hf_time.soup import held_out_task
-        from hf_time.tasks import TextTask
-
-        n = self.config.strategy.soup_n_val
-        task = loaded.task
-        if not isinstance(task, TextTask):
-            raise ConfigError(f"strategy.deploy greedy_soup chooses on validation slices of text tasks; {task.name!r} is a "
-                              f"{type(task).__name__}")
-        if len(task.train) < n + 1:
-            raise ConfigError(f"strategy.soup_n_val: task {task.name!r} has {len(task.train)} training examples, "
-                              f"too few to hold {n} out")
-        self.validation[task.name] = held_out_task(task, n)
-        kept = dataclasses.replace(task, train=task.train.select(range(len(task.train) - n)))
-        return dataclasses.replace(loaded, task=kept, key=content_key(loaded.key, "soup-validation", n))
+        kept, self.validation[loaded.name] = hold_out_validation(loaded, self.config.strategy.soup_n_val)
+        return kept
 
     def _soup(self, plan: Plan, node: Node, refs, local, folders, out: Path) -> Lineage:
         """The greedy soup of experts 1..t: candidates scored on the seen tasks' validation slices."""
-        import tempfile
-
-        from hf_time.config import ExpertSpec, MergeConfig
-        from hf_time.pipeline import RunOptions, prepare, produce
-        from hf_time.soup import greedy_soup
-
-        inputs = {n.label: n for n in plan.inputs(node)}
         seen = [self.validation[sp.task] for sp in plan.steps[: node.step]]
-        ev, device = self.config.evaluation, self.config.device or "cpu"
-
-        def linear(labels, folder: Path) -> Lineage:
-            request = MergeConfig(base=refs[plan.base.key], experts=tuple(ExpertSpec(refs[inputs[k].key]) for k in labels),
-                                  method="linear", device=device)
-            merge_plan, merge_inputs = prepare(request, RunOptions(progress=False), self.hub, local=local)
-            return produce(merge_plan, merge_inputs, self.hub, folder, progress=False)
-
-        with tempfile.TemporaryDirectory(prefix="hf_time_soup_") as scratch:
-            cache: dict[tuple[str, ...], float] = {}
-
-            def score(labels: tuple[str, ...]) -> float:
-                key = tuple(sorted(labels))
-                if key not in cache:
-                    folder = folders[inputs[labels[0]].key]
-                    if len(labels) > 1:
-                        folder = Path(scratch) / str(len(cache))
-                        folder.mkdir()  # produce() writes into an existing (empty) folder
-                        linear(labels, folder)
-                    acc = self.evaluator(folder, seen, batch_size=ev.batch_size, max_length=ev.max_length,
-                                         device=self.config.device)
-                    cache[key] = sum(acc.values()) / len(acc)
-                return cache[key]
-
-            result = greedy_soup(list(inputs), score, single=True)
-        lineage = linear(result.members, out)
-        return dataclasses.replace(lineage, details={**dict(lineage.details), "greedy_soup": result.record()})
+        return soup_product(plan, node, refs, local, folders, out, seen=seen, evaluator=self.evaluator,
+                            evaluation=self.config.evaluation, device=self.config.device, hub=self.hub)
 
     def _evaluate(self, node: Node, folder: Path) -> dict[str, float]:
         """Accuracy of a node on every task, cached by (node key, evaluation key)."""
