@@ -144,3 +144,26 @@ def test_lm_eval_task_not_found_before_any_download(lm_eval_setup, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "lm-eval task 'hf_time_toy_lmm' not found" in err and "hf_time_toy_lm?" in err
     assert "Traceback" not in err and [line for line in err.splitlines() if line.startswith("error:")] == [err.strip().splitlines()[-1]]
+
+
+def test_eval_of_a_lora_adapter_equals_the_merged_model(encoder, tmp_path, capsys):
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertModel
+
+    base, data = encoder
+    model = get_peft_model(BertModel.from_pretrained(base), LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"]))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+    model.save_pretrained(tmp_path / "adapter")
+    merged = model.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp_path / "merged")
+    assert main(["eval", str(tmp_path / "adapter"), "--task", "toy", "--dataset", str(data), "--n-test", "8", "--quiet"]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[:4] == ["toy", "accuracy", "test", "8"]
+    assert float(row[4]) == pytest.approx(_accuracy_by_hand(tmp_path / "merged", data, 8), abs=1e-4)
