@@ -144,3 +144,10 @@ def test_fisher_pushed_to_the_experts_repo_then_merged_by_hub_id(hub, models, ca
                  "--out", str(tmp / "m2"), "--endpoint", hub.url, "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "fisher.safetensors of fish/e1 was computed on other weights" in err
+    # refused from headers and file ids: the new revision's weights were never downloaded
+    import os
+    from pathlib import Path
+
+    new_sha = api.model_info("fish/e1").sha
+    snapshot = Path(os.environ["HF_HOME"]) / "hub" / "models--fish--e1" / "snapshots" / new_sha
+    assert not (snapshot / "model.safetensors").exists() and not (tmp / "m2").exists()
