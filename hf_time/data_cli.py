@@ -16,6 +16,18 @@ def _task_args(p: argparse.ArgumentParser, *, many: bool) -> None:
     p.add_argument("--label-column", default="label", help="the dataset's label column (default label)")
     p.add_argument("--label-description", action="append", default=None, metavar="PHRASE",
                    help="one phrase per label, in label order (repeat); default: the label names")
+    _lm_task_args(p)
+
+
+def _lm_task_args(p: argparse.ArgumentParser) -> None:
+    """A causal-LM task over --dataset: classification as generation, or SFT (prompt/completion columns)."""
+    p.add_argument("--kind", choices=("text", "classification", "sft"), default="text",
+                   help="with --dataset: text (head-free, encoders), classification or sft (causal LMs)")
+    p.add_argument("--template", help="--kind classification: the prompt, with {text} where the text goes")
+    p.add_argument("--verbalizer", action="append", default=None, metavar="COMPLETION",
+                   help="--kind classification: one completion per label, in label order (repeat)")
+    p.add_argument("--prompt-column", default="prompt", help="--kind sft: the prompt column (default prompt)")
+    p.add_argument("--completion-column", default="completion", help="--kind sft: the completion column")
 
 
 def task_configs(args) -> list:
@@ -27,10 +39,24 @@ def task_configs(args) -> list:
     if args.dataset and len(names) != 1:
         raise ConfigError(f"--dataset describes one task, got {len(names)} --task; evaluate dataset tasks one at a time")
     extra = {}
-    if args.dataset:
+    kind = getattr(args, "kind", "text")
+    if args.dataset and kind == "text":
         extra = {"dataset": args.dataset, "text_column": args.text_column, "label_column": args.label_column,
-                     "label_descriptions": tuple(args.label_description) if args.label_description else None}
-    return [TaskConfig(name=n, **extra) for n in names]
+                 "label_descriptions": tuple(args.label_description) if args.label_description else None}
+    elif args.dataset and kind == "classification":
+        extra = {"kind": kind, "dataset": args.dataset, "text_column": args.text_column, "label_column": args.label_column,
+                 "template": args.template, "verbalizers": tuple(args.verbalizer) if args.verbalizer else None}
+    elif args.dataset:
+        extra = {"kind": kind, "dataset": args.dataset, "prompt_column": args.prompt_column,
+                 "completion_column": args.completion_column}
+    elif kind != "text":
+        raise ConfigError(f"--kind {kind} describes a task over --dataset; give --dataset (built-in causal-LM tasks are "
+                          "the *_prompt ones, e.g. --task movie_sentiment_prompt)")
+    configs = [TaskConfig(name=n, **extra) for n in names]
+    for c in configs:
+        if c.is_lm:
+            c.lm_spec()  # a missing template or verbalizer is a one-line error here, before anything is read
+    return configs
 
 
 def add_commands(sub) -> None:
@@ -132,6 +158,7 @@ def add_eval(sub) -> None:
     p.add_argument("--label-column", default="label", help="the dataset's label column (default label)")
     p.add_argument("--label-description", action="append", default=None, metavar="PHRASE",
                    help="one phrase per label, in label order (repeat)")
+    _lm_task_args(p)
     p.add_argument("--split", default="test", help="test (default) or train")
     p.add_argument("--n-test", type=int, default=200, help="balanced test examples per task (default 200)")
     p.add_argument("--max-length", type=int, default=32, help="token cap per text (default 32)")

@@ -151,3 +151,25 @@ def test_fisher_pushed_to_the_experts_repo_then_merged_by_hub_id(hub, models, ca
     new_sha = api.model_info("fish/e1").sha
     snapshot = Path(os.environ["HF_HOME"]) / "hub" / "models--fish--e1" / "snapshots" / new_sha
     assert not (snapshot / "model.safetensors").exists() and not (tmp / "m2").exists()
+
+
+def test_fisher_and_eval_of_a_causal_lm_on_a_classification_dataset(tmp_path, capsys):
+    from tiny_lm import save_tiny_causal_lm
+
+    model = save_tiny_causal_lm(tmp_path / "lm")
+    data = tmp_path / "reviews.jsonl"
+    rows = [{"text": f"the film was {w} {i}", "label": lab} for i in range(10) for w, lab in (("great", "pos"), ("bad", "neg"))]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    task = ["--task", "reviews", "--dataset", str(data), "--kind", "classification", "--template", "Review: {text}. It is",
+            "--verbalizer", "bad", "--verbalizer", "good"]
+    assert main(["fisher", str(model), *task, "--n-examples", "3", "--max-length", "24", "--quiet"]) == 0
+    assert "3 examples, sampled" in capsys.readouterr().out
+    f = load_file(model / "fisher.safetensors")
+    assert float(f["model.layers.0.self_attn.q_proj.weight"].sum()) > 0
+    assert main(["eval", str(model), *task, "--n-test", "4", "--max-length", "24", "--quiet"]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[:4] == ["reviews", "accuracy", "test", "4"] and float(row[4]) in (0.0, 0.25, 0.5, 0.75, 1.0)
+    # an encoder task on a causal LM: refused from config.json, before any weight is read
+    code = main(["fisher", str(model), "--task", "toy", "--dataset", str(data), "--label-column", "label", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot score" in err and "causal LM" in err
