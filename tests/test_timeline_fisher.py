@@ -127,7 +127,9 @@ def test_greedy_soup_as_a_deploy_technique(hub, tmp_path):
     assert [(d["ingredient"], d["kept"]) for d in decisions] == [("expert-2", True), ("expert-1", True), ("expert-3", False)]
     assert [d["with_it"] for d in decisions] == pytest.approx([0.96, 0.99, 1 - abs(10 / 3 - 2.6) / 10], abs=1e-5)
     assert float(load_file(snap / "model.safetensors")["embeddings.LayerNorm.weight"].mean()) == pytest.approx(2.5)
-    assert "the greedy soup of experts 1..3" in (snap / "README.md").read_text()
+    card = (snap / "README.md").read_text()
+    assert "the greedy soup of experts 1..3" in card
+    assert "expert-2 kept (0.9600); expert-1 kept (0.9900); expert-3 dropped (0.9267)" in card
 
 
 def test_greedy_soup_deploy_key_is_absent_elsewhere(tmp_path):

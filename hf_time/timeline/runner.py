@@ -338,6 +338,8 @@ class TimelineRunner:
             weights = [None] * len(nodes) if plan.sequential else [e.weight for e in lineage.experts]
             recipe = {"method": lineage.method.name,
                       "inputs": [{"label": describe_node(n), "weight": w} for n, w in zip(nodes, weights)]}
+            if sp.deploy.kind == "soup":
+                recipe["soup"] = (lineage.details.get("greedy_soup") or {}).get("decisions")
         datasets = {name: t.source.get("dataset") or name for name, t in self.tasks.items()}
         plot = plot_png(state)  # None without matplotlib (the `plot` extra): the card says so
         made_from = [r for r in hub_ids(lineage.base, lineage.previous, *lineage.experts) if r != self.repos.timeline]
