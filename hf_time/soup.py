@@ -111,7 +111,6 @@ def run_greedy_soup(experts: Sequence[str], tasks: Sequence, *, out: str | Path,
     Raises:
         ConfigError: fewer than 2 ingredients (before anything is downloaded).
     """
-    from hf_time.api import merge
     from hf_time.evaluation import evaluate_tasks
     from hf_time.hub import MODEL_PATTERNS, Hub
     from hf_time.lineage import Lineage
@@ -120,6 +119,15 @@ def run_greedy_soup(experts: Sequence[str], tasks: Sequence, *, out: str | Path,
 
     check_ingredients(list(experts))
     hub = hub or Hub()
+
+    def merge(base: str, members, out_dir, **run_options):
+        """A uniform ``linear`` merge through the pipeline (what ``hf-time merge --method linear`` runs)."""
+        from hf_time.config import ExpertSpec, MergeConfig
+        from hf_time.pipeline import RunOptions, run
+
+        config = MergeConfig(base=base, experts=tuple(ExpertSpec(str(m)) for m in members), method="linear")
+        return run(config, RunOptions(out=str(out_dir), **run_options), hub=hub)
+
     held = [held_out_task(t, n_val, split) for t in tasks]
     folders = {e: hub.download(hub.resolve(e), MODEL_PATTERNS) for e in experts}
     cache: dict[tuple[str, ...], float] = {}
@@ -135,14 +143,14 @@ def run_greedy_soup(experts: Sequence[str], tasks: Sequence, *, out: str | Path,
                 if len(members) == 1:
                     cache[key] = accuracy(folders[members[0]])
                 else:
-                    res = merge(str(folders[members[0]]), [str(folders[m]) for m in members], "linear",
-                                out=Path(tmp) / str(len(cache)), progress=False)
+                    res = merge(str(folders[members[0]]), [folders[m] for m in members], Path(tmp) / str(len(cache)),
+                                progress=False)
                     cache[key] = accuracy(res.out_dir)
             return cache[key]
 
         result = greedy_soup(list(experts), score)
     first = result.members[0]
-    merged = merge(first, list(result.members), "linear", out=out, hub=hub, progress=progress, title=title)
+    merged = merge(first, list(result.members), out, progress=progress, title=title)
     lineage = Lineage.load(merged.out_dir)
     import dataclasses
 
