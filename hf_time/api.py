@@ -2,7 +2,8 @@
 
 :func:`tensor_values` answers, for a merged snapshot, which parameter values one of its tensors got
 (gradients, filters, slices); :func:`moe` upcycles dense experts of one base into a mixture of experts;
-:func:`align`, :func:`zipit` and :func:`pleas` (from :mod:`hf_time.align`) handle models of different inits.
+:func:`align`, :func:`zipit` and :func:`pleas` (from :mod:`hf_time.align`) handle models of different inits;
+:func:`fisher`, :func:`greedy_soup` and :func:`evaluate` are the data-aware commands (they read task data).
 
 Every function here builds a request and hands it to :mod:`hf_time.pipeline`, the one chain of
 resolve -> plan -> execute -> artifact -> snapshot -> publish that every kind of method runs
@@ -26,8 +27,8 @@ from hf_time.pipeline import MergeResult, RunOptions, run, run_revert
 from hf_time.pipeline.tensor_values import TensorValues, tensor_values
 from hf_time.slices import from_data as slices_from_data
 
-__all__ = ["MergeResult", "MoeResult", "TensorValues", "align", "fold", "merge", "moe", "pleas", "revert",
-           "tensor_values", "zipit"]
+__all__ = ["MergeResult", "MoeResult", "TensorValues", "align", "evaluate", "fisher", "fold", "greedy_soup", "merge",
+           "moe", "pleas", "revert", "tensor_values", "zipit"]
 
 
 def merge(
@@ -252,3 +253,41 @@ def pleas(experts: Sequence[str | os.PathLike], config: PLeaSConfig, *, out: str
     from hf_time.align.merge_build import pleas as run
 
     return run([os.fspath(e) for e in experts], config, out=out, **options)
+
+
+def _task(task) -> Any:
+    from hf_time.timeline.config import TaskConfig
+
+    return TaskConfig(name=task) if isinstance(task, str) else task
+
+
+def fisher(ref: str | os.PathLike, task, **options):
+    """The diagonal Fisher of ``ref`` on ``task`` (a built-in name or a timeline ``TaskConfig``), as ``hf-time fisher``.
+
+    ``options`` are :func:`hf_time.fisher_run.run_fisher`'s (``config``, ``data``, ``base``, ``out``, ``push_to``,
+    ``hub``, ``device``, ``progress``). Returns a :class:`~hf_time.fisher_run.FisherResult`.
+    """
+    from hf_time.fisher_run import run_fisher
+
+    return run_fisher(os.fspath(ref), _task(task), **options)
+
+
+def greedy_soup(experts: Sequence[str | os.PathLike], tasks: Sequence[Any], *, out: str | os.PathLike, **options):
+    """The greedy soup of ``experts`` chosen on ``tasks``' held-out data (loaded tasks), as ``hf-time soup``.
+
+    See :func:`hf_time.soup.run_greedy_soup`; returns (its :class:`MergeResult`, the :class:`~hf_time.soup.SoupResult`).
+    """
+    from hf_time.soup import run_greedy_soup
+
+    return run_greedy_soup([os.fspath(e) for e in experts], tasks, out=out, **options)
+
+
+def evaluate(ref: str | os.PathLike, tasks: Sequence[Any] = (), **options):
+    """Score ``ref`` on ``tasks`` (built-in names or ``TaskConfig``), as ``hf-time eval``.
+
+    See :func:`hf_time.eval_run.run_eval` (``split``, ``push_to_card``, ``backend``, ``lm_eval_tasks``...);
+    returns an :class:`~hf_time.eval_run.EvalReport`.
+    """
+    from hf_time.eval_run import run_eval
+
+    return run_eval(os.fspath(ref), [_task(t) for t in tasks], **options)

@@ -87,6 +87,7 @@ def render_merge_card(lineage: Lineage, title: str | None = None) -> str:
         title=name,
         method=method.name,
         evaluation=list(lineage.evaluation),
+        soup=lineage.details.get("greedy_soup"),
         summary=method.summary,
         paper=method.paper,
         parameters=dict(method.parameters),

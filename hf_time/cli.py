@@ -129,7 +129,7 @@ def _replace(config, **changes):
 
 def _add_ls(sub) -> None:
     p = sub.add_parser("ls", help="list merge methods with kind and parameters")
-    p.add_argument("--kind", choices=["dense", "lowrank", "sequential"], help="only this kind")
+    p.add_argument("--kind", choices=["dense", "lowrank", "sequential", "data"], help="only this kind")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--markdown", action="store_true", help="a Markdown table (the README's method table)")
     p.set_defaults(func=cmd_ls)
@@ -214,12 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """Commands contributed by other modules (low-rank merging, timelines). Imported explicitly: a broken
     module must fail loudly, not make its commands silently disappear."""
+    from hf_time import data_cli
     from hf_time.align import cli as align_cli
     from hf_time.lowrank import cli as lowrank_cli
     from hf_time.moe import cli as moe_cli
     from hf_time.timeline import cli as timeline_cli
 
-    return [lowrank_cli.add_commands, timeline_cli.add_commands, moe_cli.add_commands, align_cli.add_commands]
+    return [lowrank_cli.add_commands, timeline_cli.add_commands, moe_cli.add_commands, align_cli.add_commands,
+            data_cli.add_commands]
 
 
 def one_line(error: BaseException) -> str:
@@ -246,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from huggingface_hub.utils import disable_progress_bars
 
             disable_progress_bars()
+        if "datasets" in sys.modules:  # already imported (a test, a notebook): the variable above came too late
+            import datasets
+
+            datasets.disable_progress_bars()
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -144,3 +144,19 @@ class UnsupportedArchitectureError(HfTimeError, ValueError):
 class DistributedRunError(HfTimeError, RuntimeError):
     """Raised on the non-main processes of a ``torchrun``/``accelerate launch`` run when the main
     process failed; the message carries the main process's error (fix that one)."""
+
+
+class StatisticMismatchError(HfTimeError, ValueError):
+    """A per-expert statistic (a Fisher) was computed on other weights than the expert being merged, or for
+    another base; the message names the expert and the command that recomputes it."""
+
+
+class TaskDataError(ConfigError):
+    """Task data cannot serve what was asked of it (no labels for a Fisher or an evaluation, too few examples)."""
+
+
+class LmEvalTaskNotFoundError(ConfigError, KeyError):
+    """An lm-evaluation-harness task name is not in its index (nor in --lm-eval-include); the message lists close names."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""

@@ -189,6 +189,46 @@ class Hub:
                 infos[name] = TensorInfo(name, t.dtype, tuple(t.shape))
         return infos
 
+    def safetensors_file(self, res: ResolvedRef, filename: str) -> tuple[dict[str, str], dict[str, TensorInfo]] | None:
+        """Metadata and tensor infos of one safetensors file of the model (header only); None if it has no such file."""
+        if res.ref.is_local:
+            path = res.ref.path / filename
+            if not path.is_file():
+                return None
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                return dict(f.metadata() or {}), read_safetensors_header(path)
+        if filename not in self.list_files(res):
+            return None
+        meta = self._call(res.ref, lambda: self.api.parse_safetensors_file_metadata(res.ref.repo_id, filename,
+                                                                                  revision=res.sha),
+                          what=f"reading the header of {filename} of {res.ref}")
+        return dict(meta.metadata or {}), {n: TensorInfo(n, t.dtype, tuple(t.shape)) for n, t in meta.tensors.items()}
+
+    def file_hashes(self, res: ResolvedRef, files: list[str]) -> dict[str, dict[str, str]]:
+        """Content ids of ``files`` without downloading them: ``sha256`` (LFS files, local files) and/or git ``blob`` ids."""
+        if res.ref.is_local:
+            return {f: {"sha256": sha256_file(res.ref.path / f), "blob": git_blob_sha1(res.ref.path / f)} for f in files}
+        from huggingface_hub.hf_api import RepoFile
+
+        tree = {e.path: e for e in self._call(res.ref, lambda: list(self.api.list_repo_tree(
+            res.ref.repo_id, revision=res.sha, recursive=True)), what=f"listing {res.ref}") if isinstance(e, RepoFile)}
+        return {f: ({"sha256": tree[f].lfs.sha256} if tree[f].lfs is not None else {"blob": tree[f].blob_id})
+                for f in files if f in tree}
+
+    def add_files(self, repo_id: str, files: dict[str, Path], *, commit_message: str, commit_description: str = "",
+                  branch: str = "main") -> PublishResult:
+        """Add (or replace) ``files`` (path in repo -> local file) in ``repo_id@branch`` as ONE commit, keeping the rest."""
+        from huggingface_hub import CommitOperationAdd
+
+        head = self._net(f"reading {repo_id}@{branch}", lambda: self.api.model_info(repo_id, revision=branch).sha)
+        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(f)) for p, f in sorted(files.items())]
+        commit = self._net(f"committing to {repo_id}", lambda: self.api.create_commit(
+            repo_id, operations=ops, commit_message=commit_message, commit_description=commit_description,
+            revision=branch, parent_commit=head)).oid
+        return PublishResult(repo_id, commit, f"{self.display}/{repo_id}/tree/{commit}", None, commit != head)
+
     # -- downloading ------------------------------------------------------------------------------
     def download(self, res: ResolvedRef, allow_patterns: list[str] | None = None) -> Path:
         """Download the selected files at the pinned sha (a no-op for local folders).

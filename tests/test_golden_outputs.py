@@ -40,6 +40,8 @@ DENSE_PARAMS = {
     "magmax": {"lambda": 0.9},
     "slerp": {"t": 0.3},
     "passthrough": {"scale": 0.5},
+    "pcb": {"ratio": 0.3},
+    "darex_q": {"density": 0.3, "seed": 3},
 }
 ONE_EXPERT = ("slerp", "passthrough")
 LOWRANK_PARAMS = {
@@ -87,9 +89,33 @@ def models(tmp_path_factory):
     return base, experts, adapters
 
 
+DATA_PARAMS = {"fisher": {}}
+
+
 def test_every_method_has_a_golden_case():
-    covered = set(DENSE_PARAMS) | set(LOWRANK_PARAMS) | set(SEQUENTIAL_PARAMS)
+    covered = set(DENSE_PARAMS) | set(LOWRANK_PARAMS) | set(SEQUENTIAL_PARAMS) | set(DATA_PARAMS)
     assert {s.name for s in list_methods()} <= covered
+
+
+@pytest.mark.parametrize("method", sorted(DATA_PARAMS))
+def test_data(models, tmp_path, golden, method):
+    """Data-aware methods on the three experts with a synthetic, deterministic Fisher beside each."""
+    import torch
+
+    from hf_time.api import merge
+    from hf_time.fisher import save_fisher, weights_fingerprint
+    from hf_time.io import Checkpoint
+
+    base, experts, _ = models
+    for i, e in enumerate(experts):
+        if not (e / "fisher.safetensors").exists():
+            ck = Checkpoint(e)
+            g = torch.Generator().manual_seed(i)
+            tensors = {n: torch.rand(info.shape, generator=g) ** 4 for n, info in ck.infos.items() if info.is_float}
+            save_fisher(e, tensors, {"model": str(e), "weights": weights_fingerprint(e)})
+    out = merge(str(base), [str(e) for e in experts], method, params=DATA_PARAMS[method], weights=[0.5, 0.3, 0.2],
+                out=tmp_path / "m", progress=False).out_dir
+    _check(golden, f"data/{method}", _weight_hashes(out))
 
 
 @pytest.mark.parametrize("method", sorted(DENSE_PARAMS))

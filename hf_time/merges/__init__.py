@@ -5,6 +5,7 @@ Use :func:`get` to look a method up by name and :func:`list_methods` to enumerat
 
 from hf_time.merges.registry import (
     KINDS,
+    DataMethod,
     DenseMethod,
     LowRankMethod,
     MethodSpec,
@@ -36,10 +37,14 @@ from hf_time.merges import (  # noqa: E402,F401  (imported for registration)
     lora_cat,
     lora_svd,
     rmm,
+    pcb,
+    darex,
+    fisher,
 )
 
 __all__ = [
     "KINDS",
+    "DataMethod",
     "DenseMethod",
     "LowRankMethod",
     "SequentialMethod",

@@ -14,6 +14,10 @@ pipeline asks the spec and never probes the config:
 * :class:`SequentialMethod` — ``fn(previous, base, expert, config, ctx, state) -> Tensor`` folding
   one expert into a running merge; declares ``state_keys``, ``two_pass``, ``next_state``,
   ``check_state`` (see :mod:`hf_time.pipeline.executors.sequential`).
+* :class:`DataMethod` — ``fn(base, experts, statistics, config, ctx) -> Tensor`` for one tensor name,
+  where ``statistics[i]`` is expert i's per-parameter statistic computed on its task data (a diagonal
+  Fisher) with the same name and shape; declares the ``statistic`` file each expert must carry
+  (see :mod:`hf_time.pipeline.executors.data`).
 
 Every kind declares ``uses_weights`` (False: per-expert weights are refused, not silently ignored)
 and an optional ``check(config, n_experts) -> problems`` for cross-field rules. The CLI ``ls``, the
@@ -34,7 +38,7 @@ import torch
 from hf_time import schema
 from hf_time.errors import ConfigError, UnknownMethodError
 
-KINDS: tuple[str, ...] = ("dense", "lowrank", "sequential")
+KINDS: tuple[str, ...] = ("dense", "lowrank", "sequential", "data")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")
 OUTPUTS = ("adapter", "rmm")
 
@@ -268,7 +272,28 @@ class SequentialMethod(MethodSpec):
     check_state: Callable[[Any, Mapping[str, Any]], list[str]] | None = None
 
 
-_SPEC_CLASSES: dict[str, type[MethodSpec]] = {"dense": DenseMethod, "lowrank": LowRankMethod, "sequential": SequentialMethod}
+@dataclass(frozen=True)
+class DataMethod(MethodSpec):
+    """A method merging n full experts with per-parameter statistics each expert carries (data-aware).
+
+    Attributes:
+        uses_base: θ_0 enters the formula.
+        statistic: the file in each expert's repo (or folder) holding its statistic, e.g. ``fisher.safetensors``.
+        compute_hint: the command that computes a missing statistic (``{expert}`` is replaced).
+    """
+
+    kind: ClassVar[str] = "data"
+    uses_base: bool = False
+    statistic: str = ""
+    compute_hint: str = ""
+
+    @property
+    def requires_base(self) -> bool:
+        return self.uses_base
+
+
+_SPEC_CLASSES: dict[str, type[MethodSpec]] = {"dense": DenseMethod, "lowrank": LowRankMethod, "sequential": SequentialMethod,
+                                              "data": DataMethod}
 _COMMON = {f.name for f in dataclasses.fields(MethodSpec)}
 _REGISTRY: dict[str, MethodSpec] = {}
 
@@ -288,6 +313,8 @@ def _check_spec(spec: MethodSpec) -> None:
             raise ValueError(f"{where}: a two-pass sequential method must define next_state (it gives the divisor)")
         if spec.uses_weights or spec.min_experts != 1 or spec.max_experts != 1:
             raise ValueError(f"{where}: a sequential method folds exactly one unweighted expert")
+    if isinstance(spec, DataMethod) and not spec.statistic:
+        raise ValueError(f"{where}: a data-aware method declares the statistic file its experts carry")
 
 
 def register(name: str, *, kind: str, config: type, paper: str | None = None, **declared: Any) -> Callable:
@@ -295,11 +322,11 @@ def register(name: str, *, kind: str, config: type, paper: str | None = None, **
 
     Args:
         name: lowercase snake case, unique.
-        kind: ``dense``, ``lowrank`` or ``sequential``.
+        kind: ``dense``, ``lowrank``, ``sequential`` or ``data``.
         config: the frozen config dataclass (fields declared with :func:`param`).
         paper: link to the paper.
         **declared: the capabilities of that kind (fields of :class:`DenseMethod`,
-            :class:`LowRankMethod` or :class:`SequentialMethod`) and the common ones (``min_experts``,
+            :class:`LowRankMethod`, :class:`SequentialMethod` or :class:`DataMethod`) and the common ones (``min_experts``,
             ``max_experts``, ``uses_weights``, ``check``).
 
     Raises:

@@ -2,7 +2,7 @@
 
     refs -> resolve   pinned inputs: shas, configs, safetensors headers (nothing downloaded yet)
          -> plan      typed and validated; an option the method cannot honour is an error here
-         -> execute   one executor per method kind (dense | lowrank | sequential), streaming tensors
+         -> execute   one executor per method kind (dense | lowrank | sequential | data), streaming tensors
          -> artifact  the written files + the typed Lineage of the plan that ran
          -> snapshot  ONE writer: weights, hf_time.json, merge_config.yaml, card
          -> publish   ONE commit, optional tag; identical content = no commit

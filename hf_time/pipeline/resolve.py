@@ -26,7 +26,7 @@ from hf_time.io import TensorInfo
 from hf_time.lineage import Lineage
 from hf_time.lowrank.adapters import LoraAdapter
 from hf_time.lowrank.sources import check_adapters, open_lora_experts
-from hf_time.merges import LowRankMethod
+from hf_time.merges import DataMethod, LowRankMethod
 from hf_time.pipeline.plan import Plan
 from hf_time.refs import ModelRef, ResolvedRef, parse_ref
 
@@ -45,6 +45,8 @@ class ModelInput:
         infos: tensor names, dtypes and shapes from safetensors headers (None: pickle-only, or an adapter).
         adapter: the opened PEFT adapter when the input is one (its factors are read lazily).
         lineage: its ``hf_time.json`` when it has one (a previous snapshot's state lives there).
+        statistic: for a data-aware merge, the expert's statistic file as read from its header (metadata,
+            tensor infos) and the content ids of its weight files now; None when it has none.
     """
 
     res: ResolvedRef
@@ -54,6 +56,7 @@ class ModelInput:
     infos: Mapping[str, TensorInfo] | None = None
     adapter: LoraAdapter | None = None
     lineage: Lineage | None = None
+    statistic: Mapping | None = None
 
     @property
     def name(self) -> str:
@@ -141,6 +144,8 @@ def resolve(hub: Hub, config: MergeConfig, plan: Plan, *, local: Mapping[str, Pa
         if full:
             raise ConfigError(f"{plan.method.name} merges LoRA adapters, but {full[0]} has no adapter_config.json (a full "
                               "model?); use a dense method such as task_arithmetic, which takes full and LoRA experts")
+    if isinstance(plan.method, DataMethod):
+        experts = [_with_statistic(hub, e, plan.method.statistic) for e in experts]
     previous = None if config.previous is None else _model(hub, config.previous, local, with_lineage=True)
     inputs = Inputs(base, tuple(experts), previous)
     if inputs.headers_known and not plan.assembles_output:  # an assembled output is checked by its layout
@@ -152,3 +157,17 @@ def resolve(hub: Hub, config: MergeConfig, plan: Plan, *, local: Mapping[str, Pa
         for i, t in zip(sorted(adapters), mapped):
             targets[i] = t
     return Inputs(base, tuple(experts), previous, tuple(targets))
+
+
+def _with_statistic(hub: Hub, model: ModelInput, filename: str) -> ModelInput:
+    """The expert with its statistic file's header and its weight files' content ids (nothing downloaded)."""
+    import dataclasses
+
+    from hf_time.fisher import weight_file_names
+
+    if model.adapter is not None or filename not in model.files:
+        return model
+    metadata, infos = hub.safetensors_file(model.read, filename)
+    index = hub.read_json(model.read, "model.safetensors.index.json") if "model.safetensors.index.json" in model.files else None
+    weights = hub.file_hashes(model.read, weight_file_names(list(model.files), index))
+    return dataclasses.replace(model, statistic={"metadata": metadata, "infos": infos, "weights": weights})

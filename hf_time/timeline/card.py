@@ -93,6 +93,11 @@ def eval_results(state: TimelineState, datasets: Mapping[str, str] | None = None
         out.append(EvalResult(task_type=task_type, dataset_type=datasets.get(t, t), dataset_name=t, dataset_split="test",
                               metric_type=metric_type, metric_value=round(float(last.accuracy[t]), 4),
                               metric_name=metric_name))
+    for key in sorted(k for k in last.accuracy if k.startswith("lm_eval/")):  # backend lm_eval's scores
+        _, task, metric = key.split("/", 2)
+        out.append(EvalResult(task_type="text-generation", dataset_type=task, dataset_name=task, dataset_split="test",
+                              metric_type=metric, metric_value=round(float(last.accuracy[key]), 4),
+                              metric_name=f"lm-eval {metric}"))
     final = state.final_metrics()
     for key, name in (("a_ka", "A_KA (knowledge accumulation)"), ("a_zs", "A_ZS (zero-shot retention)"),
                       ("geometric_mean", "geometric mean of A_KA and A_ZS")):
@@ -151,7 +156,8 @@ def render_timeline_card(state: TimelineState, *, title: str | None = None, reci
     steps = [{"step": s.step, "task": s.task, "init": _link(s.init), "expert": _link(s.expert)} for s in state.steps]
     metrics = [{k: (_fmt(v) if k != "step" else v) for k, v in m.items()} for m in state.metrics()]
     deployed_label = {"expert": f"the expert of step {last.step}", "chain": f"the running merge r_{last.step}",
-                      "merge_all": f"the merge of experts 1..{last.step}"}[last.deployed.kind]
+                      "merge_all": f"the merge of experts 1..{last.step}",
+                      "soup": f"the greedy soup of experts 1..{last.step}"}[last.deployed.kind]
     card = ModelCard.from_template(
         data,
         template_str=template_text("timeline"),

@@ -39,7 +39,7 @@ from hf_time.errors import ConfigError
 from hf_time.training_config import TrainingConfig
 
 INITS = ("base", "latest", "merge_all", "ema")
-DEPLOYS = ("latest", "merge_all", "ema")
+DEPLOYS = ("latest", "merge_all", "ema", "greedy_soup")
 # Time-aware weights of the offline merge (TIME §offline merging): w_j ∝ f(j), j = 1..k.
 TIME_WEIGHTS = ("uniform", "linear", "sqrt", "square", "exp", "log", "reversed")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}$")
@@ -145,6 +145,9 @@ class StrategyConfig:
         params: the method's parameters by public name.
         ema_weight: w of the dense EMA chain r_j = merge([θ^s_j, r_{j−1}], weights [w, 1−w]).
         time_weights: weights of ``merge_all`` over experts j = 1..k (``uniform`` by default).
+        soup_n_val: ``deploy: greedy_soup`` (Wortsman et al., 2022): after step t the uniform average of
+            the experts 1..t a greedy soup keeps, chosen on the last ``soup_n_val`` examples of each seen
+            task's train split, which are then held out of training (text tasks).
     """
 
     init: str = schema.field("ema", "which weights the next expert trains from", choices=INITS)
@@ -153,6 +156,8 @@ class StrategyConfig:
     params: Mapping[str, Any] = schema.field(default_factory=dict, help="the technique's parameters")
     ema_weight: float = schema.field(0.5, "w of the dense EMA chain", gt=0.0, le=1.0)
     time_weights: str = schema.field("uniform", "weights of merge_all over experts 1..k", choices=TIME_WEIGHTS)
+    soup_n_val: int = schema.field(50, "deploy greedy_soup: examples of each task's train split held out of training "
+                                   "to choose the soup on", ge=2)
 
     @property
     def label(self) -> str:
@@ -180,12 +185,34 @@ class ReplayConfig:
     examples_per_task: int = schema.field(500, "examples taken from each task into the replay pools", ge=1)
 
 
+EVAL_BACKENDS = ("hf_time", "lm_eval")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """Head-free evaluation of every deployed model on every task."""
+    """Evaluation of every deployed model on every task (hf_time's scorers), and optionally on
+    lm-evaluation-harness tasks (``backend: lm_eval``, causal LMs; scores kept as
+    ``lm_eval/<task>/<metric>`` beside the accuracies and listed in the card's model-index)."""
 
     batch_size: int = schema.field(64, "texts per forward pass", ge=1)
     max_length: int = schema.field(32, "token cap per text", ge=2)
+    backend: str = schema.field("hf_time", "hf_time, or lm_eval: also score lm-evaluation-harness `tasks`",
+                                choices=EVAL_BACKENDS)
+    tasks: tuple[str, ...] = schema.field((), "backend lm_eval: lm-evaluation-harness task names")
+    include: str | None = schema.field(None, "backend lm_eval: a folder of task YAMLs (offline tasks)")
+    limit: int | None = schema.field(None, "backend lm_eval: at most this many documents per task", ge=1)
+
+
+@dataclass(frozen=True)
+class FisherSettings:
+    """``fisher:`` compute each expert's diagonal Fisher on its task right after training, and publish it
+    (``fisher.safetensors``) in the expert's commit, so ``hf-time merge --method fisher`` runs on the
+    timeline's experts. Full-weight experts only; not part of an expert's key (a cached expert is reused
+    as it is)."""
+
+    n_examples: int = schema.field(256, "training examples the Fisher is estimated on", ge=1)
+    empirical: bool = schema.field(False, "gold labels instead of labels sampled from the model")
+    word_embeddings: bool = schema.field(False, "also estimate the word embeddings (frozen in training by default)")
 
 
 @dataclass(frozen=True)
@@ -213,6 +240,7 @@ class TimelineConfig:
     training: TrainingConfig = schema.field(TrainingConfig(), "how each expert is finetuned")
     replay: ReplayConfig = schema.field(ReplayConfig(), "replay mixed into training batches")
     evaluation: EvalConfig = schema.field(EvalConfig(), "evaluation settings")
+    fisher: FisherSettings | None = schema.field(None, "compute each expert's Fisher after training (method fisher)")
     device: str | None = schema.field(None, "cpu, cuda[:i] or None (CUDA when present)")
     private: bool = schema.field(False, "create the repos private")
 
@@ -233,6 +261,13 @@ class TimelineConfig:
             data[key] = [t["name"] if all(t[k] == defaults[k] for k in t if k != "name")
                          else {k: v for k, v in t.items() if k == "name" or v != defaults[k]} for t in data[key]]
         data["training"].pop("replay_fraction")  # set by the runner from `replay`
+        if data["strategy"]["deploy"] != "greedy_soup":  # added later: only where it applies
+            data["strategy"].pop("soup_n_val")
+        if data.get("fisher") is None:  # added later: absent when unset, so earlier configs keep their keys
+            data.pop("fisher", None)
+        for key, default in (("backend", "hf_time"), ("tasks", []), ("include", None), ("limit", None)):
+            if data["evaluation"].get(key) == default:
+                data["evaluation"].pop(key)
         return data
 
     def to_yaml(self) -> str:
@@ -336,6 +371,11 @@ def timeline_config_from_dict(data: Any, source: str = "config") -> TimelineConf
     if "tasks" not in lists and not any(p.startswith("tasks:") for p in problems):
         problems.append("tasks: required (a non-empty list of tasks)")
     _check(values, lists, problems)
+    ev = values.get("evaluation")
+    if ev is not None and (ev.backend == "lm_eval") != bool(ev.tasks):
+        problems.append("evaluation.tasks: lm-evaluation-harness tasks go with backend: lm_eval (set both, or neither)")
+    if values.get("fisher") is not None and getattr(values.get("training"), "lora", None) is not None:
+        problems.append("fisher: a Fisher is computed for full-weight experts; remove it or training.lora")
     strategy = data.get("strategy")
     if "strategy" not in values and isinstance(strategy, Mapping):  # the section failed: still check its method
         method, params = strategy.get("method", StrategyConfig.method), strategy.get("params") or {}

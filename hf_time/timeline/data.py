@@ -20,7 +20,7 @@ from typing import Any
 
 from hf_time.errors import ConfigError, HfTimeError
 from hf_time.tasks import TextTask, get_task_spec, load_task, task_from_dataset
-from hf_time.timeline.config import TaskConfig, TimelineConfig
+from hf_time.timeline.config import DataConfig, TaskConfig, TimelineConfig
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +63,18 @@ def load_one(spec: TaskConfig, config: TimelineConfig, path: str, hub=None) -> L
     Raises:
         ConfigError: missing columns or labels that do not fit, each naming its key path.
     """
-    n_train = spec.n_train if spec.n_train is not None else config.data.n_train
-    n_test = spec.n_test if spec.n_test is not None else config.data.n_test
-    seed = config.data.seed
+    return load_task_config(spec, config.data, path, hub)
+
+
+def load_task_config(spec: TaskConfig, data: DataConfig, path: str, hub=None) -> LoadedTask:
+    """Load one task from its config and how tasks are cut (``hf-time fisher``/``eval`` use it outside timelines).
+
+    Raises:
+        ConfigError: missing columns or labels that do not fit, each naming its key path.
+    """
+    n_train = spec.n_train if spec.n_train is not None else data.n_train
+    n_test = spec.n_test if spec.n_test is not None else data.n_test
+    seed = data.seed
     split = {"n_train": n_train, "n_test": n_test, "seed": seed}
     if spec.is_lm:
         return _load_lm(spec, split, path, hub)

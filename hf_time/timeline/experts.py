@@ -161,11 +161,30 @@ class ExpertMaker:
             lineage = record_training(trained, init, task=sp.task, training=sp.training.to_dict(), stats=facts,
                                       adapter=lora, title=title, extra={"task_key": task.key, "init_node": sp.init.label},
                                       timeline=node_section(self.store.repos.timeline, node))
+        if self.config.fisher is not None and not lora:
+            with timer.phase("fisher"):
+                self._fisher(trained, task, sp)
         if not lora:
             return trained, trained
         with timer.phase("train"):
             dense = densify(trained, init_dir, self.store.path(node), lineage)
         return dense, trained
+
+    def _fisher(self, folder: Path, task: LoadedTask, sp: StepPlan) -> None:
+        """The expert's diagonal Fisher on its own task, written beside its weights (published with them)."""
+        from hf_time.fisher import FisherConfig, compute_fisher, save_fisher, weights_fingerprint
+
+        f = self.config.fisher
+        config = FisherConfig(n_examples=f.n_examples, empirical=f.empirical, max_length=sp.training.max_length,
+                              logit_scale=sp.training.logit_scale, word_embeddings=f.word_embeddings)
+        tensors, stats = compute_fisher(folder, task.task, config, device=self.config.device, progress=False)
+        save_fisher(folder, tensors, {"model": f"{self.store.repos.timeline} expert {sp.step}",
+                                      "weights": weights_fingerprint(folder), "base": None, "task": sp.task,
+                                      "data": task.source, "data_key": task.key, "n_examples": stats["n_examples"],
+                                      "estimator": "empirical" if f.empirical else "sampled",
+                                      "config": {"n_examples": f.n_examples, "empirical": f.empirical}})
+        logger.info("step %d: Fisher of the expert on %s (%d examples, %.1f s)", sp.step, sp.task,
+                    stats["n_examples"], stats["seconds"])
 
     @staticmethod
     def _point_adapter_at(adapter_dir: Path, init_record: NodeRecord | None) -> None:

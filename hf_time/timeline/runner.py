@@ -63,6 +63,7 @@ from hf_time.merges import LowRankMethod, get
 from hf_time.timeline.experts import ExpertMaker, Trainer, default_trainer, densify
 from hf_time.timeline.state import STATE_FILE, TIMINGS_FILE, NodeRecord, StepRecord, TimelineState
 from hf_time.timeline.store import NodeStore, Repos, copy_tree, node_section
+from hf_time.timeline.soup_deploy import hold_out_validation, soup_product
 from hf_time.timeline.strategies import Node, Plan, StepPlan, build_plan, describe_node, merge_product
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,14 @@ Evaluator = Callable[..., dict]
 OVERHEAD_PHASES = ("resolve", "merge", "push_expert", "card", "publish", "state")
 # Files of a node folder that a snapshot replaces or must not carry (timings are not reproducible).
 _NODE_ONLY = ("README.md", LINEAGE_FILE, MERGE_CONFIG_FILE, "training_stats.json", STATE_FILE, PLOT_FILE)
+
+
+def _files_key(folder: str | None) -> str | None:
+    """The content of a folder of lm-eval task YAMLs (so editing a task re-scores), or None."""
+    if folder is None:
+        return None
+    root = Path(folder)
+    return content_key(sorted((str(p.relative_to(root)), sha256_file(p)) for p in root.rglob("*") if p.is_file()))
 
 
 def default_evaluator(model_dir, tasks, *, batch_size: int, max_length: int, device=None) -> dict[str, float]:
@@ -155,10 +164,20 @@ class TimelineRunner:
                                                       if p.suffix in (".safetensors", ".json") and p.is_file()))
             adaptation, held_out, base_pool = load_tasks(self.config, self.hub)
             preflight.check(self.config, base_dir, self.hub.tensor_infos(base_res) or {}, adaptation + held_out + base_pool)
+        self.validation: dict[str, Any] = {}
+        if self.config.strategy.deploy == "greedy_soup":
+            adaptation = [self._hold_out_validation(t) for t in adaptation]
         self.tasks: dict[str, LoadedTask] = {t.name: t for t in adaptation + held_out}
         self.eval_order = [t.name for t in adaptation + held_out]
         self.experts.set_tasks(adaptation, base_pool)
-        eval_key = content_key("eval", [self.tasks[n].key for n in self.eval_order], self.config.evaluation.max_length)
+        ev = self.config.evaluation
+        eval_key = content_key("eval", [self.tasks[n].key for n in self.eval_order], ev.max_length)
+        self.lm_eval = None
+        if ev.backend == "lm_eval":  # task names checked before any training; their results are keyed apart
+            from hf_time.lm_eval_backend import check_lm_eval_tasks
+
+            self.lm_eval = check_lm_eval_tasks(ev.tasks, ev.include)
+            eval_key = content_key(eval_key, "lm_eval", list(ev.tasks), _files_key(ev.include), ev.limit)
         self.eval_key = eval_key
         plan = build_plan(self.config, base_key, {t.name: t.key for t in adaptation}, eval_key, [t.key for t in base_pool])
         base_record = NodeRecord("base", 0, base_key, base_res.ref.repo_id, base_res.sha)
@@ -227,12 +246,26 @@ class TimelineRunner:
         with timer.phase("merge"):
             out = self.store.path(node)
             with atomic_output_dir(out, overwrite=True) as tmp:
-                lineage = merge_product(plan, node, self.config, refs, local, self.hub, tmp, progress=self.progress)
+                if node.kind == "soup":
+                    lineage = self._soup(plan, node, refs, local, folders, tmp)
+                else:
+                    lineage = merge_product(plan, node, self.config, refs, local, self.hub, tmp, progress=self.progress)
                 lineage = lineage.with_timeline(node_section(self.repos.timeline, node))
                 write_snapshot(tmp, lineage, card=render_card(lineage, title=f"{self.repos.timeline.split('/')[-1]} "
                                                                            f"{node.label}"))
         self.store.remember(node, out)
         return out
+
+    def _hold_out_validation(self, loaded: LoadedTask) -> LoadedTask:
+        """Deploy greedy_soup: the last ``soup_n_val`` training examples become the task's validation slice."""
+        kept, self.validation[loaded.name] = hold_out_validation(loaded, self.config.strategy.soup_n_val)
+        return kept
+
+    def _soup(self, plan: Plan, node: Node, refs, local, folders, out: Path) -> Lineage:
+        """The greedy soup of experts 1..t: candidates scored on the seen tasks' validation slices."""
+        seen = [self.validation[sp.task] for sp in plan.steps[: node.step]]
+        return soup_product(plan, node, refs, local, folders, out, seen=seen, evaluator=self.evaluator,
+                            evaluation=self.config.evaluation, device=self.config.device, hub=self.hub)
 
     def _evaluate(self, node: Node, folder: Path) -> dict[str, float]:
         """Accuracy of a node on every task, cached by (node key, evaluation key)."""
@@ -245,6 +278,12 @@ class TimelineRunner:
             folder = densify(folder, self.store.folders[self.plan_base_key], self.store.path(node, "-dense"), None)
         acc = self.evaluator(folder, tasks, batch_size=ev.batch_size, max_length=ev.max_length, device=self.config.device)
         acc = {n: round(float(acc[n]), 6) for n in self.eval_order}
+        if self.lm_eval is not None:
+            from hf_time.lm_eval_backend import evaluate_lm_eval
+
+            for task, metric, value, _, _ in evaluate_lm_eval(folder, self.lm_eval, device=self.config.device,
+                                                              batch_size=min(ev.batch_size, 16), limit=ev.limit):
+                acc[f"lm_eval/{task}/{metric}"] = round(value, 6)
         atomic_write_text(path, json.dumps(acc, indent=2, sort_keys=True) + "\n")  # shared caches never see half a file
         return acc
 
@@ -303,9 +342,14 @@ class TimelineRunner:
         recipe = None
         if sp.deploy.is_product and lineage.method is not None:
             nodes = plan.inputs(sp.deploy)
+            if sp.deploy.kind == "soup":  # the soup averages the experts it kept
+                kept = set((lineage.details.get("greedy_soup") or {}).get("members") or ())
+                nodes = [n for n in nodes if n.label in kept]
             weights = [None] * len(nodes) if plan.sequential else [e.weight for e in lineage.experts]
             recipe = {"method": lineage.method.name,
                       "inputs": [{"label": describe_node(n), "weight": w} for n, w in zip(nodes, weights)]}
+            if sp.deploy.kind == "soup":
+                recipe["soup"] = (lineage.details.get("greedy_soup") or {}).get("decisions")
         datasets = {name: t.source.get("dataset") or name for name, t in self.tasks.items()}
         plot = plot_png(state)  # None without matplotlib (the `plot` extra): the card says so
         made_from = [r for r in hub_ids(lineage.base, lineage.previous, *lineage.experts) if r != self.repos.timeline]

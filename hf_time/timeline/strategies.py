@@ -11,6 +11,8 @@ Every model a timeline can touch is a :class:`Node` of a small DAG over the buff
                 r_t = fold(r_{t−1}, θ_0, θ^s_t) with the method's own rule (EMA, OPCM...).
 ``merge_all-t`` merge(θ^s_1..θ^s_t) in one go onto θ_0 (time-aware weights optional). A sequential
                 technique merges all experts by folding them, so there ``merge_all`` *is* the chain.
+``soup-t``      the greedy soup of θ^s_1..θ^s_t (uniform average of the experts kept, chosen on held-out
+                slices of the seen tasks; :mod:`hf_time.soup`), deploy ``greedy_soup`` only.
 ==============  ==========================================================================================
 
 Init of step t: ``base`` -> base; ``latest`` -> expert-(t−1); ``merge_all`` -> merge_all-(t−1);
@@ -41,7 +43,7 @@ from hf_time.timeline.data import content_key
 from hf_time.training import TrainingConfig
 
 _INIT_KIND = {"base": "base", "latest": "expert", "merge_all": "merge_all", "ema": "chain"}
-_DEPLOY_KIND = {"latest": "expert", "merge_all": "merge_all", "ema": "chain"}
+_DEPLOY_KIND = {"latest": "expert", "merge_all": "merge_all", "ema": "chain", "greedy_soup": "soup"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Node:
     @property
     def is_product(self) -> bool:
         """Whether the node is computed by merging (not trained, not given)."""
-        return self.kind in ("chain", "merge_all")
+        return self.kind in ("chain", "merge_all", "soup")
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Plan:
         """The nodes a product is computed from, in the order the merge reads them."""
         if node.kind == "chain":
             return [self.node("expert", node.step), self.node("chain", node.step - 1)]
-        if node.kind == "merge_all":
+        if node.kind in ("merge_all", "soup"):
             return [self.node("expert", j) for j in range(1, node.step + 1)]
         return []
 
@@ -104,7 +106,8 @@ def describe_node(node: Node) -> str:
     if node.kind == "base" or node.step == 0:
         return "the base model"
     return {"expert": f"the expert of step {node.step}", "chain": f"the running merge after step {node.step}",
-            "merge_all": f"the merge of experts 1..{node.step}"}[node.kind]
+            "merge_all": f"the merge of experts 1..{node.step}",
+            "soup": f"the greedy soup of experts 1..{node.step}"}[node.kind]
 
 
 def is_sequential(method: str) -> bool:
@@ -162,6 +165,9 @@ def build_plan(config: TimelineConfig, base_key: str, task_keys: Mapping[str, st
         if not sequential:
             nodes[("merge_all", t)] = Node("merge_all", t, content_key(
                 "merge_all", technique, s.time_weights, base.key, [nodes[("expert", j)].key for j in range(1, t + 1)]))
+        if s.deploy == "greedy_soup":  # chosen on held-out slices: the key says how many examples
+            nodes[("soup", t)] = Node("soup", t, content_key(
+                "soup", base.key, s.soup_n_val, eval_key, [nodes[("expert", j)].key for j in range(1, t + 1)]))
         deploy = plan.node(deploy_kind[s.deploy], t)
         steps.append(StepPlan(t, name, init, expert, deploy, training,
                               content_key("step", t, s.init, s.deploy, init.key, deploy.key, eval_key)))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from hf_time.errors import ConfigError
-from hf_time.pipeline.executors import dense, lowrank, sequential
+from hf_time.pipeline.executors import data, dense, lowrank, sequential
 
 
 def _no_state(plan, inputs, state: Mapping[str, Any] | None = None):
@@ -33,4 +33,5 @@ EXECUTORS: Mapping[str, Executor] = {
     "dense": Executor(dense.execute, dense.bind),
     "lowrank": Executor(lowrank.execute),
     "sequential": Executor(sequential.execute, sequential.bind),
+    "data": Executor(data.execute, data.bind),
 }
