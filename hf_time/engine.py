@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from hf_time.errors import NonFiniteError
 from hf_time.io import ShardedSafetensorsWriter, TensorInfo, plan_shards
+from hf_time.merges.kernels import all_finite
 from hf_time.merges.registry import TensorContext
 
 logger = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ def run(
                 ctx = TensorContext(name=name, weights=job.weights, expert_params=job.expert_params,
                                     layer=layers[name], num_layers=num_layers, magnitude_thresholds=job.thresholds)
                 result = job.op(inputs[0], inputs[1:], ctx)
-                if not job.allow_nonfinite and not bool(torch.isfinite(result).all()):
+                if not job.allow_nonfinite and not all_finite(result):
                     raise _nonfinite(name, inputs, job.names)
                 del inputs
                 if native:
@@ -221,7 +222,7 @@ def run(
 def _nonfinite(name: str, inputs: Sequence[torch.Tensor], names: Sequence[str]) -> NonFiniteError:
     """The error for a non-finite result, naming the inputs that hold NaN/Inf in that tensor."""
     labels = list(names) or ["base"] + [f"input {i}" for i in range(1, len(inputs))]
-    bad = [labels[j] if j < len(labels) else f"input {j}" for j, t in enumerate(inputs) if not bool(torch.isfinite(t).all())]
+    bad = [labels[j] if j < len(labels) else f"input {j}" for j, t in enumerate(inputs) if not all_finite(t)]
     where = f"; non-finite values in {', '.join(bad)}" if bad else " (the inputs are finite: the method overflowed)"
     return NonFiniteError(f"the merge of tensor {name!r} has NaN or Inf{where}. Nothing was written; fix or drop "
                           "that input, or pass --allow-nonfinite to write it anyway")

@@ -82,9 +82,15 @@ def build_configs(args) -> list:
     return configs
 
 
+# The strategies of TIME's paper by their usual names (init, deploy).
+KNOWN = {("latest", "latest"): "sequential finetuning", ("base", "merge_all"): "offline merging",
+         ("ema", "ema"): "Best-in-TIME"}
+
+
 def label(config) -> str:
     s = config.strategy
-    return f"{config.name.removeprefix('minilm-').removeprefix('smollm2-')} ({s.init}/{s.deploy}, {s.method})"
+    name = KNOWN.get((s.init, s.deploy)) or config.name.removeprefix("minilm-").removeprefix("smollm2-")
+    return f"{name} ({s.init}/{s.deploy}, {s.method})"
 
 
 def write_table(results: list[dict], out: Path) -> str:

@@ -179,3 +179,21 @@ def test_global_quantiles_through_the_kernels_are_exact():
     n = mags.numel()
     got = quantile_values(mags, (0.8, 0.35))
     assert got == (float(ranked[kernels.kept_count(0.2, n) - 1]), float(ranked[kernels.kept_count(0.65, n) - 1]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_all_finite_is_exact_including_sums_that_overflow(dtype):
+    from hf_time.merges.kernels import all_finite
+
+    finite = torch.linspace(-3, 3, 1001).to(dtype)
+    assert all_finite(finite)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        t = finite.clone()
+        t[517] = bad
+        assert not all_finite(t), bad
+    both = finite.clone()
+    both[1], both[2] = float("inf"), float("-inf")  # their sum is NaN: still caught
+    assert not all_finite(both)
+    huge = torch.full((8,), torch.finfo(dtype).max, dtype=dtype)  # every element finite, the sum overflows
+    assert not bool(torch.isfinite(huge.sum())) and all_finite(huge)
+    assert all_finite(torch.arange(10))  # integer tensors hold no NaN

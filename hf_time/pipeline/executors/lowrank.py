@@ -28,6 +28,7 @@ from hf_time.lowrank.snapshot import RMM_WEIGHTS, tensor_name
 from hf_time.lowrank.sources import check_adapters
 from hf_time.merges import LowRankMethod, TensorContext
 from hf_time.merges.factors import ModuleResult
+from hf_time.merges.kernels import all_finite
 from hf_time.pipeline.artifact import Output
 from hf_time.pipeline.plan import Plan
 from hf_time.pipeline.resolve import Inputs
@@ -102,9 +103,9 @@ def run_modules(plan: Plan, adapters: Sequence[LoraAdapter], modules: Sequence[M
             factors = [None if f is None else type(f)(f.a.to(plan.device), f.b.to(plan.device), f.scaling) for f in factors]
         ctx = TensorContext(name=module.tensor, weights=plan.weights, layer=layer, num_layers=num_layers)
         result = plan.method.fn(factors, plan.config, ctx)
-        if not plan.allow_nonfinite and not all(bool(torch.isfinite(v).all()) for v in result.tensors.values()):
+        if not plan.allow_nonfinite and not all(all_finite(v) for v in result.tensors.values()):
             bad = [names[i] for i, f in enumerate(factors)
-                   if f is not None and not (bool(torch.isfinite(f.a).all()) and bool(torch.isfinite(f.b).all()))]
+                   if f is not None and not (all_finite(f.a) and all_finite(f.b))]
             raise NonFiniteError(f"the merge of module {module.path!r} has NaN or Inf"
                                  + (f"; non-finite factors in adapter {', '.join(bad)}" if bad else "")
                                  + ". Nothing was written; fix or drop that adapter, or pass --allow-nonfinite")
