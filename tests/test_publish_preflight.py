@@ -70,3 +70,15 @@ def test_an_existing_output_folder_is_exit_code_2(published, tmp_path, capsys):
     code = main(["merge", "--base", "preflight/base", "--expert", "preflight/e1", "--method", "ties", "--out",
                  str(tmp_path / "m")])
     assert code == 2 and "already exists; choose another --out or pass --overwrite" in capsys.readouterr().err
+
+
+def test_a_tag_conflict_is_exit_code_2_from_the_cli(published, tmp_path, capsys):
+    """Issue 10.2: a tag that holds another merge is the user's to fix (exit 2), not a bug (exit 1)."""
+    args = ["merge", "--base", "preflight/base", "--method", "ties", "--push-to", "preflight/cli-tagged", "--tag", "v1",
+            "--quiet"]
+    assert main([*args, "--expert", "preflight/e1", "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    code = main([*args, "--expert", "preflight/e2", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: tag 'v1' already exists in preflight/cli-tagged") and "with another merge" in err
