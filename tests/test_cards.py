@@ -71,3 +71,16 @@ def test_recorded_evaluation_goes_into_the_model_index(tmp_path):
     assert Lineage.load(res.out_dir) == lineage  # the lineage and the card say the same
     again = record_evaluation(res.out_dir, [{"task": "sms_spam", "metric": "accuracy", "value": 0.93}], title="m")
     assert [(e["task"], e["value"]) for e in again.evaluation] == [("trec_qtype", 0.5), ("sms_spam", 0.93)]
+
+
+def test_no_card_tells_people_to_pip_install_hf_time_from_pypi():
+    """Issue 10.6: `pip install hf_time` does not resolve (hf_time is not on PyPI); cards say how to install it."""
+    import re
+
+    templates = sorted((Path(__file__).parents[1] / "model_cards").glob("*.md"))
+    assert templates
+    for path in templates:
+        text = path.read_text()
+        assert not re.search(r"pip install ['\"]?hf_time", text), path.name  # a PyPI name that does not exist
+        if "hf_time" in text and "pip install" in text:
+            assert "pip install ./hf_time" in text or "./hf_time[plot]" in text, path.name
