@@ -84,3 +84,17 @@ def test_no_card_tells_people_to_pip_install_hf_time_from_pypi():
         assert not re.search(r"pip install ['\"]?hf_time", text), path.name  # a PyPI name that does not exist
         if "hf_time" in text and "pip install" in text:
             assert "pip install ./hf_time" in text or "./hf_time[plot]" in text, path.name
+
+
+def test_card_of_a_local_merge_shows_no_absolute_path_and_claims_no_pinning(tmp_path):
+    """Issue 10.7: cards of local merges embedded absolute local paths and claimed every input was pinned."""
+    from hf_time.api import merge
+    from tiny import save_tiny_llama
+
+    base = save_tiny_llama(tmp_path / "base", 0)
+    res = merge(str(base.absolute()), [str(save_tiny_llama(tmp_path / "my-expert", 1, base=base).absolute())], "ties",
+                out=tmp_path / "m", progress=False)
+    card = (res.out_dir / "README.md").read_text()
+    assert str(tmp_path) not in card and "my-expert" in card
+    assert "Every input is pinned" not in card and "local inputs are recorded by their folder" in card
+    assert str(tmp_path / "my-expert") in (res.out_dir / "merge_config.yaml").read_text()  # full paths stay here
