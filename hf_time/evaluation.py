@@ -237,7 +237,8 @@ def evaluate_results(model_dir: str | Path, tasks: Sequence, *, batch_size: int 
                                     f"{type(model).__name__}, not a causal LM; score them with a causal-LM model")
     results = {}
     # Named in words (hf_time.progress.subject) where the caller knows them: a folder name can be a content key.
-    desc = bar_label(f"evaluating {current_subject(Path(model_dir).name)}{SEP}{len(tasks)} tasks")
+    n = len(tasks)
+    desc = bar_label(f"evaluating {current_subject(Path(model_dir).name)}{SEP}{n} task{'s' if n != 1 else ''}")
     bar = tqdm(tasks, desc=desc, unit="task", leave=False, disable=not bars_enabled())
     for task in bar:
         bar.set_postfix_str(task.name, refresh=False)

@@ -92,9 +92,9 @@ def test_training_and_evaluation_bars_say_what_runs(tmp_path, capsys):
             evaluate_results(tmp_path / "e", [task])
     err = capsys.readouterr().err
     assert "step 2/3 · training a expert · 2 steps" in err
-    assert "step 2/3 · evaluating the model deployed after step 2 · 1 tasks" in err
+    assert "step 2/3 · evaluating the model deployed after step 2 · 1 task" in err
     evaluate_results(tmp_path / "e", [task])  # no subject: the folder's own name
-    assert "evaluating e · 1 tasks" in capsys.readouterr().err
+    assert "evaluating e · 1 task" in capsys.readouterr().err
     with progress.quiet():
         finetune(base, task, cfg, tmp_path / "e2")
         evaluate_results(tmp_path / "e2", [task])
