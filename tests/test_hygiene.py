@@ -46,9 +46,13 @@ def test_publishing_the_same_content_again_is_silent(hub, tmp_path, caplog):
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "config.json").write_text("{}\n")
+    # A folder copied from the Hub has its own .gitattributes (all-MiniLM-L6-v2's wheel does): the demo's base.
+    (folder / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
     h = Hub(endpoint=hub.url)
     first = h.publish(folder, "tests/hygiene-republish", commit_message="one")
     with caplog.at_level(logging.WARNING):
         again = h.publish(folder, "tests/hygiene-republish", commit_message="again")
     assert first.changed and not again.changed and again.commit == first.commit
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    (folder / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
+    assert h.publish(folder, "tests/hygiene-republish", commit_message="new attributes").changed
