@@ -54,10 +54,10 @@ def test_expert_card_matches_golden():
 
 def test_recorded_evaluation_goes_into_the_model_index(tmp_path):
     from huggingface_hub import ModelCard
+    from tiny import save_tiny_llama
 
     from hf_time.api import merge
     from hf_time.pipeline import record_evaluation
-    from tiny import save_tiny_llama
 
     base = save_tiny_llama(tmp_path / "base", 0)
     res = merge(str(base), [str(save_tiny_llama(tmp_path / "e1", 1, base=base))], "ties", out=tmp_path / "m",
@@ -88,8 +88,9 @@ def test_no_card_tells_people_to_pip_install_hf_time_from_pypi():
 
 def test_card_of_a_local_merge_shows_no_absolute_path_and_claims_no_pinning(tmp_path):
     """Issue 10.7: cards of local merges embedded absolute local paths and claimed every input was pinned."""
-    from hf_time.api import merge
     from tiny import save_tiny_llama
+
+    from hf_time.api import merge
 
     base = save_tiny_llama(tmp_path / "base", 0)
     res = merge(str(base.absolute()), [str(save_tiny_llama(tmp_path / "my-expert", 1, base=base).absolute())], "ties",
