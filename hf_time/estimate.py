@@ -43,7 +43,7 @@ def load_average() -> float | None:
 
 
 def measure_speed(model_dir: str | os.PathLike, task, training: TrainingConfig, *, steps: int = 3,
-                  device: str | None = None) -> Speed:
+                  device: str | None = None, name: str | None = None) -> Speed:
     """Time ``steps`` real training steps and one evaluation of ``task`` with the model in ``model_dir``.
 
     The first steps include warm-up (allocation, first kernels), so the figure errs long.
@@ -54,15 +54,17 @@ def measure_speed(model_dir: str | os.PathLike, task, training: TrainingConfig, 
         training: the run's training settings; only the step count is replaced.
         steps: training steps to time.
         device: as :func:`hf_time.training.finetune`.
+        name: the model in words, for the evaluation bar (default: its repo id or folder name).
 
     Returns:
         A :class:`Speed`.
     """
-    from hf_time.evaluation import evaluate_tasks
+    from hf_time.evaluation import evaluate_tasks, folder_name
     from hf_time.trainer_common import TrainingStats
     from hf_time.training import finetune
 
-    with tempfile.TemporaryDirectory(prefix="hf_time_speed_") as scratch, progress.unit("measuring this machine's speed"):
+    with tempfile.TemporaryDirectory(prefix="hf_time_speed_") as scratch, progress.unit("measuring this machine's speed"), \
+            progress.subject(name or folder_name(model_dir)):
         out = finetune(model_dir, task, dataclasses.replace(training, steps=steps), Path(scratch) / "expert",
                        device=device)
         stats = TrainingStats.load(out)

@@ -214,6 +214,15 @@ def accuracy_on_task(model_or_dir, tokenizer, task: TextTask, *, batch_size: int
     return compute_accuracy(preds, data["label"])
 
 
+def folder_name(model_dir: str | Path) -> str:
+    """A model folder as a person knows it: a Hub download (``.../models--org--name/snapshots/<sha>``) by
+    its repo id, not the sha; any other folder by its name."""
+    path = Path(model_dir)
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.removeprefix("models--").replace("--", "/")
+    return path.name
+
+
 @libraries_quiet()  # transformers' "Loading weights" bar: the labelled evaluation bar covers it
 def evaluate_results(model_dir: str | Path, tasks: Sequence, *, batch_size: int = 64,
                      max_length: int = DEFAULT_MAX_LENGTH, device: str | torch.device | None = None) -> dict[str, TaskResult]:
@@ -238,7 +247,7 @@ def evaluate_results(model_dir: str | Path, tasks: Sequence, *, batch_size: int 
     results = {}
     # Named in words (hf_time.progress.subject) where the caller knows them: a folder name can be a content key.
     n = len(tasks)
-    desc = bar_label(f"evaluating {current_subject(Path(model_dir).name)}{SEP}{n} task{'s' if n != 1 else ''}")
+    desc = bar_label(f"evaluating {current_subject(folder_name(model_dir))}{SEP}{n} task{'s' if n != 1 else ''}")
     bar = tqdm(tasks, desc=desc, unit="task", leave=False, disable=not bars_enabled())
     for task in bar:
         bar.set_postfix_str(task.name, refresh=False)

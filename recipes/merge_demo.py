@@ -86,7 +86,7 @@ def main() -> int:
     todo = [n for n in args.tasks if not (work / "experts" / n / "config.json").exists()]
     models = 1 + len(args.tasks) + 2  # base, experts, merges: each scored on every task
     # Measured, not promised: a fixed figure is wrong by 15x on a machine other people are using.
-    speed = measure_speed(base_dir, tasks[args.tasks[0]], train_cfg)
+    speed = measure_speed(base_dir, tasks[args.tasks[0]], train_cfg, name=f"the base {base_id}")
     print(format_estimate(speed, training_steps=len(todo) * args.steps, texts=models * sum(len(t.test) for t in tasks.values()),
                           what=f"{len(todo)} experts to train and {models} models to score"), flush=True)
     expert_ids = []

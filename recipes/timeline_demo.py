@@ -89,7 +89,8 @@ def main() -> int:
     if done < len(args.tasks):
         # Measured, not promised: the same demo took 90 s on an idle machine and 22 min on a busy one.
         speed = measure_speed(hub.download(hub.resolve(base_id)), load_task(args.tasks[0], n_test=args.n_test,
-                                                                            seed=args.seed), config.training)
+                                                                            seed=args.seed), config.training,
+                              name=f"the base {base_id}")
         todo = len(args.tasks) - done
         texts = (todo + (done == 0)) * args.n_test * (len(args.tasks) + len(args.held_out))
         print(format_estimate(speed, training_steps=todo * args.steps, texts=texts,

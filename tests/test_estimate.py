@@ -18,7 +18,7 @@ def test_the_estimate_multiplies_measured_speeds_and_states_the_conditions():
     assert "measured just now, 2 CPUs;" in format_estimate(slow, training_steps=1, texts=1, what="x")
 
 
-def test_measure_speed_times_real_steps_and_an_evaluation(tmp_path):
+def test_measure_speed_times_real_steps_and_an_evaluation(tmp_path, capsys):
     from hf_time.tasks import task_from_dataset
     from hf_time.training import TrainingConfig
 
@@ -28,4 +28,7 @@ def test_measure_speed_times_real_steps_and_an_evaluation(tmp_path):
     speed = measure_speed(base, task, TrainingConfig(steps=40, batch_size=4, max_length=8), steps=2)
     assert speed.s_per_step > 0 and speed.tokens_per_s > 0 and speed.s_per_text > 0 and speed.cpus >= 1
     assert speed.load is None or speed.load >= 0
+    err = capsys.readouterr().err
+    assert "measuring this machine's speed · training a expert · 2 steps" in err
+    assert "measuring this machine's speed · evaluating base · 1 task" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "data"]  # the timing run left nothing behind

@@ -95,6 +95,11 @@ def test_training_and_evaluation_bars_say_what_runs(tmp_path, capsys):
     assert "step 2/3 · evaluating the model deployed after step 2 · 1 task" in err
     evaluate_results(tmp_path / "e", [task])  # no subject: the folder's own name
     assert "evaluating e · 1 task" in capsys.readouterr().err
+    hub_copy = tmp_path / "models--demo--all-MiniLM-L6-v2" / "snapshots" / ("0a1ce5f017ebad8b" * 2 + "01234567")
+    hub_copy.parent.mkdir(parents=True)
+    (tmp_path / "e").rename(hub_copy)  # a model as huggingface_hub downloads it: named by its sha
+    evaluate_results(hub_copy, [task])
+    assert "evaluating demo/all-MiniLM-L6-v2 · 1 task" in capsys.readouterr().err
     with progress.quiet():
         finetune(base, task, cfg, tmp_path / "e2")
         evaluate_results(tmp_path / "e2", [task])
