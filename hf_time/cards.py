@@ -28,7 +28,8 @@ def model_entry(record: RefRecord, **extra: Any) -> dict[str, Any]:
     # A local input is shown by its folder's name: the card is for readers elsewhere, and the full
     # path (this machine's) stays in hf_time.json and merge_config.yaml, which reproduce the merge.
     link = f"[{record.repo_id}](/{record.repo_id})" if record.repo_id else f"`{Path(record.ref).name}` (local folder)"
-    return {"ref": record.ref, "repo_id": record.repo_id, "revision": record.revision, "sha": record.sha,
+    shown = record.ref if record.repo_id else f"./{Path(record.ref).name}"  # what prose and commands show
+    return {"ref": record.ref, "shown": shown, "repo_id": record.repo_id, "revision": record.revision, "sha": record.sha,
             "link": link, "short_sha": record.sha[:10] if record.sha else None,
             "load_id": record.repo_id or record.ref, "name": record.short_name, **extra}
 

@@ -16,11 +16,13 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import errno
 import json
 import logging
 import sys
 from typing import Sequence
 
+from hf_time import progress
 from hf_time.cli_common import add_publish_args, print_published  # noqa: F401 - re-exported for sub-commands
 from hf_time.errors import ConfigError, HfTimeError
 
@@ -186,8 +188,17 @@ def cmd_hub_serve(args) -> int:
     from hf_time.hubserver.launch import banner, resolve_token, warnings
 
     token, source = resolve_token(args.token, args.token_file, args.insecure_any_token)
-    server = HubServer(root=args.root, host=args.host, port=args.port, token=token,
-                       insecure_any_token=args.insecure_any_token)
+    try:
+        server = HubServer(root=args.root, host=args.host, port=args.port, token=token,
+                           insecure_any_token=args.insecure_any_token)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {args.port} on {args.host} is already in use (another `hf-time hub serve`?); "
+                              "pick another with --port N, or --port 0 for any free one") from None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"cannot listen on {args.host}: no such address on this machine; "
+                              "use --host 127.0.0.1") from None
+        raise
     for line in warnings(args.host, source):
         print(line, file=sys.stderr, flush=True)
     print("\n".join(banner(args.root, server.url, server.token, source)), flush=True)
@@ -253,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             datasets.disable_progress_bars()
     try:
-        return args.func(args)
+        with progress.quiet(getattr(args, "quiet", False)):  # hf_time's own bars (training, evaluation, merges)
+            return args.func(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -24,6 +24,8 @@ from hf_time.errors import NonFiniteError
 from hf_time.io import ShardedSafetensorsWriter, TensorInfo, plan_shards
 from hf_time.merges.kernels import all_finite
 from hf_time.merges.registry import TensorContext
+from hf_time.progress import enabled as bars_enabled
+from hf_time.progress import label as bar_label
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ def magnitude_quantiles(
             continue
         parts = [
             (expert.get(n).to(torch.float32) - base.get(n).to(torch.float32)).abs_().reshape(-1)
-            for n in tqdm(names, desc=f"global thresholds, expert {idx}", disable=not progress, leave=False)
+            for n in tqdm(names, desc=bar_label(f"global thresholds, expert {idx}"), disable=not (progress and bars_enabled()), leave=False)
         ]
         flat = torch.cat(parts) if parts else torch.zeros(1)
         del parts
@@ -189,7 +191,7 @@ def run(
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load, names[0]) if names else None
-        bar = tqdm(total=len(names), desc=job.label, unit="tensor", disable=not progress)
+        bar = tqdm(total=len(names), desc=bar_label(job.label), unit="tensor", disable=not (progress and bars_enabled()))
         for i, name in enumerate(names):
             raws = pending.result()
 

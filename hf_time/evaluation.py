@@ -34,6 +34,9 @@ from hf_time.errors import IncompatibleTaskError, RepoNotFoundError
 from hf_time.lm_evaluation import TaskResult, evaluate_lm_task
 from hf_time.lm_task_types import is_lm_task
 from hf_time.metrics import ACCURACY_MODULE
+from hf_time.progress import SEP, current_subject, libraries_quiet
+from hf_time.progress import enabled as bars_enabled
+from hf_time.progress import label as bar_label
 from hf_time.tasks import TextTask
 
 logger = logging.getLogger(__name__)
@@ -221,6 +224,16 @@ def accuracy_on_task(model_or_dir, tokenizer, task: TextTask, *, batch_size: int
     return compute_accuracy(preds, data["label"])
 
 
+def folder_name(model_dir: str | Path) -> str:
+    """A model folder as a person knows it: a Hub download (``.../models--org--name/snapshots/<sha>``) by
+    its repo id, not the sha; any other folder by its name."""
+    path = Path(model_dir)
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.removeprefix("models--").replace("--", "/")
+    return path.name
+
+
+@libraries_quiet()  # transformers' "Loading weights" bar: the labelled evaluation bar covers it
 def evaluate_results(model_dir: str | Path, tasks: Sequence, *, batch_size: int = 64,
                      max_length: int = DEFAULT_MAX_LENGTH, device: str | torch.device | None = None) -> dict[str, TaskResult]:
     """Load a model folder once and score it on each task's test split, keyed by task name.
@@ -242,7 +255,12 @@ def evaluate_results(model_dir: str | Path, tasks: Sequence, *, batch_size: int 
         raise IncompatibleTaskError(f"tasks {lm_tasks} are generation tasks but {model_dir} holds "
                                     f"{type(model).__name__}, not a causal LM; score them with a causal-LM model")
     results = {}
-    for task in tqdm(tasks, desc=f"evaluating {Path(model_dir).name}", leave=False):
+    # Named in words (hf_time.progress.subject) where the caller knows them: a folder name can be a content key.
+    n = len(tasks)
+    desc = bar_label(f"evaluating {current_subject(folder_name(model_dir))}{SEP}{n} task{'s' if n != 1 else ''}")
+    bar = tqdm(tasks, desc=desc, unit="task", leave=False, disable=not bars_enabled())
+    for task in bar:
+        bar.set_postfix_str(task.name, refresh=False)
         if is_lm_task(task):
             result = evaluate_lm_task(model, tokenizer, task, max_length=max_length, batch_size=batch_size)
         else:

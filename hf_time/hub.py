@@ -405,7 +405,9 @@ class Hub:
             e.path: e
             for e in self._net(f"listing {repo_id}@{revision[:10]}",
                                lambda: list(self.api.list_repo_tree(repo_id, revision=revision, recursive=True)))
-            if isinstance(e, RepoFile) and e.path != ".gitattributes"
+            # The Hub makes its own .gitattributes: it counts only when the folder has one too (a model
+            # folder copied from the Hub does, and re-publishing it must not make an empty commit).
+            if isinstance(e, RepoFile) and (e.path != ".gitattributes" or ".gitattributes" in local)
         }
         if set(remote) != set(local):
             return False

@@ -41,6 +41,7 @@ import datasets
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
 
+from hf_time import progress
 from hf_time.batching import mix_batches
 from hf_time.errors import ConfigError, IncompatibleTaskError, OutputExistsError
 from hf_time.evaluation import is_causal_config, resolve_device
@@ -63,6 +64,7 @@ from hf_time.trainer_common import (
     resolve_precision,
     summarize_losses,
     training_arguments,
+    training_label,
     use_labelled_progress,
 )
 from hf_time.training_config import TrainingConfig
@@ -162,6 +164,7 @@ def _examples(task: LMTask, replay: datasets.Dataset | None, config: TrainingCon
     return current, past
 
 
+@progress.libraries_quiet()  # transformers' load/save bars: the labelled training bar covers them
 def finetune_lm(model_dir: str | Path, task: LMTask, config: TrainingConfig, out_dir: str | Path, *,
                 device: str | torch.device | None = None, replay: datasets.Dataset | None = None,
                 overwrite: bool = False) -> Path:
@@ -217,7 +220,7 @@ def finetune_lm(model_dir: str | Path, task: LMTask, config: TrainingConfig, out
     with tempfile.TemporaryDirectory(prefix="hf_time_trainer_") as scratch:
         trainer = _CompletionTrainer(model=model, args=training_arguments(config, scratch, device),
                                      train_dataset=_PlannedStream(batches), data_collator=lambda b: pad_left(b, pad_id))
-        use_labelled_progress(trainer, f"training {task.name}")
+        use_labelled_progress(trainer, training_label(task.name, config.steps, config.lora is not None))
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start

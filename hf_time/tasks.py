@@ -37,6 +37,7 @@ import datasets
 
 from hf_time.errors import ConfigError, TaskDataNotFoundError
 from hf_time.lm_task_types import PromptClassificationTask
+from hf_time.progress import libraries_quiet
 from hf_time.task_registry import (  # noqa: F401  (re-exported: the public names of the registry)
     Examples,
     Reader,
@@ -99,6 +100,7 @@ class TextTask:
         return len(self.label_names)
 
 
+@libraries_quiet()  # datasets' "Generating train split" bars over files of a few hundred KB
 def load_task(name: str, *, n_train: int | None = None, n_test: int = 200,
               seed: int = 0) -> TextTask | PromptClassificationTask:
     """Load a built-in task (or a prompt version of one) with a deterministic balanced test split.
@@ -129,6 +131,7 @@ def load_task(name: str, *, n_train: int | None = None, n_test: int = 200,
     return TextTask(name, train, test, spec.label_names, spec.label_descriptions)
 
 
+@libraries_quiet()
 def task_from_dataset(
     name: str,
     dataset_or_path: datasets.Dataset | datasets.DatasetDict | str | Path,

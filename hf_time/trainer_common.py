@@ -20,7 +20,7 @@ from transformers import TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from tqdm.auto import tqdm
 
-from hf_time import distributed
+from hf_time import distributed, progress
 from hf_time.training_config import TrainingConfig
 
 STATS_FILE = "training_stats.json"
@@ -140,14 +140,21 @@ class LabelledProgress(ProgressCallback):
 
 
 def use_labelled_progress(trainer, description: str) -> None:
-    """Replace Trainer's default progress bar (when it shows one) by a :class:`LabelledProgress`.
-
-    Trainer gives the non-main processes of a multi-process run (``disable_tqdm``) a printer of the
-    final metrics dict instead; it goes too: hf_time prints its own summary, once.
-    """
+    """Replace Trainer's default progress bar or metrics print by a :class:`LabelledProgress` saying
+    ``description`` within the unit of work in force (:func:`hf_time.progress.label`); no bar at all
+    inside :func:`hf_time.progress.quiet`, and none on the non-main processes of a multi-process run
+    (hf_time prints its own summary, once)."""
+    # Trainer shows a bar (ProgressCallback) or, when transformers' logging is quieter than WARNING
+    # (TRANSFORMERS_VERBOSITY=error), prints the metrics dict instead (PrinterCallback): neither is ours.
+    trainer.pop_callback(ProgressCallback)
     trainer.pop_callback(PrinterCallback)
-    if trainer.pop_callback(ProgressCallback):
-        trainer.add_callback(LabelledProgress(description))
+    if progress.enabled() and distributed.is_main():
+        trainer.add_callback(LabelledProgress(progress.label(description)))
+
+
+def training_label(task_name: str, steps: int, lora: bool) -> str:
+    """What a training bar says: ``"training sms_spam expert · 40 steps"`` (``"LoRA expert"`` for adapters)."""
+    return f"training {task_name} {'LoRA ' if lora else ''}expert{progress.SEP}{steps} steps"
 
 
 def lora_target_problem(model, target_modules: tuple[str, ...]) -> str | None:

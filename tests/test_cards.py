@@ -54,10 +54,10 @@ def test_expert_card_matches_golden():
 
 def test_recorded_evaluation_goes_into_the_model_index(tmp_path):
     from huggingface_hub import ModelCard
+    from tiny import save_tiny_llama
 
     from hf_time.api import merge
     from hf_time.pipeline import record_evaluation
-    from tiny import save_tiny_llama
 
     base = save_tiny_llama(tmp_path / "base", 0)
     res = merge(str(base), [str(save_tiny_llama(tmp_path / "e1", 1, base=base))], "ties", out=tmp_path / "m",
@@ -71,3 +71,31 @@ def test_recorded_evaluation_goes_into_the_model_index(tmp_path):
     assert Lineage.load(res.out_dir) == lineage  # the lineage and the card say the same
     again = record_evaluation(res.out_dir, [{"task": "sms_spam", "metric": "accuracy", "value": 0.93}], title="m")
     assert [(e["task"], e["value"]) for e in again.evaluation] == [("trec_qtype", 0.5), ("sms_spam", 0.93)]
+
+
+def test_no_card_tells_people_to_pip_install_hf_time_from_pypi():
+    """Issue 10.6: `pip install hf_time` does not resolve (hf_time is not on PyPI); cards say how to install it."""
+    import re
+
+    templates = sorted((Path(__file__).parents[1] / "model_cards").glob("*.md"))
+    assert templates
+    for path in templates:
+        text = path.read_text()
+        assert not re.search(r"pip install ['\"]?hf_time", text), path.name  # a PyPI name that does not exist
+        if "hf_time" in text and "pip install" in text:
+            assert "pip install ./hf_time" in text or "./hf_time[plot]" in text, path.name
+
+
+def test_card_of_a_local_merge_shows_no_absolute_path_and_claims_no_pinning(tmp_path):
+    """Issue 10.7: cards of local merges embedded absolute local paths and claimed every input was pinned."""
+    from tiny import save_tiny_llama
+
+    from hf_time.api import merge
+
+    base = save_tiny_llama(tmp_path / "base", 0)
+    res = merge(str(base.absolute()), [str(save_tiny_llama(tmp_path / "my-expert", 1, base=base).absolute())], "ties",
+                out=tmp_path / "m", progress=False)
+    card = (res.out_dir / "README.md").read_text()
+    assert str(tmp_path) not in card and "my-expert" in card
+    assert "Every input is pinned" not in card and "local inputs are recorded by their folder" in card
+    assert str(tmp_path / "my-expert") in (res.out_dir / "merge_config.yaml").read_text()  # full paths stay here

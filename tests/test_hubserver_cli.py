@@ -144,3 +144,20 @@ def test_serving_beyond_loopback_prints_the_warnings(monkeypatch, capsys, tmp_pa
     assert err.startswith(first_line)
     assert out.startswith(f"embedded Hub serving {tmp_path} at http://127.0.0.1:8765")
     assert ("generated-123" in out) == (not extra) and "generated-123" not in err
+
+
+def test_a_port_in_use_is_one_line_with_the_fix_and_exit_code_2(tmp_path, capsys):
+    """Issue 10.2: `Address already in use` said nothing about --port."""
+    import socket
+
+    from hf_time.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["hub", "serve", "--root", str(tmp_path / "hub"), "--port", str(port), "--insecure-any-token"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1] == (f"error: port {port} on 127.0.0.1 is already in use (another `hf-time hub serve`?); "
+                       "pick another with --port N, or --port 0 for any free one")

@@ -70,3 +70,35 @@ def test_an_existing_output_folder_is_exit_code_2(published, tmp_path, capsys):
     code = main(["merge", "--base", "preflight/base", "--expert", "preflight/e1", "--method", "ties", "--out",
                  str(tmp_path / "m")])
     assert code == 2 and "already exists; choose another --out or pass --overwrite" in capsys.readouterr().err
+
+
+def test_a_tag_conflict_is_exit_code_2_from_the_cli(published, tmp_path, capsys):
+    """Issue 10.2: a tag that holds another merge is the user's to fix (exit 2), not a bug (exit 1)."""
+    args = ["merge", "--base", "preflight/base", "--method", "ties", "--push-to", "preflight/cli-tagged", "--tag", "v1",
+            "--quiet"]
+    assert main([*args, "--expert", "preflight/e1", "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    code = main([*args, "--expert", "preflight/e2", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: tag 'v1' already exists in preflight/cli-tagged") and "with another merge" in err
+
+
+def test_a_read_only_token_is_refused_before_any_download(hub, published, tmp_path, no_downloads, monkeypatch):
+    h = Hub(endpoint=hub.url, token=HUB_TOKEN)
+    monkeypatch.setattr(h.api, "whoami", lambda *a, **k: {"name": "reader", "auth": {"accessToken": {"role": "read"}}})
+    with pytest.raises(PublishError, match="the token is read-only; use a token with write access"):
+        merge("preflight/base", ["preflight/e1"], "ties", out=tmp_path / "m", push_to="preflight/out", hub=h)
+    assert not (tmp_path / "m").exists()
+
+
+def test_no_token_from_the_cli_is_one_line_with_the_fix_before_any_download(hub, published, tmp_path, capsys,
+                                                                            no_downloads, monkeypatch):
+    """Issue 10.1: no token used to end in a bare 401 after the merge had run."""
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-login"))  # no stored token either
+    code = main(["merge", "--base", "preflight/base", "--expert", "preflight/e1", "--method", "ties", "--out",
+                 str(tmp_path / "m"), "--push-to", "preflight/out", "--endpoint", hub.url, "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "needs a token: set HF_TOKEN or run `hf auth login`" in err

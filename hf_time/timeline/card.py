@@ -185,13 +185,13 @@ def plot_timeline(state: TimelineState, path: str | os.PathLike) -> Path:
     """Write the plot of :func:`plot_png` to ``path``.
 
     Raises:
-        ConfigError: matplotlib is not installed (``pip install 'hf_time[plot]'``).
+        ConfigError: matplotlib is not installed (``pip install matplotlib``).
     """
     png = plot_png(state)
     if png is None:
         from hf_time.errors import ConfigError
 
-        raise ConfigError("plotting needs matplotlib: pip install 'hf_time[plot]'")
+        raise ConfigError("plotting needs matplotlib: pip install matplotlib (or pip install '.[plot]' in a checkout of hf_time)")
     path = Path(path)
     path.write_bytes(png)
     return path

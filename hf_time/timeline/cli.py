@@ -53,9 +53,17 @@ def cmd_run(args) -> int:
     overrides = list(args.set) + ([f"namespace={args.namespace}"] if args.namespace else [])
     config = load_timeline_config(args.config, overrides)
 
+    walls: list[float] = []
+
     def on_step(record, timer) -> None:
+        walls.append(timer.wall)
+        left = len(config.tasks) - record.step  # an estimate from the steps run so far, before the rest
+        pace = ""
+        if left:
+            steps = f"{left} more step{'s' if left != 1 else ''}"
+            pace = f"; about {left * sum(walls) / len(walls):.0f} s left for {steps} at this pace"
         print(f"step {record.step} ({record.task}): {config.repo_id}@step-{record.step} in {timer.wall:.1f} s "
-              f"(overhead {100 * timer.overhead_fraction:.1f}%)", flush=True)
+              f"(overhead {100 * timer.overhead_fraction:.1f}%){pace}", flush=True)
 
     from hf_time import distributed
 

@@ -43,19 +43,21 @@ def _fmt(x: float | None, width: int = 8) -> str:
 def format_matrix(state: TimelineState) -> str:
     """The accuracy matrix as aligned text: base row, one row per step, then A_KA / A_ZS / GM."""
     tasks = list(state.adaptation_tasks) + list(state.held_out_tasks)
-    cols = [t[:12] + ("*" if t in state.held_out_tasks else "") for t in tasks]
-    width = max(8, *(len(c) + 1 for c in cols))
-    lines = [f"{'deployed after':<22}" + "".join(f"{c:>{width}}" for c in cols) + f"{'A_KA':>8}{'A_ZS':>8}{'GM':>8}"]
+    # Full task names, each column as wide as its own name: a cut header ("movie_sentim") is a riddle.
+    cols = [t + ("*" if t in state.held_out_tasks else "") for t in tasks]
+    widths = [max(8, len(c) + 2) for c in cols]
+    rows = ["base"] + [f"step {s.step} ({s.task})" for s in state.steps]
+    first = max(len("deployed after"), *(len(r) for r in rows)) + 2
+    lines = [f"{'deployed after':<{first}}" + "".join(f"{c:>{w}}" for c, w in zip(cols, widths))
+             + f"{'A_KA':>8}{'A_ZS':>8}{'GM':>8}"]
 
     def tail(row) -> str:
         ka = sum(row[t] for t in state.adaptation_tasks) / len(state.adaptation_tasks)
         zs = sum(row[t] for t in state.held_out_tasks) / len(state.held_out_tasks) if state.held_out_tasks else None
         return _fmt(ka) + _fmt(zs) + _fmt((ka * zs) ** 0.5 if zs is not None else None)
 
-    lines.append(f"{'base':<22}" + "".join(_fmt(state.base_accuracy[t], width) for t in tasks) + tail(state.base_accuracy))
-    for s in state.steps:
-        lines.append(f"{f'step {s.step} ({s.task})'[:21]:<22}" + "".join(_fmt(s.accuracy[t], width) for t in tasks)
-                     + tail(s.accuracy))
+    for label, acc in zip(rows, [state.base_accuracy] + [s.accuracy for s in state.steps]):
+        lines.append(f"{label:<{first}}" + "".join(_fmt(acc[t], w) for t, w in zip(tasks, widths)) + tail(acc))
     return "\n".join(lines) + "\n(* held out: never trained on)"
 
 
@@ -88,11 +90,13 @@ def format_status(state: TimelineState, pinned: str) -> str:
 def format_timings(timings: Sequence, setup=None) -> str:
     """Per-step wall time, phases and the overhead share (resolve + merge + publish + card + state)."""
     phases = ("resolve", "train", "push_expert", "merge", "evaluate", "card", "publish", "state")
-    lines = [f"{'step':>4}{'wall s':>8}" + "".join(f"{p[:8]:>9}" for p in phases) + f"{'tok/s':>8}{'overhead':>10}"]
+    widths = [max(9, len(p) + 2) for p in phases]  # full phase names ("push_expert", not "push_exp")
+    lines = [f"{'step':>5}{'wall s':>8}" + "".join(f"{p:>{w}}" for p, w in zip(phases, widths)) + f"{'tok/s':>8}{'overhead':>10}"]
     rows = ([setup] if setup is not None else []) + list(timings)
     for t in rows:
         train = getattr(t, "train_loop", 0.0) or t.phases.get("train", 0.0)
         tps = f"{t.tokens / train:>8.0f}" if t.tokens and train else f"{'-':>8}"
-        lines.append(f"{t.step if t.step else 'setup':>4}{t.wall:>8.1f}" + "".join(f"{t.phases.get(p, 0.0):>9.2f}" for p in phases)
+        lines.append(f"{t.step if t.step else 'setup':>5}{t.wall:>8.1f}"
+                     + "".join(f"{t.phases.get(p, 0.0):>{w}.2f}" for p, w in zip(phases, widths))
                      + tps + f"{100 * t.overhead_fraction:>9.1f}%")
     return "\n".join(lines)

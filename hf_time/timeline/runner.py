@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hf_time import distributed
+from hf_time import distributed, progress
 from hf_time.cards import hub_ids
 from hf_time.hashing import sha256_file
 from hf_time.errors import TimelineConflictError
@@ -185,7 +185,7 @@ class TimelineRunner:
         self.plan_base_key = plan.base.key
         state = self._resume(plan, timer)
         if state is None:
-            with timer.phase("evaluate"):
+            with timer.phase("evaluate"), progress.subject(f"the base {base_res.ref.repo_id or base_dir.name}"):
                 base_acc = self._evaluate(plan.base, base_dir)
             state = TimelineState(self.config.repo_id, self.config.to_dict(), base_record,
                                   tuple(t.name for t in adaptation), tuple(t.name for t in held_out), base_acc)
@@ -303,7 +303,7 @@ class TimelineRunner:
                     with timer.phase("publish"):
                         self.store.publish(nxt, folder, self.repos.running, private=self.config.private,
                                            message=f"Running merge {nxt.label} (init of step {sp.step + 1})")
-        with timer.phase("evaluate"):
+        with timer.phase("evaluate"), progress.subject(f"the model deployed after step {sp.step}"):
             accuracy = self._evaluate(sp.deploy, deploy_dir)
         deployed = Lineage.load(deploy_dir)
         fold_state = state.fold_state
@@ -363,14 +363,17 @@ class TimelineRunner:
     def run(self, on_step: Callable[[StepRecord, StepTimings], None] | None = None) -> TimelineRun:
         setup = StepTimings(0)
         start = time.perf_counter()
-        plan, state = self._setup(setup)
+        with progress.unit("set-up"), progress.libraries_quiet(hub=not self.progress):
+            plan, state = self._setup(setup)
         setup.wall = time.perf_counter() - start
         skipped = tuple(range(1, state.done + 1))
         timings = []
         for sp in plan.steps[state.done:]:
             timer = StepTimings(sp.step)
             start = time.perf_counter()
-            state = self._step(plan, sp, state, timer)
+            # Every bar of the step says which step it belongs to: "step 2/3 · training sms_spam expert · 40 steps".
+            with progress.unit(f"step {sp.step}/{len(plan.steps)}"), progress.libraries_quiet(hub=not self.progress):
+                state = self._step(plan, sp, state, timer)
             timer.wall = time.perf_counter() - start
             timings.append(timer)
             self._save_timings(setup, timings)
@@ -404,7 +407,9 @@ def run_timeline(config: TimelineConfig, *, hub: Hub | None = None, work_dir: st
         evaluator: ``evaluator(model_dir, tasks, *, batch_size, max_length, device) -> {task: acc}``;
             default :func:`hf_time.evaluation.evaluate_tasks`.
         on_step: called after each completed step with its record and timings (main process only).
-        progress: show the merges' progress bars (training and evaluation always show theirs).
+        progress: show the merges' bars and huggingface_hub's transfer bars; training and evaluation
+            always show one labelled bar each ("step 2/3 · training sms_spam expert · 40 steps"),
+            except inside :func:`hf_time.progress.quiet` (``--quiet``), where nothing shows.
 
     Under ``torchrun`` / ``accelerate launch`` every process calls this; only the main process runs
     the timeline and talks to the Hub, the others train with it (:mod:`hf_time.timeline.collective`).

@@ -32,6 +32,8 @@ from hf_time.merges.kernels import all_finite
 from hf_time.pipeline.artifact import Output
 from hf_time.pipeline.plan import Plan
 from hf_time.pipeline.resolve import Inputs
+from hf_time.progress import enabled as bars_enabled
+from hf_time.progress import label as bar_label
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ def run_modules(plan: Plan, adapters: Sequence[LoraAdapter], modules: Sequence[M
     layers = [layer_index(m.tensor) for m in modules]
     num_layers = max((i for i in layers if i is not None), default=-1) + 1 or None
     results = {}
-    bar = tqdm(modules, desc=f"merging ({plan.method.name})", unit="module", disable=not progress)
+    bar = tqdm(modules, desc=bar_label(f"merging ({plan.method.name})"), unit="module",
+               disable=not (progress and bars_enabled()))
     for module, layer in zip(bar, layers):
         factors = [None if p is None else a.factors(p) for a, p in zip(adapters, module.paths)]
         if plan.device != "cpu":
