@@ -1,7 +1,7 @@
 """Every registered method on every available device gives the CPU's result (issue 13.4).
 
 Parametrized over the devices this machine has: the CPU always, CUDA when present (the GPU check script,
-benchmarks/gpu_check.sh, runs this module on a GPU machine). Dense, low-rank and sequential methods all
+benchmarks/gpu_check.sh, runs this module on a GPU machine). Dense, data-aware, low-rank and sequential methods all
 run through the public API with ``device=...``; outputs are compared tensor by tensor with the CPU run.
 """
 
@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from hf_time.api import fold, merge
 from hf_time.merges import get, list_methods
-from test_golden_outputs import DENSE_PARAMS, LOWRANK_PARAMS, SEQUENTIAL_PARAMS
+from test_golden_outputs import DATA_PARAMS, DENSE_PARAMS, LOWRANK_PARAMS, SEQUENTIAL_PARAMS, write_synthetic_fishers
 from test_lora_adapters import save_tiny_lora
 from tiny import save_tiny_llama
 
@@ -39,6 +39,10 @@ def _run(kind: str, method: str, models, out, device: str):
         limit = get(method).max_experts
         chosen = experts[:limit] if limit else experts
         return merge(str(base), [str(e) for e in chosen], method, params=DENSE_PARAMS[method], device=device,
+                     out=out, progress=False).out_dir
+    if kind == "data":  # statistics (a Fisher) stored beside each expert
+        write_synthetic_fishers(experts)
+        return merge(str(base), [str(e) for e in experts], method, params=DATA_PARAMS[method], device=device,
                      out=out, progress=False).out_dir
     if kind == "lowrank":
         return merge(str(base), [str(a) for a in adapters], method, params=LOWRANK_PARAMS[method], device=device,

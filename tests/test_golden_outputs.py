@@ -97,22 +97,28 @@ def test_every_method_has_a_golden_case():
     assert {s.name for s in list_methods()} <= covered
 
 
-@pytest.mark.parametrize("method", sorted(DATA_PARAMS))
-def test_data(models, tmp_path, golden, method):
-    """Data-aware methods on the three experts with a synthetic, deterministic Fisher beside each."""
+def write_synthetic_fishers(experts) -> None:
+    """A deterministic Fisher (seeded by the expert's position) beside each expert, once."""
     import torch
 
-    from hf_time.api import merge
     from hf_time.fisher import save_fisher, weights_fingerprint
     from hf_time.io import Checkpoint
 
-    base, experts, _ = models
     for i, e in enumerate(experts):
         if not (e / "fisher.safetensors").exists():
             ck = Checkpoint(e)
             g = torch.Generator().manual_seed(i)
             tensors = {n: torch.rand(info.shape, generator=g) ** 4 for n, info in ck.infos.items() if info.is_float}
             save_fisher(e, tensors, {"model": str(e), "weights": weights_fingerprint(e)})
+
+
+@pytest.mark.parametrize("method", sorted(DATA_PARAMS))
+def test_data(models, tmp_path, golden, method):
+    """Data-aware methods on the three experts with a synthetic, deterministic Fisher beside each."""
+    from hf_time.api import merge
+
+    base, experts, _ = models
+    write_synthetic_fishers(experts)
     out = merge(str(base), [str(e) for e in experts], method, params=DATA_PARAMS[method], weights=[0.5, 0.3, 0.2],
                 out=tmp_path / "m", progress=False).out_dir
     _check(golden, f"data/{method}", _weight_hashes(out))
