@@ -85,3 +85,15 @@ def pytest_runtest_makereport(item, call):
         from probes import record
 
         record(marker.args[0], item.nodeid, ok=report.passed, detail=str(report.longrepr)[:200] if report.failed else "")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run ~10x faster on one torch thread when the 2 cores are shared (thread-sync
+    overhead); a module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

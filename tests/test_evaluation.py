@@ -22,13 +22,7 @@ VOCAB = {"[PAD]": 0, "good": 1, "bad": 2, "positive": 3, "negative": 4}
 VECTORS = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run ~10x faster on one thread when the 2 cores are shared (thread-sync overhead)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one torch thread
 
 
 class WordTokenizer:

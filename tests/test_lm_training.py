@@ -21,13 +21,7 @@ from tiny_lm import save_tiny_causal_lm, tiny_tokenizer
 FAST = dict(steps=16, learning_rate=3e-3, batch_size=8, max_length=32, warmup_ratio=0.0, freeze_embeddings=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread when the 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one torch thread
 
 
 @pytest.fixture(scope="module")

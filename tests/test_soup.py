@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from hf_time.cli import main
 from hf_time.errors import ConfigError
@@ -40,12 +39,7 @@ def test_fewer_than_two_ingredients_is_one_line_error(capsys):
     assert code == 2 and "a greedy soup needs at least 2 ingredients, got 1" in err and err.count("\n") == 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one torch thread
 
 
 def test_soup_command_writes_a_linear_merge_and_its_decisions_in_the_card(tmp_path, capsys):

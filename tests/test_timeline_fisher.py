@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from test_timeline_common import save_tiny_bert, timeline_dict
 
 from hf_time.errors import ConfigError
@@ -12,12 +11,7 @@ from hf_time.timeline.config import timeline_config_from_dict
 from hf_time.timeline.runner import run_timeline
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one torch thread
 
 
 def test_fisher_after_training_then_fisher_merge_of_the_experts(hub, tmp_path):

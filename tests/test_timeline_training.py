@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 from test_timeline_common import save_tiny_bert, timeline_dict
 
 from hf_time.hub import Hub
@@ -15,13 +14,7 @@ from hf_time.timeline.config import timeline_config_from_dict
 from hf_time.timeline.runner import run_timeline
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run much faster on one thread when the 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one torch thread
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])

@@ -26,13 +26,7 @@ from hf_time.training import (
 FAST = dict(steps=12, learning_rate=3e-3, batch_size=8, warmup_ratio=0.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run ~10x faster on one thread when the 2 cores are shared (thread-sync overhead)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models on one torch thread
 
 
 @pytest.fixture(scope="module")
