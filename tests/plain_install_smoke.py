@@ -152,6 +152,22 @@ def main() -> int:
         check("plot.png" not in files and "hf_time[plot]" in card, "no matplotlib: no plot, and the card says how to get it")
         cli("timeline", "report", "smoke/smoke-timeline@step-1", "--hub", url, env=env, cwd=work)
         check(True, "timeline report")
+        # Data-aware merging and evaluation (README "Data-aware merging"), on the toy task's data.
+        data = ["--task", "fruit", "--dataset", str(tasks["fruit"]), "--label-description", "about fruit",
+                "--label-description", "about animal"]
+        for i in (1, 2):
+            cli("fisher", f"smoke/e{i}", *data, "--n-examples", "8", "--max-length", "8", "--push-to", f"smoke/e{i}",
+                "--quiet", env=env, cwd=work)
+        cli("merge", "--base", "smoke/base", "--expert", "smoke/e1", "--expert", "smoke/e2", "--method", "fisher",
+            "--out", "fisher-merge", "--quiet", env=env, cwd=work)
+        check("fisher.safetensors" in hub.list_files(hub.resolve("smoke/e1")) and
+              (work / "fisher-merge" / "model.safetensors").is_file(), "hf-time fisher pushed, merge --method fisher")
+        cli("soup", "--expert", "smoke/e1", "--expert", "smoke/e2", *data, "--n-val", "6", "--n-test", "6", "--max-length", "8",
+            "--out", "soup", "--quiet", env=env, cwd=work)
+        check((work / "soup" / "model.safetensors").is_file(), "hf-time soup")
+        table = cli("eval", "smoke/ties", *data, "--n-test", "6", "--max-length", "8", "--push-to-card", env=env, cwd=work)
+        card = (Path(hub.download(hub.resolve("smoke/ties"), ["README.md"])) / "README.md").read_text()
+        check("fruit" in table and "model-index" in card and "fruit" in card, "hf-time eval --push-to-card")
     finally:
         server.terminate()
         server.wait(10)
