@@ -58,9 +58,11 @@ def split_indices(labels: Sequence[int], label_names: Sequence[str], *, n_train:
     for i, y in enumerate(labels):
         by_class[y].append(i)
     quota = [n_test // k + (c < n_test % k) for c in range(k)]
-    short = [f"{label_names[c]} has {len(by_class[c])} < {quota[c]}" for c in range(k) if len(by_class[c]) < quota[c]]
+    short = [f"label {label_names[c]!r} has {len(by_class[c])} examples, the test needs {quota[c]}" for c in range(k)
+             if len(by_class[c]) < quota[c]]
     if short:
-        raise ConfigError.from_problems(f"task {key!r}: too few examples for a balanced test of {n_test}", short)
+        raise ConfigError.from_problems(f"task {key!r}: too few examples for a balanced test of {n_test} "
+                                        "(lower the test size: --n-test or data.n_test)", short)
     test, train = [], []
     for c, idx in enumerate(by_class):
         rng.shuffle(idx)

@@ -34,7 +34,7 @@ def check(cond: bool, what: str) -> None:
 
 def cli(*args: str, env: dict, cwd: Path) -> str:
     exe = Path(sys.executable).with_name("hf-time")
-    proc = subprocess.run([str(exe), *args], env=env, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run([str(exe), *args], check=False, env=env, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"plain-install smoke FAILED: hf-time {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
     return proc.stdout

@@ -170,3 +170,14 @@ def test_text_task_validates_its_fields():
     with pytest.raises(ConfigError) as err:
         TextTask("bad", split, split, ("a", "b"), ("same", "same"))
     assert len(err.value.problems) == 3  # duplicate descriptions + out-of-range labels in both splits
+
+
+def test_too_few_examples_for_the_test_names_each_label_and_the_fix():
+    from hf_time.errors import ConfigError
+    from hf_time.task_split import split_indices
+
+    with pytest.raises(ConfigError) as info:
+        split_indices([0, 0, 1, 1, 1, 1, 1, 1], ["ham", "spam"], n_train=None, n_test=10, seed=0, key="toy")
+    text = str(info.value)
+    assert "label 'ham' has 2 examples, the test needs 5" in text and "'spam'" not in text
+    assert "--n-test" in text and "data.n_test" in text
