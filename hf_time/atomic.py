@@ -93,6 +93,18 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def check_output_free(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """``out_dir`` as an absolute path, refused when it exists and ``overwrite`` is False.
+
+    Raises:
+        OutputExistsError: the folder exists (the message names it and both ways out).
+    """
+    out = Path(out_dir).absolute()
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"output directory {out} already exists; choose another --out or pass --overwrite")
+    return out
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``out_dir``; on success it is flushed to disk and renamed to ``out_dir``.
@@ -104,9 +116,7 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
     Raises:
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is False (checked before any work).
     """
-    out = Path(out_dir).absolute()
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"output directory {out} already exists; choose another --out or pass --overwrite")
+    out = check_output_free(out_dir, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

@@ -29,8 +29,8 @@ from hf_time.align.models import check_tokenizers, load_model
 from hf_time.align.perms import Alignment, permute_tensor
 from hf_time.align.spec import ArchSpec, arch_spec
 from hf_time.align.weight_matching import MatchResult, weight_matching
-from hf_time.atomic import atomic_output_dir
-from hf_time.errors import ConfigError, OutputExistsError
+from hf_time.atomic import atomic_output_dir, check_output_free
+from hf_time.errors import ConfigError
 from hf_time.hub import Hub, PublishResult
 from hf_time.io import Checkpoint, ShardedSafetensorsWriter, plan_shards, write_safetensors
 from hf_time.lineage import ExpertRecord, Lineage, MethodRecord
@@ -143,9 +143,7 @@ def align(reference: str, expert: str, config: MatchingConfig = MatchingConfig()
         problems.append("no output folder given; pass --out DIR")
     if problems:
         raise ConfigError.from_problems("invalid alignment", problems)
-    if Path(out).exists() and not overwrite:
-        raise OutputExistsError(f"output directory {Path(out).absolute()} already exists; choose another --out or "
-                                "pass --overwrite")
+    check_output_free(out, overwrite=overwrite)
     hub = hub or Hub()
     if push_to:
         hub.check_publish(push_to)

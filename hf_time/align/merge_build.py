@@ -25,8 +25,8 @@ from hf_time.align.inputs import ModelIn, download, resolve_pair
 from hf_time.align.models import check_tokenizers, load_model
 from hf_time.align.merging import assemble, fit_linears, pleas_zips, zipit_zips
 from hf_time.align.multihead import Head, save_multihead, trunk_class
-from hf_time.atomic import atomic_output_dir
-from hf_time.errors import ConfigError, OutputExistsError
+from hf_time.atomic import atomic_output_dir, check_output_free
+from hf_time.errors import ConfigError
 from hf_time.hub import Hub, PublishResult
 from hf_time.io import Checkpoint, copy_files
 from hf_time.lineage import ExpertRecord, Lineage, MethodRecord
@@ -63,9 +63,7 @@ def _check(experts: Sequence[str], tasks: Sequence[str], out, overwrite: bool) -
         problems.append("no output folder given; pass --out DIR")
     if problems:
         raise ConfigError.from_problems("invalid merge of different inits", problems)
-    if Path(out).exists() and not overwrite:
-        raise OutputExistsError(f"output directory {Path(out).absolute()} already exists; choose another --out or pass "
-                                "--overwrite")
+    check_output_free(out, overwrite=overwrite)
 
 
 def _run(operation: str, experts: Sequence[str], config, *, out, overwrite: bool, push_to: str | None, tag: str | None,

@@ -17,9 +17,9 @@ from typing import Any, Mapping, Sequence
 
 from hf_time.align.config import to_data
 from hf_time.config import MergeConfig
-from hf_time.errors import ConfigError, OutputExistsError, PublishError
+from hf_time.errors import ConfigError, PublishError
 from hf_time.hub import Hub, PublishResult
-from hf_time.atomic import atomic_output_dir
+from hf_time.atomic import atomic_output_dir, check_output_free
 from hf_time.lineage import Lineage, RefRecord
 from hf_time.pipeline.artifact import merge_lineage, training_lineage
 from hf_time.pipeline.cards import render_card
@@ -55,10 +55,8 @@ class MergeResult:
 def _check_out(options: RunOptions) -> Path:
     if options.out is None:
         raise ConfigError("no output folder given; pass --out DIR")
-    out = Path(options.out)
-    if out.exists() and not options.overwrite:
-        raise OutputExistsError(f"output directory {out.absolute()} already exists; choose another --out or pass --overwrite")
-    return out
+    check_output_free(options.out, overwrite=options.overwrite)
+    return Path(options.out)
 
 
 def prepare(config: MergeConfig, options: RunOptions, hub: Hub, *, local: Mapping[str, Path] | None = None,
