@@ -1,7 +1,8 @@
 """Checkpoint I/O: lazy shard-aware reading and streaming sharded safetensors writing.
 
-Reading never loads a whole model: tensors are read one at a time from memory-mapped safetensors
-shards. Writing is streamed too: because every output tensor's name, dtype and shape are known before
+Reading never loads a whole model: tensors are read one at a time, either copied into a buffer the
+caller reuses (positioned reads) or viewed in place in the memory-mapped shard, zero-copy, and
+released as soon as they are merged, so resident memory stays at a few tensors. Writing is streamed too: because every output tensor's name, dtype and shape are known before
 the merge starts (they are the base's), the shard layout and each shard's safetensors header are
 written first and tensor bytes are appended as they are produced. Peak memory is therefore one merged
 tensor plus its inputs, never a shard. Files are written into a temporary sibling directory that is
@@ -10,9 +11,15 @@ renamed into place only when complete (:func:`atomic_output_dir`).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+import mmap
 import os
+import queue
+import sys
+import threading
 import shutil
 import struct
 from dataclasses import dataclass
@@ -23,6 +30,7 @@ import torch
 
 from hf_time.atomic import atomic_output_dir, atomic_write_text  # noqa: F401  (kept importable from here)
 from hf_time.errors import CorruptCheckpointError, MissingWeightsError, UnsafeCheckpointError
+from hf_time.hashing import remember_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -192,12 +200,34 @@ def weight_files(folder: Path) -> tuple[list[str], bool]:
     )
 
 
+# madvise(MADV_POPULATE_READ) maps pages without touching them (Linux >= 5.14; Python's mmap module
+# has no constant for it). Older kernels answer EINVAL and _advise falls back to WILLNEED.
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22 if sys.platform.startswith("linux") else None)
+
+
+def _advise(m: mmap.mmap, start: int, length: int, advice: int | None) -> None:
+    """madvise over the pages covering [start, start + length) of ``m``; advice is only advice."""
+    if advice is None or length <= 0:
+        return
+    first = start - start % mmap.PAGESIZE
+    span = min(start + length, len(m)) - first
+    for option in (advice, mmap.MADV_WILLNEED) if advice == _MADV_POPULATE_READ else (advice,):
+        try:
+            m.madvise(option, first, span)
+            return
+        except (OSError, ValueError):
+            continue
+
+
 class Checkpoint:
     """Lazy, shard-aware read access to the weights of one model folder.
 
-    Safetensors tensors are read one at a time with positioned reads (``preadv``) straight into a
-    buffer, either a fresh one (:meth:`get`) or one the caller reuses (:meth:`read_into`). Files are
-    not memory-mapped, so a merge's resident memory is its buffers, not the models it reads.
+    Safetensors tensors are read one at a time, either with positioned reads (``preadv``) straight
+    into a buffer, a fresh one (:meth:`get`) or one the caller reuses (:meth:`read_into`), or viewed
+    in place, zero-copy, in the memory-mapped file (:meth:`view`, used by the merge engine: no copy of
+    the inputs at all). A viewed tensor's pages count as resident memory until :meth:`release` drops
+    them from this process (they stay in the page cache), so a merge's resident memory is the tensors
+    in flight, not the models it reads.
     Pickle checkpoints are refused unless ``allow_pickle`` (then loaded whole with
     ``torch.load(weights_only=True)``).
 
@@ -218,6 +248,7 @@ class Checkpoint:
         self._infos: dict[str, TensorInfo] = {}
         self._where: dict[str, tuple[str, int, int]] = {}  # name -> (file, absolute start, nbytes)
         self._fds: dict[str, int] = {}
+        self._maps: dict[str, mmap.mmap] = {}
         self._pickled: dict[str, torch.Tensor] = {}
         for name in files:
             if is_pickle:
@@ -260,9 +291,7 @@ class Checkpoint:
             buffer[: src.numel()].copy_(src)
             return buffer[: src.numel()].view(info.torch_dtype).view(info.shape)
         file, start, n = self._where[name]
-        fd = self._fds.get(file)
-        if fd is None:
-            fd = self._fds[file] = os.open(self.folder / file, os.O_RDONLY)
+        fd = self._fd(file)
         if buffer.numel() < n:  # a caller's bug, not the file's: say so rather than blame the file
             raise ValueError(f"buffer of {buffer.numel()} bytes is too small for tensor {name!r} ({n} bytes)")
         view = memoryview(buffer[:n].numpy())
@@ -270,12 +299,73 @@ class Checkpoint:
         while done < n:  # one preadv reads at most ~2 GiB on Linux
             got = os.preadv(fd, [view[done:]], start + done)
             if got <= 0:
-                raise CorruptCheckpointError(f"{self.folder / file} ends before the bytes of tensor {name!r}: the file was "
-                                             "truncated after it was opened; re-download it")
+                raise self._truncated(file, name)
             done += got
         return buffer[:n].view(info.torch_dtype).view(info.shape)
 
+    def view(self, name: str, *, populate: bool = False) -> torch.Tensor:
+        """One stored tensor, viewed in place in the memory-mapped file (no copy; do not modify it).
+
+        The mapping is private (copy-on-write), so even a buggy writer to the view can never change the
+        file. Tensors whose bytes are not aligned to their element size (possible only after an odd-sized
+        integer tensor) and pickle checkpoints are copied instead.
+
+        Args:
+            populate: map the tensor's pages now (from this thread) rather than on first touch; a
+                prefetching thread uses it so that the merge itself takes no page faults.
+
+        Raises:
+            CorruptCheckpointError: the file is now shorter than the tensor's bytes (it was truncated
+                after it was opened): touching them would kill the process with SIGBUS.
+        """
+        info = self._infos[name]
+        if self.is_pickle:
+            return self._pickled[name]
+        file, start, n = self._where[name]
+        if n == 0 or start % max(1, info.torch_dtype.itemsize):
+            return self.get(name)
+        m = self._map(file)
+        if start + n > len(m) or os.fstat(self._fd(file)).st_size < start + n:
+            raise self._truncated(file, name)
+        if populate:
+            _advise(m, start, n, _MADV_POPULATE_READ)
+        raw = torch.frombuffer(m, dtype=torch.uint8, count=n, offset=start)
+        return raw.view(info.torch_dtype).view(info.shape)
+
+    def release(self, name: str) -> None:
+        """Drop the pages of a viewed tensor from this process's resident memory (no-op otherwise).
+
+        Views stay valid: touching the bytes again maps them again from the page cache. Pages shared
+        with a neighbouring tensor are dropped too and simply mapped again when that one is read.
+        """
+        where = self._where.get(name)
+        m = self._maps.get(where[0]) if where is not None else None
+        if m is not None:
+            _advise(m, where[1], where[2], mmap.MADV_DONTNEED)
+
+    def _fd(self, file: str) -> int:
+        fd = self._fds.get(file)
+        if fd is None:
+            fd = self._fds[file] = os.open(self.folder / file, os.O_RDONLY)
+        return fd
+
+    def _map(self, file: str) -> mmap.mmap:
+        m = self._maps.get(file)
+        if m is None:
+            m = self._maps[file] = mmap.mmap(self._fd(file), 0, access=mmap.ACCESS_COPY)
+        return m
+
+    def _truncated(self, file: str, name: str) -> CorruptCheckpointError:
+        return CorruptCheckpointError(f"{self.folder / file} ends before the bytes of tensor {name!r}: the file was "
+                                      "truncated after it was opened; re-download it")
+
     def close(self) -> None:
+        for m in self._maps.values():
+            try:
+                m.close()
+            except BufferError:  # a view is still alive: the mapping goes when the last view does
+                pass
+        self._maps.clear()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
@@ -334,12 +424,63 @@ def _header_bytes(shard: Sequence[TensorInfo], metadata: dict[str, str]) -> byte
     return struct.pack("<Q", len(raw)) + raw
 
 
+class _TrailingHasher:
+    """The sha256 of a file being appended to, computed by a background thread that reads the written
+    bytes back from the page cache: hashing costs the writer a queue put, not a pass over the bytes
+    on its own thread, and nothing has to re-read the file afterwards (:func:`remember_sha256`).
+    """
+
+    _BLOCK = 8 << 20
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY)
+        self._hash = hashlib.sha256()
+        self._ends: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"sha256 {path.name}", daemon=True)
+        self._thread.start()
+
+    def advance(self, end: int) -> None:
+        """The file's first ``end`` bytes are written (and flushed to the OS)."""
+        self._ends.put(end)
+
+    def finish(self, end: int) -> str:
+        """Hash up to ``end`` (the final size), stop the thread and return the hex digest."""
+        self._ends.put(end)
+        self._ends.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise OSError(f"could not read back {self.path} to hash it: {self._error}") from self._error
+        return self._hash.hexdigest()
+
+    def abort(self) -> None:
+        """Stop without a digest (the write failed); safe to call more than once."""
+        self._ends.put(None)
+
+    def _run(self) -> None:
+        pos = 0
+        try:
+            while (end := self._ends.get()) is not None:
+                while pos < end:
+                    block = os.pread(self._fd, min(end - pos, self._BLOCK), pos)
+                    if not block:
+                        raise OSError(f"the file ends at byte {pos}, before {end}")
+                    self._hash.update(block)  # releases the GIL
+                    pos += len(block)
+        except Exception as e:  # noqa: BLE001  (re-raised by finish(), on the writer's thread)
+            self._error = e
+        finally:
+            os.close(self._fd)
+
+
 class ShardedSafetensorsWriter:
     """Write tensors into pre-planned safetensors shards, streaming each tensor's bytes to disk.
 
     Tensors must be written in plan order, each with exactly the planned dtype and shape. With one
     shard the file is ``model.safetensors``; otherwise ``model-0000i-of-0000N.safetensors`` plus
-    ``model.safetensors.index.json``, as transformers writes them.
+    ``model.safetensors.index.json``, as transformers writes them. Each shard's sha256 is computed
+    while it is written (by a background thread) and is in :attr:`sha256` after :meth:`close`.
     """
 
     def __init__(self, folder: Path, shards: list[list[TensorInfo]], metadata: dict[str, str] | None = None):
@@ -348,16 +489,38 @@ class ShardedSafetensorsWriter:
         self.metadata = {"format": "pt", **(metadata or {})}
         n = len(shards)
         self.file_names = [SAFE_SINGLE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        self.sha256: dict[str, str] = {}
         self._queue: Iterator[tuple[int, TensorInfo]] = ((i, info) for i, shard in enumerate(shards) for info in shard)
         self._open_shard = -1
         self._fh = None
+        self._hasher: _TrailingHasher | None = None
+        self._size = 0
 
     def _switch_to(self, shard_idx: int) -> None:
-        if self._fh is not None:
-            self._fh.close()
-        self._fh = open(self.folder / self.file_names[shard_idx], "wb")
-        self._fh.write(_header_bytes(self.shards[shard_idx], self.metadata))
+        self._finish_shard()
+        path = self.folder / self.file_names[shard_idx]
+        self._fh = open(path, "wb")
+        self._hasher = _TrailingHasher(path)
+        self._size = 0
         self._open_shard = shard_idx
+        self._append(_header_bytes(self.shards[shard_idx], self.metadata))
+
+    def _append(self, data) -> None:
+        self._fh.write(data)
+        self._fh.flush()  # the hasher reads the file through the OS
+        self._size += memoryview(data).nbytes
+        self._hasher.advance(self._size)
+
+    def _finish_shard(self) -> None:
+        if self._fh is None:
+            return
+        self._fh.close()
+        self._fh = None
+        hasher, self._hasher = self._hasher, None
+        digest = hasher.finish(self._size)
+        name = self.file_names[self._open_shard]
+        self.sha256[name] = digest
+        remember_sha256(hasher.path, digest)
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Append the next tensor. Raises ValueError if it is not the one the plan expects."""
@@ -373,7 +536,7 @@ class ShardedSafetensorsWriter:
         if shard_idx != self._open_shard:
             self._switch_to(shard_idx)
         data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-        self._fh.write(memoryview(data.numpy()))
+        self._append(memoryview(data.numpy()))
 
     def close(self) -> list[str]:
         """Finish the last shard and write the index. Returns the written file names."""
@@ -382,7 +545,7 @@ class ShardedSafetensorsWriter:
             raise ValueError(f"merge ended before tensor {leftover[1].name!r} was written")
         if self._open_shard == -1:  # no tensors at all: still write a valid (empty) file
             self._switch_to(0)
-        self._fh.close()
+        self._finish_shard()
         files = list(self.file_names)
         if len(self.shards) > 1:
             total = sum(i.nbytes() for s in self.shards for i in s)
@@ -391,6 +554,19 @@ class ShardedSafetensorsWriter:
             (self.folder / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
             files.append(SAFE_INDEX)
         return files
+
+    def abort(self) -> None:
+        """Give up after a failed merge: close the open shard and stop its hasher (no digest)."""
+        if self._hasher is not None:
+            self._hasher.abort()
+            self._hasher = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __del__(self) -> None:  # a writer dropped without close() or abort() (an error path) stops its thread
+        with contextlib.suppress(Exception):
+            self.abort()
 
 
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],

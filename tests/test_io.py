@@ -143,3 +143,78 @@ def test_sha256_is_computed_once_per_file_version(tmp_path, monkeypatch):
     assert hashing.sha256_file(path) == first == real(b"a" * 1000).hexdigest() and len(calls) == 1
     path.write_bytes(b"b" * 1001)  # a new version of the file is hashed again
     assert hashing.sha256_file(path) == real(b"b" * 1001).hexdigest() and len(calls) == 2
+
+
+def test_writer_hashes_each_shard_while_writing_and_the_hash_is_not_recomputed(tmp_path, monkeypatch):
+    import hashlib
+
+    from hf_time import hashing
+
+    ts = _tensors()
+    w = ShardedSafetensorsWriter(tmp_path / "tmp", plan_shards(_infos(ts), 4030), {"hf_time": "test"})
+    (tmp_path / "tmp").mkdir()
+    for k, v in ts.items():
+        w.write(k, v)
+    files = w.close()
+    shards = [f for f in files if f.endswith(".safetensors")]
+    assert sorted(w.sha256) == sorted(shards)
+    for f in shards:
+        assert w.sha256[f] == hashlib.sha256((tmp_path / "tmp" / f).read_bytes()).hexdigest()
+    (tmp_path / "tmp").rename(tmp_path / "out")  # how an output folder is published: renamed into place
+    calls = []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashing.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    assert {f: hashing.sha256_file(tmp_path / "out" / f) for f in shards} == w.sha256
+    assert calls == []  # remembered from the writer, across the rename
+
+
+def test_writer_abort_stops_its_hasher_and_closes_the_shard(tmp_path):
+    ts = _tensors()
+    w = ShardedSafetensorsWriter(tmp_path, plan_shards(_infos(ts), 10**9))
+    w.write("a.weight", ts["a.weight"])
+    hasher = w._hasher
+    w.abort()
+    hasher._thread.join(timeout=10)
+    assert not hasher._thread.is_alive() and w._fh is None
+    w.abort()  # idempotent
+
+
+def test_view_is_zero_copy_read_only_in_effect_and_survives_release(tmp_path):
+    ts = _tensors()
+    save_file(ts, tmp_path / "model.safetensors")
+    ck = Checkpoint(tmp_path)
+    view = ck.view("c.weight", populate=True)
+    assert torch.equal(view, ts["c.weight"]) and view.shape == (50, 20)
+    view2 = ck.view("c.weight")
+    assert view.data_ptr() == view2.data_ptr()  # the same mapped bytes, not copies
+    ck.release("c.weight")  # pages dropped from the process: the view reads them again from the file
+    assert torch.equal(view, ts["c.weight"])
+    view.mul_(0)  # a private mapping: even a buggy writer cannot change the checkpoint
+    assert torch.equal(load_file(tmp_path / "model.safetensors")["c.weight"], ts["c.weight"])
+    assert torch.equal(ck.view("b.ids"), ts["b.ids"])
+    ck.close()
+
+
+def test_view_of_a_truncated_file_is_an_error_not_a_crash(tmp_path):
+    from hf_time.errors import CorruptCheckpointError
+
+    ts = _tensors()
+    save_file(ts, tmp_path / "model.safetensors")
+    ck = Checkpoint(tmp_path)
+    assert torch.equal(ck.view("a.weight"), ts["a.weight"])
+    path = tmp_path / "model.safetensors"
+    with open(path, "r+b") as f:  # truncated after it was opened (touching those pages would be SIGBUS)
+        f.truncate(path.stat().st_size - 100)
+    last = list(ck.infos)[-1]
+    with pytest.raises(CorruptCheckpointError, match="truncated after it was opened"):
+        ck.view(last)
+
+
+def test_view_of_an_unaligned_tensor_is_a_copy_with_the_right_values(tmp_path):
+    from hf_time.io import read_safetensors_layout, write_safetensors
+
+    ts = {"odd": torch.arange(3, dtype=torch.uint8), "w": torch.randn(4, 5)}  # stored in this order
+    write_safetensors(tmp_path / "model.safetensors", ts)
+    assert read_safetensors_layout(tmp_path / "model.safetensors")["w"].start % 4 == 3  # float32 at an odd byte
+    ck = Checkpoint(tmp_path)
+    assert torch.equal(ck.view("w"), ts["w"]) and torch.equal(ck.view("odd"), ts["odd"])
