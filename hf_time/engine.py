@@ -6,11 +6,22 @@ checkpoints come from: it reads tensors from *weight sources* (anything with ``i
 ``get(name)``, e.g. :class:`hf_time.io.Checkpoint`) and streams results into a
 :class:`~hf_time.io.ShardedSafetensorsWriter`. Memory stays at (experts + 2) tensors of the largest
 size, plus one prefetched set, whatever the model size.
+
+Where the time goes on CPU, and what the loop does about it (figures: benchmarks/README.md):
+
+* Safetensors checkpoints are not copied at all: the op reads the memory-mapped file in place
+  (:meth:`~hf_time.io.Checkpoint.view`), a background thread maps the next tensor's pages while this
+  one is merged, and each tensor's pages are released from the process once it is written.
+* Elementwise methods (task arithmetic, linear) run on cache-sized slices of the flattened tensors,
+  each slice converted, combined, checked and rounded into the output buffer while it is in cache,
+  instead of whole-tensor passes through memory: the same bits, ~3x less time.
+* The output's sha256 (for the lineage) is computed by the writer's background thread as it writes.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,13 +32,17 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_time.errors import NonFiniteError
-from hf_time.io import ShardedSafetensorsWriter, TensorInfo, plan_shards
+from hf_time.io import Checkpoint, ShardedSafetensorsWriter, TensorInfo, plan_shards
 from hf_time.merges.kernels import all_finite
 from hf_time.merges.registry import TensorContext
 from hf_time.progress import enabled as bars_enabled
 from hf_time.progress import label as bar_label
 
 logger = logging.getLogger(__name__)
+
+# Elements per slice for elementwise ops: 0.5 MiB per float32 operand, so a slice's inputs, output
+# and scratch stay in a core's L2 cache (128K measured fastest among 16K..4M on this CPU).
+SLICE = 1 << 17
 
 # Transformer block index in a parameter name: "model.layers.3.mlp...", "encoder.layer.3...", "h.3...".
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block|resblocks)\.(\d+)\.")
@@ -63,6 +78,8 @@ class StreamJob:
         device: where ``op`` runs ("cpu", "cuda", "cuda:1").
         compute_dtype: dtype inputs are converted to (float32: merging in bf16 loses bits).
         native_inputs: ``op`` accepts inputs in their stored dtype and converts them itself.
+        elementwise: ``op`` is elementwise (see :class:`hf_time.merges.registry.DenseMethod`), so it
+            may be run on slices of the flattened tensors.
         thresholds: per input, global magnitude thresholds (``ctx.magnitude_thresholds``), or None.
         label: what the progress bar says.
         names: how errors name the base and each input (default ``base``, ``input 1``...).
@@ -75,6 +92,7 @@ class StreamJob:
     device: str = "cpu"
     compute_dtype: torch.dtype = torch.float32
     native_inputs: bool = False
+    elementwise: bool = False
     thresholds: tuple[tuple[float, ...], ...] | None = None
     label: str = "merging"
     names: tuple[str, ...] = ()
@@ -136,29 +154,47 @@ def quantile_values(magnitudes: torch.Tensor, fractions: Sequence[float]) -> tup
 
 
 class _Buffers:
-    """Reusable buffers, sized once for the largest tensor: raw bytes per source, compute tensors per
-    source, and one output buffer. Reusing them avoids re-faulting fresh pages for every tensor, which
-    on CPU costs as much as the merge arithmetic itself. Each source's raw buffer fits *its* largest
-    stored tensor: a float32 expert of a bfloat16 base stores twice the bytes per tensor."""
+    """Reusable buffers, sized once for the largest tensor: raw bytes per source that is not memory-mapped,
+    compute tensors per source, and one output buffer. Reusing them avoids re-faulting fresh pages for
+    every tensor, which on CPU costs as much as the merge arithmetic itself. Each source's raw buffer fits
+    *its* largest stored tensor: a float32 expert of a bfloat16 base stores twice the bytes per tensor."""
 
-    def __init__(self, sources: Sequence[WeightSource], infos: Sequence[TensorInfo], compute_dtype: torch.dtype,
-                 device: torch.device, out_dtypes: Mapping[str, torch.dtype], *, native: bool = False):
+    def __init__(self, sources: Sequence[WeightSource], mapped: Sequence[bool], infos: Sequence[TensorInfo],
+                 compute_dtype: torch.dtype, device: torch.device, out_dtypes: Mapping[str, torch.dtype], *,
+                 native: bool = False):
         max_numel = max((i.numel for i in infos if i.is_float), default=0)
         max_out = max((i.numel * torch.empty((), dtype=out_dtypes[i.name]).element_size() for i in infos), default=0)
-        self.raw = [torch.empty(max((i.nbytes() for i in src.infos.values()), default=0), dtype=torch.uint8)
-                    for src in sources]
+        self.raw = [torch.empty(0 if m else max((i.nbytes() for i in src.infos.values()), default=0), dtype=torch.uint8)
+                    for src, m in zip(sources, mapped)]
         # Methods that read the stored dtype directly need no compute copies of their inputs.
         self.compute = [] if native else [torch.empty(max_numel, dtype=compute_dtype, device=device) for _ in sources]
-        self.out = torch.empty(max_out, dtype=torch.uint8)
+        # Two output buffers: tensor k is written (by the write thread) from one while k+1 is merged into the other.
+        self.outs = [torch.empty(max_out, dtype=torch.uint8) for _ in range(2)]
+        self.turn = 0
+        self._reused = {t.untyped_storage().data_ptr() for t in (*self.raw, *self.compute) if t.numel()}
+
+    def next_turn(self) -> None:
+        """Switch output buffers (after handing the current one to the writer)."""
+        self.turn ^= 1
+
+    def reuses(self, t: torch.Tensor) -> bool:
+        """Whether ``t`` lives in a raw or compute buffer, which the next tensor overwrites."""
+        return t.device.type == "cpu" and t.untyped_storage().data_ptr() in self._reused
 
     def as_compute(self, j: int, raw: torch.Tensor) -> torch.Tensor:
         return self.compute[j][: raw.numel()].view(raw.shape).copy_(raw)
 
+    def output(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+        """The output buffer as a tensor of ``shape`` and ``dtype``."""
+        numel = math.prod(shape)
+        out = self.outs[self.turn]
+        return out[: numel * torch.empty((), dtype=dtype).element_size()].view(dtype).view(tuple(shape))
+
     def as_output(self, result: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        if result.dtype == dtype and result.device.type == "cpu":
+        """``result`` in the output dtype, in a tensor nothing else will overwrite before it is written."""
+        if result.dtype == dtype and result.device.type == "cpu" and not self.reuses(result):
             return result
-        nbytes = result.numel() * torch.empty((), dtype=dtype).element_size()
-        return self.out[:nbytes].view(dtype).view(result.shape).copy_(result)
+        return self.output(result.shape, dtype).copy_(result)
 
 
 def run(
@@ -171,9 +207,10 @@ def run(
 ) -> None:
     """Stream every tensor of ``base`` and ``sources`` through ``job.op`` into ``writer``.
 
-    Non-floating tensors (integer buffers) are copied from the base. A background thread reads the
-    raw bytes of tensor k+1 while tensor k is merged (or, for native-input ops, while it is
-    written); reads release the GIL.
+    Non-floating tensors (integer buffers) are copied from the base. A background thread prepares
+    tensor k+1 while tensor k is merged: it maps the pages of memory-mapped checkpoints, or reads the
+    raw bytes of other sources into their buffers (then only once tensor k's inputs are consumed).
+    On any error the writer is aborted (its caller discards the folder).
     """
     device = torch.device(job.device)
     names = list(base.infos)
@@ -181,44 +218,98 @@ def run(
     num_layers = max((i for i in layers.values() if i is not None), default=-1) + 1 or None
     out_dtypes = {i.name: i.torch_dtype for i in writer_infos(writer)}
     inputs_all = [base, *sources]
+    mapped = [isinstance(src, Checkpoint) and not src.is_pickle for src in inputs_all]
+    eager = all(mapped)  # no read buffers to wait for: prepare tensor k+1 as soon as tensor k is ready
     native = job.native_inputs and device.type == "cpu"
-    bufs = _Buffers(inputs_all, list(base.infos.values()), job.compute_dtype, device, out_dtypes, native=native)
+    sliced = native and job.elementwise
+    bufs = _Buffers(inputs_all, mapped, list(base.infos.values()), job.compute_dtype, device, out_dtypes, native=native)
 
     def load(name: str) -> list[torch.Tensor]:
-        if not base.infos[name].is_float:
-            return [base.read_into(name, bufs.raw[0])]
-        return [src.read_into(name, bufs.raw[j]) for j, src in enumerate(inputs_all)]
+        srcs = inputs_all if base.infos[name].is_float else [base]
+        return [src.view(name, populate=True) if mapped[j] else src.read_into(name, bufs.raw[j])
+                for j, src in enumerate(srcs)]
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load, names[0]) if names else None
-        bar = tqdm(total=len(names), desc=bar_label(job.label), unit="tensor", disable=not (progress and bars_enabled()))
-        for i, name in enumerate(names):
-            raws = pending.result()
+    def release(name: str) -> None:
+        for j, src in enumerate(inputs_all):
+            if mapped[j]:
+                src.release(name)
 
-            def read_next() -> None:  # once the raw buffers are free: overlaps the next read
-                nonlocal pending  # with this tensor's merge (converted inputs) or write (native ones)
-                if i + 1 < len(names):
-                    pending = pool.submit(load, names[i + 1])
+    writing = None  # the write in flight: at most one, from the output buffer not being merged into
 
-            if len(raws) == 1:  # integer buffer: copied from the base as is
-                writer.write(name, raws[0])
-                read_next()
-            else:
-                inputs = raws if native else [bufs.as_compute(j, r) for j, r in enumerate(raws)]
-                if not native:
+    def write(name: str, tensor: torch.Tensor) -> None:
+        nonlocal writing
+        if writing is not None:
+            writing.result()  # also raises the writer's error here
+        if eager:  # nothing the next tensor reuses can be in ``tensor`` (mapped views stay valid)
+            writing = writes.submit(writer.write, name, tensor)
+            bufs.next_turn()
+        else:
+            writing = None
+            writer.write(name, tensor)
+
+    try:
+        with ThreadPoolExecutor(max_workers=1) as reads, ThreadPoolExecutor(max_workers=1) as writes:
+            pending = reads.submit(load, names[0]) if names else None
+            bar = tqdm(total=len(names), desc=bar_label(job.label), unit="tensor", disable=not (progress and bars_enabled()))
+            for i, name in enumerate(names):
+                raws = pending.result()
+
+                def read_next() -> None:  # once the raw buffers are free: overlaps the next read
+                    nonlocal pending  # with this tensor's merge (converted inputs) or write (native ones)
+                    if i + 1 < len(names):
+                        pending = reads.submit(load, names[i + 1])
+
+                if eager:
                     read_next()
-                ctx = TensorContext(name=name, weights=job.weights, expert_params=job.expert_params,
-                                    layer=layers[name], num_layers=num_layers, magnitude_thresholds=job.thresholds)
-                result = job.op(inputs[0], inputs[1:], ctx)
-                if not job.allow_nonfinite and not all_finite(result):
-                    raise _nonfinite(name, inputs, job.names)
-                del inputs
-                if native:
+                if len(raws) == 1:  # integer buffer: copied from the base as is
+                    write(name, raws[0])
+                else:
+                    inputs = raws if native else [bufs.as_compute(j, r) for j, r in enumerate(raws)]
+                    if not native:
+                        release(name)
+                    if not native and not eager:
+                        read_next()
+                    ctx = TensorContext(name=name, weights=job.weights, expert_params=job.expert_params,
+                                        layer=layers[name], num_layers=num_layers, magnitude_thresholds=job.thresholds)
+                    if sliced:
+                        result = _run_sliced(job, inputs, ctx, bufs.output(inputs[0].shape, out_dtypes[name]))
+                    else:
+                        result = job.op(inputs[0], inputs[1:], ctx)
+                        if not job.allow_nonfinite and not all_finite(result):
+                            raise _nonfinite(name, inputs, job.names)
+                        result = bufs.as_output(result, out_dtypes[name])
+                    del inputs
+                    write(name, result)
+                    del result
+                if not eager and (native or len(raws) == 1):
                     read_next()
-                writer.write(name, bufs.as_output(result, out_dtypes[name]))
-                del result
-            bar.update(1)
-        bar.close()
+                if native or len(raws) == 1:  # converted inputs were released once copied
+                    release(name)
+                del raws
+                bar.update(1)
+            if writing is not None:
+                writing.result()
+            bar.close()
+    except BaseException:
+        writer.abort()  # after the pools are shut down: no write is in flight any more
+        raise
+
+
+def _run_sliced(job: StreamJob, inputs: Sequence[torch.Tensor], ctx: TensorContext, out: torch.Tensor) -> torch.Tensor:
+    """``job.op`` over cache-sized slices of the flattened inputs, each slice checked and rounded into ``out``.
+
+    Only for elementwise ops, where slice k of the result is the op of slice k of the inputs: the
+    output is bit-identical to one call on whole tensors, without whole-tensor float32 temporaries.
+    """
+    flat = [t.reshape(-1) for t in inputs]
+    dst = out.reshape(-1)
+    for start in range(0, dst.numel(), SLICE):
+        part = [t[start:start + SLICE] for t in flat]
+        result = job.op(part[0], part[1:], ctx)
+        if not job.allow_nonfinite and not all_finite(result):
+            raise _nonfinite(ctx.name, part, job.names)
+        dst[start:start + SLICE].copy_(result)
+    return out
 
 
 def _nonfinite(name: str, inputs: Sequence[torch.Tensor], names: Sequence[str]) -> NonFiniteError:

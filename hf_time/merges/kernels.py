@@ -36,6 +36,8 @@ import torch
 from torch import Tensor
 
 from hf_time.merges.selection import (  # noqa: F401 (kth_largest, top_mask: re-exported)
+    MagnitudeTrim,
+    apply_trim_,
     keep_magnitude_between_,
     keep_magnitude_ranks_,
     kth_largest,
@@ -96,38 +98,54 @@ def band_fractions(density: float, gamma: float) -> tuple[float, float] | tuple[
     return (lo, lo + density)
 
 
-def trim_magnitude_(tv: Tensor, density: float, threshold: float | None = None) -> Tensor:
-    """Zero the entries of ``tv`` outside its top-``density`` magnitudes (in place).
+def magnitude_trim(tv: Tensor, density: float, threshold: float | None = None, *,
+                   minus: Tensor | None = None) -> MagnitudeTrim | None:
+    """The top-``density`` magnitude trim of ``tv`` (None: everything is kept), to apply slice by slice.
 
     Args:
-        tv: one task vector (a temporary owned by the caller).
+        tv: one whole task vector (read to find the per-tensor threshold, not modified), or θ_i when
+            ``minus`` is θ_0 (the task vector is then never held whole, see :func:`thresholds`).
         density: fraction kept.
         threshold: the |τ| value to keep from (global scope); None computes the per-tensor one.
     """
     if density >= 1:
-        return tv
+        return None
     if threshold is None:  # per tensor: exactly int(density * numel) entries (see top_mask)
-        return keep_magnitude_ranks_(tv, 0, kept_count(density, tv.numel()))
-    return keep_magnitude_between_(tv, threshold)
+        return MagnitudeTrim.ranks(tv, 0, kept_count(density, tv.numel()), minus=minus)
+    return MagnitudeTrim.between(threshold)
 
 
-def trim_band_(tv: Tensor, density: float, gamma: float, thresholds: Sequence[float] | None = None) -> Tensor:
-    """Breadcrumbs: zero the top ``gamma`` magnitudes and everything below the next ``density`` (in place).
+def band_trim(tv: Tensor, density: float, gamma: float, thresholds: Sequence[float] | None = None, *,
+              minus: Tensor | None = None) -> MagnitudeTrim | None:
+    """Breadcrumbs: drop the top ``gamma`` magnitudes and everything below the next ``density``
+    (None: everything is kept), to apply slice by slice.
 
     Args:
+        tv: one whole task vector (read to find the per-tensor thresholds, not modified), or θ_i
+            when ``minus`` is θ_0.
         thresholds: (lo, hi) absolute |τ| values for global scope; None computes the per-tensor ones.
     """
     if density >= 1:
-        return tv
+        return None
     if thresholds is None:  # per tensor: exactly the entries ranked n_top+1 .. n_top+n_keep
         n = tv.numel()
         n_keep, n_top = kept_count(density, n), kept_count(gamma, n)
         n_top = min(n_top, n - n_keep)  # mergekit: drop fewer outliers rather than keep less
-        return keep_magnitude_ranks_(tv, n_top, n_top + n_keep)
+        return MagnitudeTrim.ranks(tv, n_top, n_top + n_keep, minus=minus)
     lo, hi = thresholds
     if gamma <= 0:
         hi = math.inf  # no outliers to drop: the quantile 1.0 would be the max itself
-    return keep_magnitude_between_(tv, lo, hi)
+    return MagnitudeTrim.between(lo, hi)
+
+
+def trim_magnitude_(tv: Tensor, density: float, threshold: float | None = None) -> Tensor:
+    """Zero the entries of ``tv`` outside its top-``density`` magnitudes (in place); see :func:`magnitude_trim`."""
+    return apply_trim_(tv, magnitude_trim(tv, density, threshold))
+
+
+def trim_band_(tv: Tensor, density: float, gamma: float, thresholds: Sequence[float] | None = None) -> Tensor:
+    """Breadcrumbs trim of ``tv`` in place; see :func:`band_trim`."""
+    return apply_trim_(tv, band_trim(tv, density, gamma, thresholds))
 
 
 def random_drop_(tv: Tensor, density: float, generator: torch.Generator) -> Tensor:
@@ -187,26 +205,28 @@ def generalized_task_arithmetic(
     factors = w if scales is None else w * weight_vector(scales, n, tvs)
     weighted = tvs if bool((factors == 1).all()) else tvs.mul_(factors)  # skip a full pass for unit weights
     if consensus:
-        # One expert at a time: peak memory is the stack plus ~2 output-sized buffers, instead of an
-        # (n, *shape) float agreement tensor.
-        sign = elected_sign(elect_sign(weighted), weighted.dtype)
-        mixed = torch.zeros_like(weighted[0])  # Σ of agreeing magnitudes; times the sign at the end
+        # One expert at a time: peak memory is the stack plus ~3 output-sized buffers, instead of an
+        # (n, *shape) float agreement tensor. Every mask is float 1.0/0.0 (bool masks and mixed-dtype
+        # arithmetic leave torch's vectorized CPU paths); the values are those of the bool versions.
+        sign = weighted.sum(0).ge_(0).mul_(2).sub_(1)  # ±1.0, + where Σ_i w_i τ_i >= 0 (elected_sign)
+        mixed = torch.zeros_like(sign)  # Σ of agreeing magnitudes; times the sign at the end
         uniform = len(set(weights)) == 1 and n < 256
-        divisor = None
-        if normalize:  # with equal weights Σ_agreeing w = w·count, and a uint8 count is 4x smaller
-            divisor = torch.zeros(mixed.shape, dtype=torch.uint8 if uniform else mixed.dtype, device=mixed.device)
+        divisor = agree = None
+        if normalize:  # with equal weights Σ_agreeing w = w·count: count, then divide by w once
+            divisor, agree = torch.zeros_like(sign), torch.empty_like(sign)
         for i in range(n):
             magnitudes = agreeing_magnitudes_(weighted[i], sign)
             mixed.add_(magnitudes)
             if divisor is not None:
-                agree = magnitudes > 0
+                torch.gt(magnitudes, 0, out=agree)  # 1.0 where expert i agrees (a non-zero entry)
                 if uniform:
                     divisor.add_(agree)
                 else:
                     divisor.add_(agree, alpha=float(weights[i]))
         mixed.mul_(sign)
         if divisor is not None:
-            mixed.div_(divisor.masked_fill_(divisor == 0, 1))
+            # no agreeing expert: divide by 1 (counts are whole numbers, so clamping is that fill)
+            mixed.div_(divisor.clamp_min_(1) if uniform else divisor.masked_fill_(divisor == 0, 1))
             if uniform and weights[0] not in (0, 1):
                 mixed.div_(float(weights[0]))
     else:

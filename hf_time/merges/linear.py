@@ -32,6 +32,7 @@ class LinearConfig:
     uses_base=False,
     min_experts=1,
     native_inputs=True,
+    elementwise=True,
 )
 def linear(base: Tensor | None, experts: Sequence[Tensor], config: LinearConfig, ctx: TensorContext) -> Tensor:
     """Weighted average of the experts (model soup); the base is ignored.

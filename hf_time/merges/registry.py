@@ -7,6 +7,7 @@ pipeline asks the spec and never probes the config:
 
 * :class:`DenseMethod` — ``fn(base, experts, config, ctx) -> Tensor`` for one tensor name; declares
   ``uses_base`` (θ_0 is read, so LiNeS applies), ``native_inputs`` (reads stored bf16 directly),
+  ``elementwise`` (each output entry depends only on the same entry of the inputs),
   ``global_quantiles`` (statistics a global magnitude threshold needs).
 * :class:`LowRankMethod` — ``fn(modules, config, ctx) -> ModuleResult`` for one adapted module
   (:mod:`hf_time.merges.factors`); declares its ``output`` format (``adapter`` or ``rmm``) and
@@ -219,6 +220,9 @@ class DenseMethod(MethodSpec):
         uses_base: θ_0 is an input (task-vector methods); also what makes LiNeS applicable.
         native_inputs: accepts floating inputs of any dtype (bf16 as stored) and computes in float32
             itself, so the engine skips converting its inputs (most of the work of memory-bound methods).
+        elementwise: output entry k is a function of entry k of each input only (no shape, norm, rank,
+            random draw or threshold over the tensor), so the engine may run ``fn`` on cache-sized
+            slices of the flattened tensors and get the same bits as on whole tensors, ~3x faster.
         global_quantiles: ``(config, expert_params) -> fractions`` of |τ| a global magnitude
             threshold needs for one expert (empty: none, e.g. per-tensor scope).
     """
@@ -226,6 +230,7 @@ class DenseMethod(MethodSpec):
     kind: ClassVar[str] = "dense"
     uses_base: bool = True
     native_inputs: bool = False
+    elementwise: bool = False
     global_quantiles: Callable[[Any, Mapping[str, Any]], tuple[float, ...]] | None = None
 
     @property

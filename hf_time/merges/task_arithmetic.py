@@ -13,15 +13,18 @@ Defaults follow mergekit's ``task_arithmetic`` (weight 1 per expert, ``normalize
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
+import torch
 from torch import Tensor
 
 from hf_time.merges import kernels
 from hf_time.merges.registry import TensorContext, param, register, seeded_generator
 
 PAPER = "https://arxiv.org/abs/2212.04089"
+SLICE = 1 << 17  # entries per slice when trimming and combining on CPU: the n task-vector slices stay in L2
 SCOPE_HELP = "where magnitude thresholds are computed: per tensor, or over the whole model (TIME's code)"
 
 
@@ -39,6 +42,10 @@ def run_recipe(recipe: Recipe, base: Tensor | None, experts: Sequence[Tensor], c
     Config fields read when present: ``density`` and ``gamma`` (per expert), ``rescale``,
     ``normalize``, ``lambda_``, ``threshold_scope``, ``seed`` (random drops).
 
+    Magnitude trims are decided over whole task vectors (the per-tensor thresholds), then the trims,
+    the sign election and the combination run on cache-sized slices (:func:`_merge_slices`); random
+    drops draw over the whole tensor, so DARE stacks whole task vectors.
+
     Raises:
         ValueError: no base, or global thresholds asked for but not supplied by the engine.
     """
@@ -48,29 +55,66 @@ def run_recipe(recipe: Recipe, base: Tensor | None, experts: Sequence[Tensor], c
     density = ctx.per_expert("density", getattr(config, "density", 1.0))
     gamma = ctx.per_expert("gamma", getattr(config, "gamma", 0.0))
     thresholds = _global_thresholds(config, ctx, n)
+    combine = functools.partial(kernels.generalized_task_arithmetic, weights=ctx.weights, consensus=recipe.consensus,
+                                normalize=getattr(config, "normalize", False), lambda_=getattr(config, "lambda_", 1.0))
+    if recipe.sparsify != "random":
+        return _merge_slices(base, experts, _trims(recipe, base, experts, density, gamma, thresholds, ctx.name), combine)
     base = base.to(kernels.compute_dtype(base))  # no copy when already float32
     tvs = kernels.task_vectors(base, experts)
     for i in range(n):
-        given = None if thresholds is None or density[i] >= 1 else _check_len(thresholds[i], recipe, ctx.name)
-        if recipe.sparsify == "magnitude":
-            kernels.trim_magnitude_(tvs[i], density[i], None if given is None else given[0])
-        elif recipe.sparsify == "band":
-            kernels.trim_band_(tvs[i], density[i], gamma[i], given)
-        elif recipe.sparsify == "random":
-            generator = seeded_generator(config.seed, ctx.name, offset=i, device=tvs.device)
-            kernels.random_drop_(tvs[i], density[i], generator)
+        generator = seeded_generator(config.seed, ctx.name, offset=i, device=tvs.device)
+        kernels.random_drop_(tvs[i], density[i], generator)
     scales = None
-    if recipe.sparsify == "random" and getattr(config, "rescale", False):
+    if getattr(config, "rescale", False):
         scales = [1.0 / d if d < 1 else 1.0 for d in density]
-    return kernels.generalized_task_arithmetic(
-        base,
-        tvs,
-        ctx.weights,
-        consensus=recipe.consensus,
-        normalize=getattr(config, "normalize", False),
-        lambda_=getattr(config, "lambda_", 1.0),
-        scales=scales,
-    )
+    return combine(base, tvs, scales=scales)
+
+
+def _trims(recipe: Recipe, base: Tensor, experts: Sequence[Tensor], density: Sequence[float], gamma: Sequence[float],
+           thresholds: tuple[tuple[float, ...], ...] | None, name: str) -> list[kernels.MagnitudeTrim | None]:
+    """Each expert's magnitude trim (None: kept whole), decided over its whole task vector θ_i − θ_0
+    (large CPU tensors rank it chunk by chunk, without holding it)."""
+    out: list[kernels.MagnitudeTrim | None] = []
+    for i, expert in enumerate(experts):
+        if recipe.sparsify == "none" or density[i] >= 1:
+            out.append(None)
+            continue
+        given = None if thresholds is None else _check_len(thresholds[i], recipe, name)
+        if recipe.sparsify == "magnitude":
+            out.append(kernels.magnitude_trim(expert, density[i], None if given is None else given[0], minus=base))
+        else:
+            out.append(kernels.band_trim(expert, density[i], gamma[i], given, minus=base))
+    return out
+
+
+def _merge_slices(base: Tensor, experts: Sequence[Tensor], trims: Sequence[kernels.MagnitudeTrim | None],
+                  combine: Callable[..., Tensor]) -> Tensor:
+    """τ_i = θ_i − θ_0, trimmed and combined one cache-sized slice at a time, in index order.
+
+    Every step is elementwise given the trims (which carry their tie counts from slice to slice), so
+    the result is bit-identical to stacking whole task vectors, without the ``(n, *shape)`` float32
+    stack or a float32 copy of the base: memory is the output plus one slice per input.
+    """
+    dtype = kernels.compute_dtype(base)
+    out = torch.empty(base.shape, dtype=dtype, device=base.device)
+    flat_out, flat_base = out.view(-1), base.reshape(-1)
+    flat_experts = [e.reshape(-1) for e in experts]
+    numel = flat_out.numel()
+    step = min(numel, SLICE) if out.device.type == "cpu" else max(numel, 1)
+    stack = torch.empty(len(experts) * step, dtype=dtype, device=base.device)
+    base_buf = torch.empty(step, dtype=dtype, device=base.device)
+    for lo in range(0, numel, step):
+        hi = min(lo + step, numel)
+        b = base_buf[: hi - lo].copy_(flat_base[lo:hi])
+        tvs = stack[: len(experts) * (hi - lo)].view(len(experts), hi - lo)
+        for i, e in enumerate(flat_experts):
+            tvs[i].copy_(e[lo:hi])
+        tvs.sub_(b)
+        for i, trim in enumerate(trims):
+            if trim is not None:
+                trim.apply_(tvs[i])
+        flat_out[lo:hi].copy_(combine(b, tvs))
+    return out
 
 
 def _global_thresholds(config: Any, ctx: TensorContext, n: int) -> tuple[tuple[float, ...], ...] | None:
@@ -112,7 +156,7 @@ class TaskArithmeticConfig:
 
 
 @register("task_arithmetic", kind="dense", config=TaskArithmeticConfig, paper=PAPER, uses_base=True, min_experts=1,
-          native_inputs=True)
+          native_inputs=True, elementwise=True)
 def task_arithmetic(base: Tensor | None, experts: Sequence[Tensor], config: TaskArithmeticConfig, ctx: TensorContext) -> Tensor:
     """Task arithmetic: θ_0 + λ·Σ w_i (θ_i − θ_0)."""
     if base is None:

@@ -140,7 +140,8 @@ def execute(plan: Plan, inputs: Inputs, hub: Hub, tmp: Path, *, progress: bool =
 
     layered = tp is not None and tp.layered
     job = engine.StreamJob(op=op, weights=weights, expert_params=expert_params, device=plan.device,
-                           native_inputs=method.native_inputs, thresholds=thresholds, label=f"merging ({method.name})",
+                           native_inputs=method.native_inputs, elementwise=method.elementwise,
+                           thresholds=thresholds, label=f"merging ({method.name})",
                            names=() if layered else ("the base", *(f"expert {e.name}" for e in inputs.experts)),
                            allow_nonfinite=plan.allow_nonfinite)
     writer = engine.make_writer(tmp, engine_base.infos, plan.torch_dtype, plan.max_shard_bytes, {"hf_time": __version__})
