@@ -36,7 +36,7 @@ from hf_time.io import Checkpoint, ShardedSafetensorsWriter, plan_shards, write_
 from hf_time.lineage import ExpertRecord, Lineage, MethodRecord
 from hf_time.pipeline.artifact import align_lineage, carry_base_files
 from hf_time.pipeline.cards import render_card
-from hf_time.pipeline.snapshot import write_snapshot
+from hf_time.pipeline.snapshot import publish_snapshot, write_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -162,11 +162,8 @@ def align(reference: str, expert: str, config: MatchingConfig = MatchingConfig()
         write_snapshot(tmp, lineage, card=render_card(lineage, title=title, repo=push_to))
     out_dir = Path(out).absolute()
     logger.info("%s aligned to %s by %s matching into %s", exp.name, ref.name, config.method, out_dir)
-    published = None
-    if push_to:
-        published = hub.publish(out_dir, push_to, tag=tag, private=private,
-                                commit_message=f"hf_time: {exp.record.short_name} aligned to {ref.record.short_name}",
-                                commit_description="Inputs: " + ", ".join(r.pinned for r in lineage.inputs()))
+    message = f"hf_time: {exp.record.short_name} aligned to {ref.record.short_name}"
+    published = publish_snapshot(hub, out_dir, push_to, lineage, message=message, tag=tag, private=private)
     return AlignResult(out_dir, lineage, result, published)
 
 

@@ -32,7 +32,7 @@ from hf_time.io import Checkpoint, copy_files
 from hf_time.lineage import ExpertRecord, Lineage, MethodRecord
 from hf_time.pipeline.artifact import CARRIED_FILES, align_lineage
 from hf_time.pipeline.cards import render_card
-from hf_time.pipeline.snapshot import write_snapshot
+from hf_time.pipeline.snapshot import publish_snapshot, write_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +121,8 @@ def _run(operation: str, experts: Sequence[str], config, *, out, overwrite: bool
         write_snapshot(tmp, lineage, card=render_card(lineage, title=title, repo=push_to))
     out_dir = Path(out).absolute()
     logger.info("%s merged %s into %s", operation, " and ".join(m.name for m in inputs), out_dir)
-    published = None
-    if push_to:
-        published = hub.publish(out_dir, push_to, tag=tag, private=private,
-                                commit_message=f"hf_time: {operation} of {len(inputs)} models",
-                                commit_description="Inputs: " + ", ".join(r.pinned for r in lineage.inputs()))
+    message = f"hf_time: {operation} of {len(inputs)} models"
+    published = publish_snapshot(hub, out_dir, push_to, lineage, message=message, tag=tag, private=private)
     return MultiHeadResult(out_dir, lineage, published)
 
 

@@ -35,7 +35,7 @@ from hf_time.pipeline.artifact import carry_base_files, moe_lineage
 from hf_time.pipeline.cards import render_card
 from hf_time.pipeline.plan import check_device
 from hf_time.pipeline.resolve import pin
-from hf_time.pipeline.snapshot import write_snapshot
+from hf_time.pipeline.snapshot import publish_snapshot, write_snapshot
 
 logger = logging.getLogger(__name__)
 EXPERT_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json"]
@@ -158,11 +158,8 @@ def build_moe(config: MoeConfig, *, out: str | os.PathLike | None = None, overwr
         write_snapshot(tmp, lineage, card=render_card(lineage, title=title, repo=push_to))
     out_dir = Path(out).absolute()
     logger.info("%d expert(s) upcycled into a %s model at %s", len(experts), arch, out_dir)
-    published = None
-    if push_to:
-        published = hub.publish(out_dir, push_to, tag=tag, private=private,
-                                commit_message=f"hf_time: {arch} MoE of {len(experts)} expert(s)",
-                                commit_description="Inputs: " + ", ".join(r.pinned for r in lineage.inputs()))
+    message = f"hf_time: {arch} MoE of {len(experts)} expert(s)"
+    published = publish_snapshot(hub, out_dir, push_to, lineage, message=message, tag=tag, private=private)
     return MoeResult(out_dir, lineage, published)
 
 

@@ -10,11 +10,14 @@ fold), the card ``README.md`` (rendered once by the caller) and any extra files 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import yaml
 
 from hf_time.lineage import Lineage
+
+if TYPE_CHECKING:
+    from hf_time.hub import Hub, PublishResult
 
 MERGE_CONFIG_FILE = "merge_config.yaml"
 CARD_FILE = "README.md"
@@ -47,3 +50,12 @@ def write_snapshot(folder: str | Path, lineage: Lineage, *, card: str | None,
         else:
             path.write_text(content)
     return folder
+
+
+def publish_snapshot(hub: Hub, folder: str | Path, repo_id: str | None, lineage: Lineage, *, message: str,
+                     tag: str | None = None, private: bool | None = None) -> PublishResult | None:
+    """Publish a written snapshot as one commit whose description pins its inputs (None without ``repo_id``)."""
+    if not repo_id:
+        return None
+    return hub.publish(folder, repo_id, tag=tag, private=private, commit_message=message,
+                       commit_description="Inputs: " + ", ".join(r.pinned for r in lineage.inputs()))
