@@ -424,6 +424,9 @@ def _header_bytes(shard: Sequence[TensorInfo], metadata: dict[str, str]) -> byte
     return struct.pack("<Q", len(raw)) + raw
 
 
+SYNC_EVERY = 256 << 20  # bytes between background fdatasyncs of a shard being written (0: none)
+
+
 class _TrailingHasher:
     """The sha256 of a file being appended to, computed by a background thread that reads the written
     bytes back from the page cache: hashing costs the writer a queue put, not a pass over the bytes
@@ -459,7 +462,7 @@ class _TrailingHasher:
         self._ends.put(None)
 
     def _run(self) -> None:
-        pos = 0
+        pos = synced = 0
         try:
             while (end := self._ends.get()) is not None:
                 while pos < end:
@@ -468,6 +471,9 @@ class _TrailingHasher:
                         raise OSError(f"the file ends at byte {pos}, before {end}")
                     self._hash.update(block)  # releases the GIL
                     pos += len(block)
+                    if SYNC_EVERY and pos - synced >= SYNC_EVERY:
+                        os.fdatasync(self._fd)  # on this thread: the final fsync finds little left to write
+                        synced = pos
         except Exception as e:  # noqa: BLE001  (re-raised by finish(), on the writer's thread)
             self._error = e
         finally:

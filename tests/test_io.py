@@ -218,3 +218,22 @@ def test_view_of_an_unaligned_tensor_is_a_copy_with_the_right_values(tmp_path):
     assert read_safetensors_layout(tmp_path / "model.safetensors")["w"].start % 4 == 3  # float32 at an odd byte
     ck = Checkpoint(tmp_path)
     assert torch.equal(ck.view("w"), ts["w"]) and torch.equal(ck.view("odd"), ts["odd"])
+
+
+def test_writer_flushes_large_shards_to_disk_in_the_background(tmp_path, monkeypatch):
+    import os
+
+    from hf_time import io
+
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(io, "SYNC_EVERY", 1000)  # bytes
+    monkeypatch.setattr(io._TrailingHasher, "_BLOCK", 1024)  # the hasher reads back 1 KiB at a time
+    monkeypatch.setattr(io.os, "fdatasync", lambda fd: synced.append(fd) or real(fd))
+    ts = _tensors()
+    w = ShardedSafetensorsWriter(tmp_path, plan_shards(_infos(ts), 10**9))
+    for k, v in ts.items():
+        w.write(k, v)
+    w.close()
+    assert len(synced) >= 3  # ~4.4 KB written, 4000 of them in one tensor: a sync whenever 1000 more are hashed
+    assert torch.equal(load_file(tmp_path / "model.safetensors")["c.weight"], ts["c.weight"])

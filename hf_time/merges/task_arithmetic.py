@@ -73,7 +73,8 @@ def run_recipe(recipe: Recipe, base: Tensor | None, experts: Sequence[Tensor], c
 def _trims(recipe: Recipe, base: Tensor, experts: Sequence[Tensor], density: Sequence[float], gamma: Sequence[float],
            thresholds: tuple[tuple[float, ...], ...] | None, name: str) -> list[kernels.MagnitudeTrim | None]:
     """Each expert's magnitude trim (None: kept whole), decided over its whole task vector θ_i − θ_0
-    (large CPU tensors rank it chunk by chunk, without holding it)."""
+    (large CPU tensors rank it chunk by chunk, without holding it). Ranking two experts at once on
+    two threads measured no faster on 2 cores (the chunked differences already use both)."""
     out: list[kernels.MagnitudeTrim | None] = []
     for i, expert in enumerate(experts):
         if recipe.sparsify == "none" or density[i] >= 1:
@@ -100,7 +101,7 @@ def _merge_slices(base: Tensor, experts: Sequence[Tensor], trims: Sequence[kerne
     flat_out, flat_base = out.view(-1), base.reshape(-1)
     flat_experts = [e.reshape(-1) for e in experts]
     numel = flat_out.numel()
-    step = min(numel, SLICE) if out.device.type == "cpu" else max(numel, 1)
+    step = max(min(numel, SLICE) if out.device.type == "cpu" else numel, 1)
     stack = torch.empty(len(experts) * step, dtype=dtype, device=base.device)
     base_buf = torch.empty(step, dtype=dtype, device=base.device)
     for lo in range(0, numel, step):
