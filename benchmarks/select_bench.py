@@ -152,7 +152,7 @@ def forced(**settings):
 
 
 PATHS = {  # the current module forced onto each of its selection paths
-    "partition": dict(NUMPY_ON_CPU=True, NUMPY_BRACKET_FROM=1 << 62),  # numpy, one copy partitioned
+    "partition": dict(NUMPY_ON_CPU=True, NUMPY_BRACKET_FROM=1 << 62, NUMPY_TIED_FROM=1 << 62),  # numpy partition
     "numpy bracket": dict(NUMPY_ON_CPU=True, NUMPY_BRACKET_FROM=0),  # numpy, sampled bracket, no copy
     "bit bracket": dict(NUMPY_ON_CPU=False),  # bitselect (what CUDA runs): bracket over bit keys
     "radix": dict(NUMPY_ON_CPU=False, SAMPLE=0),  # bitselect, 16-bit radix select only
@@ -227,14 +227,13 @@ def bench_ties(repeats: int) -> dict:
     spec = get("ties")
     config = spec.make_config({"density": DENSITY})
     ctx = TensorContext(name="model.layers.0.mlp.up_proj.weight", weights=(1.0, 1.0, 1.0))
-    current = kernels.trim_magnitude_
 
-    def before():
-        kernels.trim_magnitude_ = old_trim_magnitude_
-        try:
-            return spec.fn(base, experts, config, ctx)
-        finally:
-            kernels.trim_magnitude_ = current
+    def before():  # the previous structure: whole stacked float32 task vectors, the previous trims
+        b = base.float()
+        tvs = kernels.task_vectors(b, experts)
+        for i in range(len(experts)):
+            old_trim_magnitude_(tvs[i], DENSITY)
+        return kernels.generalized_task_arithmetic(b, tvs, ctx.weights, consensus=True, normalize=True, lambda_=1.0)
 
     def after():
         return spec.fn(base, experts, config, ctx)
@@ -333,6 +332,7 @@ def main(argv=None) -> int:
         "repeats": args.repeats,
         "settings": {
             "NUMPY_BRACKET_FROM": selection.NUMPY_BRACKET_FROM,
+            "NUMPY_TIED_FROM": selection.NUMPY_TIED_FROM,
             "CPU_CHUNK": bitselect.CPU_CHUNK,
             "SAMPLE": bitselect.SAMPLE,
         },

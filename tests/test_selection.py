@@ -22,6 +22,8 @@ PATHS = {  # module settings per path: NUMPY_* of hf_time.merges.selection, the 
     "partition": dict(NUMPY_ON_CPU=True),  # the CPU default for small tensors
     "numpy_bracket": dict(NUMPY_ON_CPU=True, NUMPY_BRACKET_FROM=0, CPU_CHUNK=97),  # the CPU default for large ones
     "numpy_bracket_missed": dict(NUMPY_ON_CPU=True, NUMPY_BRACKET_FROM=0, CPU_CHUNK=97, MARGIN=0.0),
+    # mid-size tensors: the bracket only when its sample sits in a run of ties, else the partition
+    "numpy_tied": dict(NUMPY_ON_CPU=True, NUMPY_TIED_FROM=0, NUMPY_BRACKET_FROM=1 << 62, CPU_CHUNK=97),
     # what an accelerator runs: one chunk, a sampled bracket over bit keys, the last keys sorted
     "bracket_whole": dict(NUMPY_ON_CPU=False, CPU_CHUNK=1 << 40),
     # chunks of an odd size, so that chunk boundaries fall inside runs of ties
@@ -184,3 +186,23 @@ def test_keep_magnitude_between_is_the_old_bool_mask_product(monkeypatch, chunk)
         keep = mags >= lo if hi is None else (mags >= lo) & (mags < hi)
         out = selection.keep_magnitude_between_(x.clone(), lo, hi)
         assert torch.equal(out.view(torch.int32), (x * keep).view(torch.int32)), (lo, hi)
+
+
+@pytest.mark.parametrize("tied_from,bracket_from", [(0, 1 << 62), (1 << 62, 0)])
+def test_a_bracket_inside_a_run_of_ties_is_counted_not_partitioned(monkeypatch, tied_from, bracket_from):
+    g = torch.Generator().manual_seed(7)
+    values = torch.randn(50_000, generator=g)
+    values[torch.randperm(50_000, generator=g)[:30_000]] = 0.5  # 60% of the entries tie
+    expected = selection._partition_select(values, [25_000, 49_000], absolute=False)
+    monkeypatch.setattr(selection, "NUMPY_TIED_FROM", tied_from)
+    monkeypatch.setattr(selection, "NUMPY_BRACKET_FROM", bracket_from)
+    monkeypatch.setattr(bitselect, "CPU_CHUNK", 4099)
+    partitioned = []
+    real = selection._partition_select
+    monkeypatch.setattr(selection, "_partition_select", lambda *a: partitioned.append(a[1]) or real(*a))
+    tied = selection.thresholds(values, [25_000])
+    assert tied == (expected[0],) and tied[0].value == 0.5 and tied[0].equal == 30_000
+    assert partitioned == []  # counted in one pass
+    # not in a run of ties: mid-size tensors go to the partition, large ones to the bracket
+    assert selection.thresholds(values, [49_000]) == (expected[1],)
+    assert partitioned == ([[49_000]] if tied_from == 0 else [])

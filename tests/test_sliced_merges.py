@@ -38,6 +38,7 @@ def tiny_slices(monkeypatch):
     monkeypatch.setattr(bitselect, "CPU_CHUNK", 2048)
     monkeypatch.setattr(bitselect, "SAMPLE", 512)
     monkeypatch.setattr(selection, "NUMPY_BRACKET_FROM", 4096)
+    monkeypatch.setattr(selection, "NUMPY_TIED_FROM", 4096)
 
 
 def _merge(method: str, params: dict, base, experts, *, weights=None, expert_params=(), thresholds=None):
@@ -72,6 +73,7 @@ def test_slices_equal_whole_tensors_bit_for_bit(method, params, extra, monkeypat
     monkeypatch.setattr(bitselect, "CPU_CHUNK", 2048)
     monkeypatch.setattr(bitselect, "SAMPLE", 512)
     monkeypatch.setattr(selection, "NUMPY_BRACKET_FROM", 4096)
+    monkeypatch.setattr(selection, "NUMPY_TIED_FROM", 4096)
     sliced = _merge(method, params, base, experts, **extra)
     assert sliced.dtype == whole.dtype == torch.float32
     assert torch.equal(_bits(sliced), _bits(whole))
