@@ -191,7 +191,7 @@ def test_keep_magnitude_between_is_the_old_bool_mask_product(monkeypatch, chunk)
 @pytest.mark.parametrize("tied_from,bracket_from", [(0, 1 << 62), (1 << 62, 0)])
 def test_a_bracket_inside_a_run_of_ties_is_counted_not_partitioned(monkeypatch, tied_from, bracket_from):
     g = torch.Generator().manual_seed(7)
-    values = torch.randn(50_000, generator=g)
+    values = torch.randn(50_000, generator=g).bfloat16()  # a 16-bit tensor: runs of ties are expected
     values[torch.randperm(50_000, generator=g)[:30_000]] = 0.5  # 60% of the entries tie
     expected = selection._partition_select(values, [25_000, 49_000], absolute=False)
     monkeypatch.setattr(selection, "NUMPY_TIED_FROM", tied_from)
@@ -201,7 +201,7 @@ def test_a_bracket_inside_a_run_of_ties_is_counted_not_partitioned(monkeypatch, 
     real = selection._partition_select
     monkeypatch.setattr(selection, "_partition_select", lambda *a: partitioned.append(a[1]) or real(*a))
     tied = selection.thresholds(values, [25_000])
-    assert tied == (expected[0],) and tied[0].value == 0.5 and tied[0].equal == 30_000
+    assert tied == (expected[0],) and tied[0].value == 0.5 and tied[0].equal >= 30_000
     assert partitioned == []  # counted in one pass
     # not in a run of ties: mid-size tensors go to the partition, large ones to the bracket
     assert selection.thresholds(values, [49_000]) == (expected[1],)

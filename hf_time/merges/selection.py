@@ -20,8 +20,10 @@ Where the m-th largest comes from (figures: ``benchmarks/select.md``):
   entries above and equal to it: nothing is copied out or partitioned (3.7x faster on those).
   A task vector's thresholds are found from θ_i and θ_0 directly (``minus=``): the difference is
   taken chunk by chunk, so τ_i is never held whole.
-* **CPU, from** :data:`NUMPY_TIED_FROM` **entries, when the sample shows a run of ties** at the
-  threshold (both ends of the bracket equal): the same pass, counting only.
+* **CPU, 16-bit inputs from** :data:`NUMPY_TIED_FROM` **entries, when the sample shows a run of
+  ties** at the threshold (both ends of the bracket equal): the same pass, counting only. Task
+  vectors of bf16/fp16 checkpoints (ranked from θ_i and θ_0) are the case; float32 data is left to
+  the partition, which the sample would only slow down.
 * **CPU, smaller tensors: numpy's partition** of one copy (of ``|x|`` for the trims), the counts read
   from that copy. numpy 2 runs an AVX-512 quickselect here, faster than anything built from torch ops
   at these sizes, and single-threaded, so robust when other processes load the machine.
@@ -49,7 +51,7 @@ from hf_time.merges.bitselect import chunk_size, chunks
 
 NUMPY_ON_CPU = True  # CPU tensors are selected by numpy (False: by bitselect, as on other devices)
 NUMPY_BRACKET_FROM = 1 << 22  # CPU tensors from this many entries use the numpy bracket (select.md)
-NUMPY_TIED_FROM = 1 << 18  # from here, the bracket is used when its sample shows a run of ties (select.md)
+NUMPY_TIED_FROM = 1 << 18  # 16-bit inputs from here: the bracket when its sample shows a run of ties (select.md)
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -100,7 +102,9 @@ def thresholds(values: Tensor, ms: Sequence[int], *, absolute: bool = False,
     found = {m: Threshold(0, math.inf, 0, 0) for m in ms if m == 0}
     wanted = sorted({m for m in ms if m > 0})
     cpu = flat.device.type == "cpu" and NUMPY_ON_CPU
-    if wanted and cpu and n >= min(NUMPY_TIED_FROM, NUMPY_BRACKET_FROM):
+    # 16-bit checkpoints: their task vectors tie in long runs, and counting a run beats the partition
+    tied = any(t is not None and t.dtype in (torch.bfloat16, torch.float16) for t in (flat, sub))
+    if wanted and cpu and (n >= NUMPY_BRACKET_FROM or (tied and n >= NUMPY_TIED_FROM)):
         found.update(_numpy_bracket_select(flat, wanted, absolute, sub, only_tied=n < NUMPY_BRACKET_FROM))
     missing = [m for m in wanted if m not in found]
     if missing:
