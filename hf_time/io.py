@@ -206,14 +206,19 @@ _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22 if sys.platform.sta
 
 
 def _advise(m: mmap.mmap, start: int, length: int, advice: int | None) -> None:
-    """madvise over the pages covering [start, start + length) of ``m``; advice is only advice."""
-    if advice is None or length <= 0:
+    """madvise over the pages covering [start, start + length) of ``m``; advice is only advice (a
+    platform without it, such as Windows, simply keeps the pages mapped)."""
+    madvise = getattr(m, "madvise", None)
+    if advice is None or madvise is None or length <= 0:
         return
     first = start - start % mmap.PAGESIZE
     span = min(start + length, len(m)) - first
-    for option in (advice, mmap.MADV_WILLNEED) if advice == _MADV_POPULATE_READ else (advice,):
+    fallback = getattr(mmap, "MADV_WILLNEED", None) if advice == _MADV_POPULATE_READ else None
+    for option in (advice, fallback):
+        if option is None:
+            return
         try:
-            m.madvise(option, first, span)
+            madvise(option, first, span)
             return
         except (OSError, ValueError):
             continue
@@ -341,7 +346,7 @@ class Checkpoint:
         where = self._where.get(name)
         m = self._maps.get(where[0]) if where is not None else None
         if m is not None:
-            _advise(m, where[1], where[2], mmap.MADV_DONTNEED)
+            _advise(m, where[1], where[2], getattr(mmap, "MADV_DONTNEED", None))
 
     def _fd(self, file: str) -> int:
         fd = self._fds.get(file)
@@ -425,6 +430,7 @@ def _header_bytes(shard: Sequence[TensorInfo], metadata: dict[str, str]) -> byte
 
 
 SYNC_EVERY = 256 << 20  # bytes between background fdatasyncs of a shard being written (0: none)
+_fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
 class _TrailingHasher:
@@ -472,7 +478,7 @@ class _TrailingHasher:
                     self._hash.update(block)  # releases the GIL
                     pos += len(block)
                     if SYNC_EVERY and pos - synced >= SYNC_EVERY:
-                        os.fdatasync(self._fd)  # on this thread: the final fsync finds little left to write
+                        _fdatasync(self._fd)  # on this thread: the final fsync finds little left to write
                         synced = pos
         except Exception as e:  # noqa: BLE001  (re-raised by finish(), on the writer's thread)
             self._error = e

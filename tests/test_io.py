@@ -221,15 +221,13 @@ def test_view_of_an_unaligned_tensor_is_a_copy_with_the_right_values(tmp_path):
 
 
 def test_writer_flushes_large_shards_to_disk_in_the_background(tmp_path, monkeypatch):
-    import os
-
     from hf_time import io
 
     synced = []
-    real = os.fdatasync
+    real = io._fdatasync
     monkeypatch.setattr(io, "SYNC_EVERY", 1000)  # bytes
     monkeypatch.setattr(io._TrailingHasher, "_BLOCK", 1024)  # the hasher reads back 1 KiB at a time
-    monkeypatch.setattr(io.os, "fdatasync", lambda fd: synced.append(fd) or real(fd))
+    monkeypatch.setattr(io, "_fdatasync", lambda fd: synced.append(fd) or real(fd))
     ts = _tensors()
     w = ShardedSafetensorsWriter(tmp_path, plan_shards(_infos(ts), 10**9))
     for k, v in ts.items():
@@ -237,3 +235,19 @@ def test_writer_flushes_large_shards_to_disk_in_the_background(tmp_path, monkeyp
     w.close()
     assert len(synced) >= 3  # ~4.4 KB written, 4000 of them in one tensor: a sync whenever 1000 more are hashed
     assert torch.equal(load_file(tmp_path / "model.safetensors")["c.weight"], ts["c.weight"])
+
+
+def test_views_work_where_the_platform_has_no_madvise(tmp_path, monkeypatch):
+    import mmap as mmap_module
+
+    from hf_time import io
+
+    ts = _tensors()
+    save_file(ts, tmp_path / "model.safetensors")
+    monkeypatch.delattr(mmap_module, "MADV_DONTNEED")
+    monkeypatch.delattr(mmap_module, "MADV_WILLNEED")
+    monkeypatch.setattr(io, "_MADV_POPULATE_READ", None)  # as on Windows: advice is skipped, not an error
+    ck = Checkpoint(tmp_path)
+    view = ck.view("c.weight", populate=True)
+    ck.release("c.weight")
+    assert torch.equal(view, ts["c.weight"])
