@@ -18,10 +18,10 @@ import logging
 import mmap
 import os
 import queue
-import sys
-import threading
 import shutil
 import struct
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -29,7 +29,11 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import torch
 
 from hf_time.atomic import atomic_output_dir, atomic_write_text  # noqa: F401  (kept importable from here)
-from hf_time.errors import CorruptCheckpointError, MissingWeightsError, UnsafeCheckpointError
+from hf_time.errors import (
+    CorruptCheckpointError,
+    MissingWeightsError,
+    UnsafeCheckpointError,
+)
 from hf_time.hashing import remember_sha256
 
 logger = logging.getLogger(__name__)
