@@ -33,16 +33,13 @@ from tqdm.auto import tqdm
 
 from hf_time.errors import NonFiniteError
 from hf_time.io import Checkpoint, ShardedSafetensorsWriter, TensorInfo, plan_shards
+from hf_time.merges import bitselect
 from hf_time.merges.kernels import all_finite
 from hf_time.merges.registry import TensorContext
 from hf_time.progress import enabled as bars_enabled
 from hf_time.progress import label as bar_label
 
 logger = logging.getLogger(__name__)
-
-# Elements per slice for elementwise ops: 0.5 MiB per float32 operand, so a slice's inputs, output
-# and scratch stay in a core's L2 cache (128K measured fastest among 16K..4M on this CPU).
-SLICE = 1 << 17
 
 # Transformer block index in a parameter name: "model.layers.3.mlp...", "encoder.layer.3...", "h.3...".
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block|resblocks)\.(\d+)\.")
@@ -155,7 +152,7 @@ def quantile_values(magnitudes: torch.Tensor, fractions: Sequence[float]) -> tup
 
 class _Buffers:
     """Reusable buffers, sized once for the largest tensor: raw bytes per source that is not memory-mapped,
-    compute tensors per source, and one output buffer. Reusing them avoids re-faulting fresh pages for
+    compute tensors per source, and two output buffers. Reusing them avoids re-faulting fresh pages for
     every tensor, which on CPU costs as much as the merge arithmetic itself. Each source's raw buffer fits
     *its* largest stored tensor: a float32 expert of a bfloat16 base stores twice the bytes per tensor."""
 
@@ -303,12 +300,12 @@ def _run_sliced(job: StreamJob, inputs: Sequence[torch.Tensor], ctx: TensorConte
     """
     flat = [t.reshape(-1) for t in inputs]
     dst = out.reshape(-1)
-    for start in range(0, dst.numel(), SLICE):
-        part = [t[start:start + SLICE] for t in flat]
+    for lo, hi in bitselect.chunks(dst, bitselect.SLICE):
+        part = [t[lo:hi] for t in flat]
         result = job.op(part[0], part[1:], ctx)
         if not job.allow_nonfinite and not all_finite(result):
             raise _nonfinite(ctx.name, part, job.names)
-        dst[start:start + SLICE].copy_(result)
+        dst[lo:hi].copy_(result)
     return out
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_time import engine
 from hf_time.merges import bitselect, get, selection
 from hf_time.merges import task_arithmetic as ta
 from hf_time.merges.registry import TensorContext
@@ -33,8 +32,7 @@ def _bf16_experts(n: int = 3, seed: int = 0) -> tuple[torch.Tensor, list[torch.T
 @pytest.fixture
 def tiny_slices(monkeypatch):
     """Slices of 1000 entries, chunks of 2048, the sampled bracket from 4096 entries (and a small sample)."""
-    monkeypatch.setattr(ta, "SLICE", 1000)
-    monkeypatch.setattr(engine, "SLICE", 1000)
+    monkeypatch.setattr(bitselect, "SLICE", 1000)
     monkeypatch.setattr(bitselect, "CPU_CHUNK", 2048)
     monkeypatch.setattr(bitselect, "SAMPLE", 512)
     monkeypatch.setattr(selection, "NUMPY_BRACKET_FROM", 4096)
@@ -69,7 +67,7 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 def test_slices_equal_whole_tensors_bit_for_bit(method, params, extra, monkeypatch):
     base, experts = _bf16_experts()
     whole = _merge(method, params, base, experts, **extra)
-    monkeypatch.setattr(ta, "SLICE", 1000)
+    monkeypatch.setattr(bitselect, "SLICE", 1000)
     monkeypatch.setattr(bitselect, "CPU_CHUNK", 2048)
     monkeypatch.setattr(bitselect, "SAMPLE", 512)
     monkeypatch.setattr(selection, "NUMPY_BRACKET_FROM", 4096)
@@ -128,7 +126,7 @@ def test_global_threshold_scope_is_unchanged_by_slicing(monkeypatch):
     thresholds = tuple((float(torch.quantile(t.reshape(-1)[:10000], 0.5)),) for t in taus)
     params = {"density": 0.5, "threshold_scope": "global"}
     whole = _merge("ties", params, base, experts, thresholds=thresholds)
-    monkeypatch.setattr(ta, "SLICE", 777)
+    monkeypatch.setattr(bitselect, "SLICE", 777)
     sliced = _merge("ties", params, base, experts, thresholds=thresholds)
     assert torch.equal(_bits(sliced), _bits(whole))
 

@@ -20,11 +20,10 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from hf_time.merges import kernels
+from hf_time.merges import bitselect, kernels
 from hf_time.merges.registry import TensorContext, param, register, seeded_generator
 
 PAPER = "https://arxiv.org/abs/2212.04089"
-SLICE = 1 << 17  # entries per slice when trimming and combining on CPU: the n task-vector slices stay in L2
 SCOPE_HELP = "where magnitude thresholds are computed: per tensor, or over the whole model (TIME's code)"
 
 
@@ -100,12 +99,10 @@ def _merge_slices(base: Tensor, experts: Sequence[Tensor], trims: Sequence[kerne
     out = torch.empty(base.shape, dtype=dtype, device=base.device)
     flat_out, flat_base = out.view(-1), base.reshape(-1)
     flat_experts = [e.reshape(-1) for e in experts]
-    numel = flat_out.numel()
-    step = max(min(numel, SLICE) if out.device.type == "cpu" else numel, 1)
+    step = bitselect.chunk_size(flat_out, bitselect.SLICE)  # a whole-tensor slice on an accelerator
     stack = torch.empty(len(experts) * step, dtype=dtype, device=base.device)
     base_buf = torch.empty(step, dtype=dtype, device=base.device)
-    for lo in range(0, numel, step):
-        hi = min(lo + step, numel)
+    for lo, hi in bitselect.chunks(flat_out, bitselect.SLICE):
         b = base_buf[: hi - lo].copy_(flat_base[lo:hi])
         tvs = stack[: len(experts) * (hi - lo)].view(len(experts), hi - lo)
         for i, e in enumerate(flat_experts):
