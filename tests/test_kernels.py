@@ -120,9 +120,9 @@ def test_sign_agreement_sum_rule():
     weighted = torch.stack([T(0.5, 0, 0, -0.8, 0), T(-0.6, 0, 0, 0.4, 0), T(0, 0, 0.7, 0, -0.9)])
     # column sums -0.1, 0, 0.7, -0.4, -0.9 -> elected signs -, + (sum 0), +, -, -; zeros never agree
     expected = torch.tensor([[0, 0, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 1, 0, 1]], dtype=torch.bool)
-    positive = kernels.elect_sign(weighted)
+    sign = kernels.elected_sign(weighted)
+    positive = sign > 0
     assert positive.tolist() == [False, True, True, False, False]
-    sign = kernels.elected_sign(positive, weighted.dtype)
     assert sign.tolist() == [-1, 1, 1, -1, -1]
     kept = weighted.clone()
     magnitudes = torch.stack([kernels.agreeing_magnitudes_(kept[i], sign) for i in range(3)])

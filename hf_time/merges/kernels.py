@@ -156,14 +156,12 @@ def random_drop_(tv: Tensor, density: float, generator: torch.Generator) -> Tens
     return tv.mul_(draw.lt_(density))
 
 
-def elect_sign(weighted: Tensor) -> Tensor:
-    """TIES election: a bool tensor, True where the sign elected by Σ_i w_i τ_i is + (sum >= 0)."""
-    return weighted.sum(0).ge_(0).bool()
+def elected_sign(weighted: Tensor) -> Tensor:
+    """TIES election: the sign of Σ_i w_i τ_i as ±1.0 in ``weighted``'s dtype, + where the sum is >= 0.
 
-
-def elected_sign(positive: Tensor, dtype: torch.dtype) -> Tensor:
-    """The elected sign as ±1.0 (``+1`` where :func:`elect_sign` is True)."""
-    return positive.to(dtype).mul_(2).sub_(1)
+    The comparison writes 1.0/0.0 in place into the fresh sum (no bool tensor, no dtype round trip).
+    """
+    return weighted.sum(0).ge_(0).mul_(2).sub_(1)
 
 
 def agreeing_magnitudes_(tv: Tensor, sign: Tensor) -> Tensor:
@@ -208,7 +206,7 @@ def generalized_task_arithmetic(
         # One expert at a time: peak memory is the stack plus ~3 output-sized buffers, instead of an
         # (n, *shape) float agreement tensor. Every mask is float 1.0/0.0 (bool masks and mixed-dtype
         # arithmetic leave torch's vectorized CPU paths); the values are those of the bool versions.
-        sign = weighted.sum(0).ge_(0).mul_(2).sub_(1)  # ±1.0, + where Σ_i w_i τ_i >= 0 (elected_sign)
+        sign = elected_sign(weighted)
         mixed = torch.zeros_like(sign)  # Σ of agreeing magnitudes; times the sign at the end
         uniform = len(set(weights)) == 1 and n < 256
         divisor = agree = None
