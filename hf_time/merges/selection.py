@@ -124,14 +124,18 @@ def difference(values: Tensor, minus: Tensor) -> Tensor:
     slower on CPU than two float32 tensors, and a whole widened copy costs 4 bytes per entry); the
     values are those of ``values.float() - minus.float()``.
     """
-    out = values.to(_wide(values, minus), copy=True)
-    if minus.dtype == out.dtype:
-        return out.sub_(minus.reshape(out.shape))
-    flat, flat_minus = out.view(-1), minus.reshape(-1)
-    buf = torch.empty(chunk_size(flat), dtype=out.dtype, device=out.device)
+    out = torch.empty(values.shape, dtype=_wide(values, minus), device=values.device)
+    flat, flat_values, flat_minus = out.view(-1), values.reshape(-1), minus.reshape(-1)
+    widened = torch.empty(chunk_size(flat), dtype=out.dtype, device=out.device)
     for lo, hi in chunks(flat):
-        flat[lo:hi].sub_(buf[: hi - lo].copy_(flat_minus[lo:hi]))
+        _difference_into(flat[lo:hi], flat_values[lo:hi], flat_minus[lo:hi], widened[: hi - lo])
     return out
+
+
+def _difference_into(out: Tensor, values: Tensor, minus: Tensor, widened: Tensor) -> Tensor:
+    """``out = values - minus`` in ``out``'s dtype; ``minus`` is widened into the scratch ``widened``
+    first when its dtype differs (a mixed-dtype subtraction leaves torch's vectorized CPU path)."""
+    return out.copy_(values).sub_(minus if minus.dtype == out.dtype else widened.copy_(minus))
 
 
 def _wide(a: Tensor, b: Tensor) -> torch.dtype:
@@ -349,9 +353,7 @@ def _numpy_bracket_select(flat: Tensor, ms: Sequence[int], absolute: bool, minus
         diff, widened = torch.empty(size, dtype=wide), torch.empty(size, dtype=wide)
 
         def chunk_of(lo: int, hi: int) -> np.ndarray:
-            d = diff[: hi - lo].copy_(flat[lo:hi])
-            m = minus[lo:hi] if minus.dtype == wide else widened[: hi - lo].copy_(minus[lo:hi])
-            return d.sub_(m).numpy()
+            return _difference_into(diff[: hi - lo], flat[lo:hi], minus[lo:hi], widened[: hi - lo]).numpy()
     sample = np.sort(np.abs(sample, out=sample) if absolute else sample)[::-1]
     brackets = [(-np.inf if bottom is None else sample[bottom], np.inf if top is None else sample[top])
                 for top, bottom in ends]
