@@ -116,4 +116,3 @@ def estimate_timeline(config, hub) -> str | None:
     texts = evaluations * sum(len(t.task.test) for t in adaptation + held_out)
     return format_estimate(speed, training_steps=todo * config.training.steps, texts=texts,
                            what=f"{todo} experts and {evaluations} evaluations")
-

@@ -2,10 +2,11 @@
 
 Reading never loads a whole model: tensors are read one at a time, either copied into a buffer the
 caller reuses (positioned reads) or viewed in place in the memory-mapped shard, zero-copy, and
-released as soon as they are merged, so resident memory stays at a few tensors. Writing is streamed too: because every output tensor's name, dtype and shape are known before
-the merge starts (they are the base's), the shard layout and each shard's safetensors header are
-written first and tensor bytes are appended as they are produced. Peak memory is therefore one merged
-tensor plus its inputs, never a shard. Files are written into a temporary sibling directory that is
+released as soon as they are merged, so resident memory stays at a few tensors. Writing is streamed
+too: because every output tensor's name, dtype and shape are known before the merge starts (they
+are the base's), the shard layout and each shard's safetensors header are written first and tensor
+bytes are appended as they are produced. Peak memory is therefore one merged tensor plus its inputs,
+never a shard. Files are written into a temporary sibling directory that is
 renamed into place only when complete (:func:`atomic_output_dir`).
 """
 
