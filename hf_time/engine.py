@@ -14,7 +14,8 @@ Where the time goes on CPU, and what the loop does about it (figures: benchmarks
   one is merged, and each tensor's pages are released from the process once it is written.
 * Elementwise methods (task arithmetic, linear) run on cache-sized slices of the flattened tensors,
   each slice converted, combined, checked and rounded into the output buffer while it is in cache,
-  instead of whole-tensor passes through memory: the same bits, ~3x less time.
+  instead of whole-tensor passes through memory: the same bits, ~3x less time. The slices of each
+  tensor are dealt out to one thread per core (:mod:`hf_time.merges.workers`).
 * The output's sha256 (for the lineage) is computed by the writer's background thread as it writes.
 """
 
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 from hf_time.errors import NonFiniteError
 from hf_time.io import Checkpoint, ShardedSafetensorsWriter, TensorInfo, plan_shards
-from hf_time.merges import bitselect
+from hf_time.merges import bitselect, workers
 from hf_time.merges.kernels import all_finite
 from hf_time.merges.registry import TensorContext
 from hf_time.progress import enabled as bars_enabled
@@ -297,15 +298,23 @@ def _run_sliced(job: StreamJob, inputs: Sequence[torch.Tensor], ctx: TensorConte
 
     Only for elementwise ops, where slice k of the result is the op of slice k of the inputs: the
     output is bit-identical to one call on whole tensors, without whole-tensor float32 temporaries.
+    The slices are dealt out to every core (:mod:`hf_time.merges.workers`); a non-finite result is
+    reported with the inputs that hold NaN/Inf anywhere in the tensor, whichever slice found it.
     """
     flat = [t.reshape(-1) for t in inputs]
     dst = out.reshape(-1)
-    for lo, hi in bitselect.chunks(dst, bitselect.SLICE):
-        part = [t[lo:hi] for t in flat]
-        result = job.op(part[0], part[1:], ctx)
-        if not job.allow_nonfinite and not all_finite(result):
-            raise _nonfinite(ctx.name, part, job.names)
-        dst[lo:hi].copy_(result)
+
+    def merge_slices(spans: Sequence[tuple[int, int]]) -> bool:
+        for lo, hi in spans:
+            part = [t[lo:hi] for t in flat]
+            result = job.op(part[0], part[1:], ctx)
+            if not job.allow_nonfinite and not all_finite(result):
+                return False
+            dst[lo:hi].copy_(result)
+        return True
+
+    if not all(workers.map_hands(list(bitselect.chunks(dst, bitselect.SLICE)), merge_slices)):
+        raise _nonfinite(ctx.name, inputs, job.names)
     return out
 
 

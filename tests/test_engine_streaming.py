@@ -45,6 +45,47 @@ def test_tiny_slices_write_the_same_files(bf16_models, tmp_path, monkeypatch, me
     assert _weights(tmp_path / "sliced") == _weights(tmp_path / "default")
 
 
+@pytest.mark.parametrize("cores", [1, 3])
+def test_slices_shared_out_to_any_number_of_cores_write_the_same_files(bf16_models, tmp_path, monkeypatch, cores):
+    from hf_time.merges import bitselect, workers
+
+    base, experts = bf16_models
+    monkeypatch.setattr(bitselect, "SLICE", 333)
+    merge(str(base), [str(e) for e in experts], "task_arithmetic", params={"lambda": 0.7}, out=tmp_path / "one",
+          dtype="bfloat16", progress=False, device="cpu")
+    monkeypatch.setattr(workers, "count", lambda: cores)
+    merge(str(base), [str(e) for e in experts], "task_arithmetic", params={"lambda": 0.7}, out=tmp_path / "many",
+          dtype="bfloat16", progress=False)
+    assert _weights(tmp_path / "many") == _weights(tmp_path / "one")
+
+
+def test_a_non_finite_slice_names_every_input_with_nan_in_the_tensor(bf16_models, tmp_path, monkeypatch):
+    """Whichever core's slice meets a NaN first, the error names the inputs by their whole tensor:
+    here input 1 has a NaN in the first slice and input 2 in the last one."""
+    from safetensors.torch import save_file
+
+    from hf_time.errors import NonFiniteError
+    from hf_time.merges import bitselect, workers
+
+    base, experts = bf16_models
+    ck = Checkpoint(base)
+    name = max((n for n, i in ck.infos.items() if i.is_float), key=lambda n: ck.infos[n].numel)
+    bad = []
+    for i, at in enumerate((0, -1)):
+        tensors = {n: Checkpoint(experts[i]).get(n).clone() for n in ck.infos}
+        tensors[name].view(-1)[at] = float("nan")
+        folder = tmp_path / f"bad{i}"
+        folder.mkdir()
+        save_file(tensors, folder / "model.safetensors")
+        bad.append(Checkpoint(folder))
+    monkeypatch.setattr(bitselect, "SLICE", 333)
+    monkeypatch.setattr(workers, "count", lambda: 2)
+    job = engine.StreamJob(op=lambda b, xs, ctx: b.float() + xs[0].float() + xs[1].float(), weights=(1.0, 1.0),
+                           native_inputs=True, elementwise=True)
+    with pytest.raises(NonFiniteError, match=rf"tensor '{name}' has NaN or Inf; non-finite values in input 1, input 2\."):
+        engine.run(ck, bad, job, engine.make_writer(tmp_path / "out", ck.infos, torch.bfloat16, 2**40), progress=False)
+
+
 def test_lineage_hashes_are_the_hashes_of_the_written_bytes(bf16_models, tmp_path):
     base, experts = bf16_models
     merge(str(base), [str(e) for e in experts], "task_arithmetic", out=tmp_path / "m", dtype="bfloat16", progress=False)
