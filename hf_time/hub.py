@@ -16,6 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 from urllib.parse import urlparse
 
 from hf_time import hub_retry
@@ -366,6 +367,32 @@ class Hub:
         url = f"{self.display}/{repo_id}/tree/{commit}"
         logger.info("published %s@%s (%s)", repo_id, commit[:10], "new commit" if changed else "unchanged")
         return PublishResult(repo_id=repo_id, commit=commit, url=url, tag=tag, changed=changed)
+
+    def preupload(self, folder: str | os.PathLike, repo_id: str, *, patterns: Sequence[str] = ("*.safetensors",),
+                  private: bool | None = None) -> list[str]:
+        """Upload the large files of ``folder`` matching ``patterns`` to ``repo_id``'s LFS storage, without
+        committing anything, ahead of a :meth:`publish` of the same bytes.
+
+        Nothing becomes visible: LFS objects enter a repo only through a commit. The later publish
+        then finds them on the Hub and sends only the small files, so a caller can upload the weights
+        while it does other work (the timeline, while it evaluates the model it is about to publish).
+        Files the Hub stores as regular git blobs are left to the publish.
+
+        Returns:
+            The paths (relative to ``folder``) that were offered for upload.
+        """
+        from huggingface_hub import CommitOperationAdd
+
+        folder = Path(folder)
+        paths = sorted({p.relative_to(folder).as_posix() for pattern in patterns for p in folder.glob(pattern)
+                        if p.is_file()})
+        if not paths:
+            return []
+        self._net(f"creating {repo_id}", lambda: self.api.create_repo(repo_id, exist_ok=True, private=private))
+        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in paths]
+        self._net(f"uploading the weights of {folder.name} to {repo_id}",
+                  lambda: self.api.preupload_lfs_files(repo_id, additions=ops))
+        return paths
 
     def _landed(self, repo_id: str, branch: str, head_before: str, folder: Path, local: list[str],
                 error: Exception) -> str:

@@ -147,3 +147,32 @@ def test_cli_push_never_prints_token(hub, hub_models, tmp_path, capsys, caplog):
     out = capsys.readouterr()
     assert code == 0 and "published -> pub/cli@" in out.out
     assert HUB_TOKEN not in out.out + out.err + caplog.text
+
+
+def test_preuploaded_weights_stay_invisible_and_the_publish_does_not_send_them_again(hub, hub_models, tmp_path):
+    """Hub.preupload puts the LFS objects in the repo's storage without a commit; the publish of the same
+    folder then commits them as they are (the stored object is not rewritten) and sends only the rest."""
+    from hf_time.hashing import sha256_file
+
+    api = hub_models["api"]
+    h = Hub(endpoint=hub.url, token=HUB_TOKEN)
+    folder = hub_models["e2"]  # two weight shards and their index
+    shards = sorted(p.name for p in folder.glob("*.safetensors"))
+    assert h.preupload(folder, "pub/ahead") == shards
+    repo = hub.storage.repo("models", "pub/ahead")
+    stored = {name: repo.blobs.lfs_path(sha256_file(folder / name)) for name in shards}
+    assert all(p.is_file() for p in stored.values())
+    assert set(api.list_repo_files("pub/ahead")) <= {".gitattributes"}  # nothing visible yet
+    inodes = {name: p.stat().st_ino for name, p in stored.items()}
+    pub = h.publish(folder, "pub/ahead", commit_message="publish")
+    assert set(api.list_repo_files("pub/ahead", revision=pub.commit)) >= {*shards, "model.safetensors.index.json"}
+    assert {name: p.stat().st_ino for name, p in stored.items()} == inodes  # not uploaded a second time
+    assert h.preupload(tmp_path, "pub/ahead") == []  # no weights: nothing to do, no network call needed
+
+
+def test_a_preupload_to_a_server_that_is_down_is_one_typed_error(tmp_path, hub_models):
+    from hf_time.errors import HubConnectionError
+
+    h = Hub(endpoint="http://127.0.0.1:9", token=HUB_TOKEN)  # the discard port: nothing listens
+    with pytest.raises(HubConnectionError):
+        h.preupload(hub_models["e1"], "pub/down")

@@ -190,3 +190,60 @@ def test_opcm_timeline_matches_a_direct_computation(hub, tmp_path):
         got = base_tensors(h.download(h.resolve(f"{config.repo_id}@step-{t}"), ["*.safetensors"]))
         for k, v in expected.items():
             torch.testing.assert_close(got[k].double(), v, rtol=1e-4, atol=1e-5, msg=f"step {t} {k}")
+
+
+def test_deployed_weights_are_uploaded_while_they_are_evaluated(hub, tmp_path):
+    """The evaluator sees the step's weights arrive in the timeline repo's storage before it returns
+    (the upload runs beside the evaluation), and the publish commits that stored object as it is."""
+    import time
+
+    from hf_time.hashing import sha256_file
+
+    h = Hub(endpoint=hub.url)
+    h.publish(save_tiny_bert(tmp_path / "base", seed=2), "tests/ahead-base", commit_message="tiny base")
+    config = timeline_config_from_dict(timeline_dict(tmp_path, "tests/ahead-base", "hub-ahead", init="ema",
+                                                     deploy="ema"))
+    calls, seen = [], []
+
+    def stored_object(model_dir):
+        if not hub.storage.exists("models", config.repo_id):
+            return None
+        path = hub.storage.repo("models", config.repo_id).blobs.lfs_path(sha256_file(model_dir / "model.safetensors"))
+        return path if path.is_file() else None
+
+    def evaluator(model_dir, tasks, **kwargs):
+        calls.append(model_dir)
+        if len(calls) > 1:  # the first call scores the base, before any step
+            deadline = time.monotonic() + 30
+            while stored_object(model_dir) is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            stored = stored_object(model_dir)
+            seen.append((stored, stored.stat().st_ino if stored is not None else None))
+        return fake_evaluator(model_dir, tasks, **kwargs)
+
+    run_timeline(config, hub=h, work_dir=tmp_path / "work", trainer=fake_trainer, evaluator=evaluator, progress=False)
+    steps = seen
+    assert len(steps) == 3 and all(inode is not None for _, inode in steps)
+    assert [p.stat().st_ino for p, _ in steps] == [inode for _, inode in steps]  # the publish did not send them again
+    for t, (stored, _) in enumerate(steps, start=1):
+        published = h.download(h.resolve(f"{config.repo_id}@step-{t}"), ["model.safetensors"]) / "model.safetensors"
+        assert sha256_file(published) == stored.name
+
+
+def test_a_failed_upload_ahead_leaves_the_publish_to_send_the_weights(hub, tmp_path, monkeypatch, caplog):
+    from hf_time.errors import HubConnectionError
+
+    h = Hub(endpoint=hub.url)
+    h.publish(save_tiny_bert(tmp_path / "base", seed=3), "tests/ahead-fail-base", commit_message="tiny base")
+    config = timeline_config_from_dict(timeline_dict(tmp_path, "tests/ahead-fail-base", "hub-ahead-fail", init="ema",
+                                                     deploy="ema"))
+
+    def down(*args, **kwargs):
+        raise HubConnectionError("could not reach the Hub (uploading the weights): connection refused")
+
+    monkeypatch.setattr(h, "preupload", down)
+    with caplog.at_level("INFO", logger="hf_time.timeline.runner"):
+        run = run_timeline(config, hub=h, work_dir=tmp_path / "work", trainer=fake_trainer, evaluator=fake_evaluator,
+                           progress=False)
+    assert run.state.done == 3 and "the publish sends them" in caplog.text
+    assert "model.safetensors" in h.list_files(h.resolve(f"{config.repo_id}@step-3"))

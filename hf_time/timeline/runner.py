@@ -42,6 +42,7 @@ import os
 import shutil
 import time
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -49,7 +50,7 @@ from typing import Any, Callable, Sequence
 from hf_time import distributed, progress
 from hf_time.cards import hub_ids
 from hf_time.hashing import sha256_file
-from hf_time.errors import TimelineConflictError
+from hf_time.errors import HfTimeError, TimelineConflictError
 from hf_time.hub import Hub
 from hf_time.atomic import atomic_output_dir, atomic_write_text
 from hf_time.lineage import LINEAGE_FILE, Lineage
@@ -87,6 +88,15 @@ def default_evaluator(model_dir, tasks, *, batch_size: int, max_length: int, dev
     from hf_time.evaluation import evaluate_tasks
 
     return evaluate_tasks(model_dir, tasks, batch_size=batch_size, max_length=max_length, device=device)
+
+
+def _wait_for_preupload(uploading: Future) -> None:
+    """Wait for the weights uploaded ahead of a publish. A failure there is not the step's failure:
+    the publish then uploads them itself (and reports any network error as its own)."""
+    try:
+        uploading.result()
+    except HfTimeError as e:
+        logger.info("uploading the weights ahead of the publish failed (%s); the publish sends them", e)
 
 
 @dataclass
@@ -303,22 +313,29 @@ class TimelineRunner:
                     with timer.phase("publish"):
                         self.store.publish(nxt, folder, self.repos.running, private=self.config.private,
                                            message=f"Running merge {nxt.label} (init of step {sp.step + 1})")
-        with timer.phase("evaluate"), progress.subject(f"the model deployed after step {sp.step}"):
-            accuracy = self._evaluate(sp.deploy, deploy_dir)
-        deployed = Lineage.load(deploy_dir)
-        fold_state = state.fold_state
-        if plan.sequential:
-            chain_dir = self.store.local(plan.node("chain", sp.step))
-            fold_state = Lineage.load(chain_dir).state if chain_dir else fold_state
-        record = StepRecord(sp.step, sp.task, sp.key, init_record, expert_record,
-                            NodeRecord(sp.deploy.kind, sp.deploy.step, sp.deploy.key, self.repos.timeline, None,
-                                       f"step-{sp.step}"), accuracy, facts)
-        new_state = state.with_step(record, fold_state)
-        with timer.phase("card"):
-            folder = self._snapshot(plan, sp, new_state, deploy_dir, deployed)
-        with timer.phase("publish"):
-            pub = self.hub.publish(folder, self.repos.timeline, tag=f"step-{sp.step}", private=self.config.private or None,
-                                   commit_message=f"Step {sp.step}: {sp.task} ({self.config.strategy.label})")
+        # The deployed weights go up to the Hub while they are evaluated (an upload, not a commit: nothing
+        # is visible before the publish, which then sends only the small files).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_time-preupload") as uploads:
+            uploading = uploads.submit(self.hub.preupload, deploy_dir, self.repos.timeline,
+                                       private=self.config.private or None)
+            with timer.phase("evaluate"), progress.subject(f"the model deployed after step {sp.step}"):
+                accuracy = self._evaluate(sp.deploy, deploy_dir)
+            deployed = Lineage.load(deploy_dir)
+            fold_state = state.fold_state
+            if plan.sequential:
+                chain_dir = self.store.local(plan.node("chain", sp.step))
+                fold_state = Lineage.load(chain_dir).state if chain_dir else fold_state
+            record = StepRecord(sp.step, sp.task, sp.key, init_record, expert_record,
+                                NodeRecord(sp.deploy.kind, sp.deploy.step, sp.deploy.key, self.repos.timeline, None,
+                                           f"step-{sp.step}"), accuracy, facts)
+            new_state = state.with_step(record, fold_state)
+            with timer.phase("card"):
+                folder = self._snapshot(plan, sp, new_state, deploy_dir, deployed)
+            with timer.phase("publish"):
+                _wait_for_preupload(uploading)
+                pub = self.hub.publish(folder, self.repos.timeline, tag=f"step-{sp.step}",
+                                       private=self.config.private or None,
+                                       commit_message=f"Step {sp.step}: {sp.task} ({self.config.strategy.label})")
         self.store.remember(sp.deploy, record=dataclasses.replace(record.deployed, sha=pub.commit))
         shutil.rmtree(folder, ignore_errors=True)
         with timer.phase("state"):
