@@ -21,20 +21,22 @@ Where the time goes on CPU, and what the loop does about it (figures: benchmarks
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from hf_time.errors import NonFiniteError
 from hf_time.io import Checkpoint, ShardedSafetensorsWriter, TensorInfo, plan_shards
-from hf_time.merges import bitselect, workers
+from hf_time.merges import bitselect, selection, workers
 from hf_time.merges.kernels import all_finite
 from hf_time.merges.registry import TensorContext
 from hf_time.progress import enabled as bars_enabled
@@ -120,23 +122,46 @@ def magnitude_quantiles(
     """Per expert, the |τ_i| values at ``fractions[i]`` over the whole model (τ_i = θ_i − θ_0).
 
     This is the "global threshold" of TIME's reference code: one cut-off per expert for all tensors.
-    It holds |τ_i| of every floating tensor of one expert in memory at a time (float32), so it costs
-    4 bytes per parameter; the default per-tensor scope costs nothing extra.
+    The model's |τ_i| is never gathered: it is ranked tensor by tensor, twice (a sample, then a
+    counting pass: :func:`hf_time.merges.selection.thresholds_of_parts`), reading memory-mapped
+    checkpoints in place, so the extra memory is one chunk whatever the model size. The values are
+    those of ranking the concatenated float32 |τ_i| with :func:`quantile_values`.
     """
+    from hf_time.merges.kernels import kept_count
+
     names = [n for n, i in base.infos.items() if i.is_float]
+    total = sum(base.infos[n].numel for n in names)
     out = []
     for idx, (expert, wanted) in enumerate(zip(experts, fractions)):
         if not wanted:
             out.append(())
             continue
-        parts = [
-            (expert.get(n).to(torch.float32) - base.get(n).to(torch.float32)).abs_().reshape(-1)
-            for n in tqdm(names, desc=bar_label(f"global thresholds, expert {idx}"), disable=not (progress and bars_enabled()), leave=False)
-        ]
-        flat = torch.cat(parts) if parts else torch.zeros(1)
-        del parts
-        out.append(quantile_values(flat, wanted))
+        bar = tqdm(desc=bar_label(f"global thresholds, expert {idx}"), unit="tensor",
+                   disable=not (progress and bars_enabled()), leave=False)  # two passes, and small tensors skip one
+        parts = [selection.Part(base.infos[n].numel, functools.partial(_task_vector_part, expert, base, n, bar))
+                 for n in names]
+        ms = [kept_count(round(1.0 - q, 12), total) for q in wanted]
+        out.append(tuple(t.value for t in selection.thresholds_of_parts(parts, ms, absolute=True)))
+        bar.close()
     return tuple(out)
+
+
+@contextlib.contextmanager
+def _task_vector_part(expert: WeightSource, base: WeightSource, name: str,
+                      bar: tqdm) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """θ_i and θ_0 of one tensor, read in place where mapped (pages released afterwards), in float32
+    for float64 checkpoints too, as the global thresholds have always been ranked."""
+    def read(src: WeightSource) -> torch.Tensor:
+        t = src.view(name) if isinstance(src, Checkpoint) and not src.is_pickle else src.get(name)
+        return t.float() if t.dtype == torch.float64 else t
+
+    try:
+        yield read(expert), read(base)
+    finally:
+        for src in (expert, base):
+            if isinstance(src, Checkpoint):
+                src.release(name)
+        bar.update(1)
 
 
 def quantile_values(magnitudes: torch.Tensor, fractions: Sequence[float]) -> tuple[float, ...]:

@@ -197,3 +197,27 @@ def test_all_finite_is_exact_including_sums_that_overflow(dtype):
     huge = torch.full((8,), torch.finfo(dtype).max, dtype=dtype)  # every element finite, the sum overflows
     assert not bool(torch.isfinite(huge.sum())) and all_finite(huge)
     assert all_finite(torch.arange(10))  # integer tensors hold no NaN
+
+
+@pytest.mark.parametrize("bracket_from", [0, 1 << 62])  # ranked piece by piece / concatenated (small models)
+def test_global_quantiles_of_a_model_equal_those_of_its_concatenated_task_vectors(tmp_path, monkeypatch, bracket_from):
+    """engine.magnitude_quantiles ranks |θ_i − θ_0| tensor by tensor, reading the checkpoints in place;
+    the values are those of quantile_values over the concatenated float32 |τ_i| (the rule before)."""
+    from tiny import save_tiny_llama
+
+    from hf_time import engine
+    from hf_time.io import Checkpoint
+    from hf_time.merges import bitselect, selection
+
+    base_dir = save_tiny_llama(tmp_path / "base", 0, dtype=torch.bfloat16)
+    experts = [Checkpoint(save_tiny_llama(tmp_path / f"e{i}", i, base=base_dir, dtype=torch.bfloat16)) for i in (1, 2)]
+    base = Checkpoint(base_dir)
+    names = [n for n, i in base.infos.items() if i.is_float]
+    fractions = [(0.5,), (0.3, 0.9)]
+    expected = tuple(engine.quantile_values(torch.cat([(e.get(n).float() - base.get(n).float()).abs().reshape(-1)
+                                                        for n in names]), f) for e, f in zip(experts, fractions))
+    monkeypatch.setattr(selection, "NUMPY_BRACKET_FROM", bracket_from)
+    monkeypatch.setattr(bitselect, "CPU_CHUNK", 1000)
+    if bracket_from == 0:  # the whole-model |τ| is never gathered
+        monkeypatch.setattr(selection.torch, "cat", lambda *a, **k: pytest.fail("the task vectors were concatenated"))
+    assert engine.magnitude_quantiles(base, experts, fractions, progress=False) == expected

@@ -206,3 +206,62 @@ def test_a_bracket_inside_a_run_of_ties_is_counted_not_partitioned(monkeypatch, 
     # not in a run of ties: mid-size tensors go to the partition, large ones to the bracket
     assert selection.thresholds(values, [49_000]) == (expected[1],)
     assert partitioned == ([[49_000]] if tied_from == 0 else [])
+
+
+def _parts(pieces):
+    """Parts over (values, minus) pairs, counting how often each is opened."""
+    import contextlib
+
+    opened = []
+
+    def opener(k):
+        @contextlib.contextmanager
+        def open_piece():
+            opened.append(k)
+            yield pieces[k]
+        return open_piece
+
+    return [selection.Part(v.numel(), opener(k)) for k, (v, _) in enumerate(pieces)], opened
+
+
+@pytest.mark.parametrize("path_name", ["partition", "numpy_bracket", "numpy_bracket_missed"])
+@pytest.mark.parametrize("kind", ["random", "tied", "zeros", "negative_zero"])
+def test_thresholds_of_parts_are_those_of_the_concatenation(monkeypatch, path_name, kind):
+    """Ranked piece by piece (a global threshold over a model's tensors) or concatenated: same thresholds."""
+    _force(monkeypatch, path_name)
+    monkeypatch.setattr(bitselect, "SAMPLE", 64)
+    g = torch.Generator().manual_seed(len(kind))
+    pieces = []
+    for k, n in enumerate((1, 700, 33, 2048, 5)):  # odd sizes: samples and chunks straddle pieces
+        minus = (torch.randn(n, generator=g) * 0.02).bfloat16()
+        values = (minus.float() + _inputs(kind, n, torch.float32) * 0.004).bfloat16()
+        pieces.append((values, minus) if k % 2 == 0 else (values.float(), minus))  # mixed dtypes, as real models
+    whole = torch.cat([(v.float() - m.float()).reshape(-1) for v, m in pieces])
+    ranked, _ = _reference(whole.abs())
+    n = whole.numel()
+    ms = [0, 1, 2, 17, n // 3, n // 2, n - 5, n]
+    parts, opened = _parts(pieces)
+    got = selection.thresholds_of_parts(parts, ms, absolute=True)
+    for m, th in zip(ms, got):
+        value = float(ranked[m - 1]) if m else float("inf")
+        assert th.m == m and th.value == value, m
+        if m:
+            assert th.greater == int((whole.abs() > value).sum()) and th.equal == int((whole.abs() == value).sum())
+    if path_name == "numpy_bracket":  # proven by the bracket: each piece opened at most twice, never concatenated
+        assert all(opened.count(k) <= 2 for k in range(len(pieces)))
+
+
+def test_a_proven_bracket_over_parts_never_concatenates(monkeypatch):
+    _force(monkeypatch, "numpy_bracket")
+    g = torch.Generator().manual_seed(7)
+    pieces = [(torch.randn(n, generator=g), torch.randn(n, generator=g)) for n in (4000, 3000, 999)]
+    ranked, _ = _reference(torch.cat([(v - m).abs() for v, m in pieces]))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the parts were concatenated")
+
+    monkeypatch.setattr(selection.torch, "cat", refuse)
+    parts, opened = _parts(pieces)
+    (th,) = selection.thresholds_of_parts(parts, [2000], absolute=True)
+    assert th.value == float(ranked[1999])
+    assert sorted(opened) == [0, 0, 1, 1, 2, 2]  # a sample, then one counting pass, piece by piece

@@ -38,9 +38,10 @@ one chunk on other devices.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -333,53 +334,128 @@ def _numpy_bracket_select(flat: Tensor, ms: Sequence[int], absolute: bool, minus
     (partition them). With ``only_tied`` (mid-size tensors), nothing is done unless every bracket
     sits inside a run of ties, where counting beats numpy's partition 3-4x; elsewhere the partition
     is faster at these sizes."""
-    n = flat.numel()
+    ranked = _Ranked(flat, minus)
+    return _bracket_select([Part(flat.numel(), lambda: contextlib.nullcontext(ranked))], ms, absolute,
+                           only_tied=only_tied)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of a tensor that is never built whole: :func:`thresholds_of_parts` ranks their concatenation.
+
+    Attributes:
+        size: its number of entries.
+        open: a context manager giving the piece as ``(values, minus or None)`` (ranked: ``values - minus``),
+            entered once per pass over the pieces; on exit the piece may be dropped (e.g. its pages
+            released).
+    """
+
+    size: int
+    open: Callable[[], contextlib.AbstractContextManager[tuple[Tensor, Tensor | None]]]
+
+
+def thresholds_of_parts(parts: Sequence[Part], ms: Sequence[int], *, absolute: bool = False) -> tuple[Threshold, ...]:
+    """:func:`thresholds` of the concatenation of ``parts``, on CPU without building it.
+
+    This is what a *global* magnitude threshold needs: the m-th largest |θ_i − θ_0| over every tensor
+    of a model. The sampled bracket reads each piece twice (a sample, then one counting pass), one at a
+    time, so memory is one piece's chunk whatever the model size; only when the bracket cannot prove
+    the answer (or the model is small) are the pieces concatenated, as before.
+    """
+    n = sum(p.size for p in parts)
+    ms = [min(max(int(m), 0), n) for m in ms]
+    found = {m: Threshold(0, math.inf, 0, 0) for m in ms if m == 0}
+    wanted = sorted({m for m in ms if m > 0})
+    if wanted and NUMPY_ON_CPU and n >= NUMPY_BRACKET_FROM:
+        found.update(_bracket_select(parts, wanted, absolute))
+    missing = [m for m in wanted if m not in found]
+    if missing:
+        pieces = []
+        for part in parts:
+            with part.open() as (values, minus):
+                pieces.append((values if minus is None else difference(values, minus)).reshape(-1))
+        found.update(zip(missing, thresholds(torch.cat(pieces), missing, absolute=absolute)))
+    return tuple(found[m] for m in ms)
+
+
+def _ranked(opened: tuple[Tensor, Tensor | None] | _Ranked) -> _Ranked:
+    """What a part opened to, ready for the bracket (a single tensor comes already prepared)."""
+    return opened if isinstance(opened, _Ranked) else _Ranked(*opened)
+
+
+class _Ranked:
+    """One piece's values as numpy, for the bracket: a sample, then cache-sized chunks (reused buffers)."""
+
+    def __init__(self, flat: Tensor, minus: Tensor | None):
+        self.flat, self.minus = flat.reshape(-1), None if minus is None else minus.reshape(-1)
+        self.values = _numpy_values(self.flat) if minus is None else None  # bf16 is widened once, here
+        self.wide = None if minus is None else _wide(self.flat, self.minus)
+
+    def sample(self, at: np.ndarray) -> np.ndarray:
+        if self.values is not None:
+            return self.values[at]  # a copy (fancy indexing)
+        index = torch.from_numpy(at)
+        return (self.flat[index].to(self.wide) - self.minus[index].to(self.wide)).numpy()
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        if self.values is not None:
+            for lo, hi in chunks(self.flat):
+                yield self.values[lo:hi]
+            return
+        size = chunk_size(self.flat)
+        diff, widened = torch.empty(size, dtype=self.wide), torch.empty(size, dtype=self.wide)
+        for lo, hi in chunks(self.flat):
+            yield _difference_into(diff[: hi - lo], self.flat[lo:hi], self.minus[lo:hi], widened[: hi - lo]).numpy()
+
+
+def _bracket_select(parts: Sequence[Part], ms: Sequence[int], absolute: bool, *,
+                    only_tied: bool = False) -> dict[int, Threshold]:
+    """The sampled bracket over the concatenation of ``parts`` (see :func:`_numpy_bracket_select`)."""
+    sizes = [p.size for p in parts]
+    n = sum(sizes)
     s, stride, ends = bitselect.sample_plan(n, ms)
     i = np.arange(s)
-    where = i * stride + (i * 7919) % stride
-    size = min(n, bitselect.CPU_CHUNK)
-    if minus is None:
-        values = _numpy_values(flat)
-        sample = values[where]  # a copy (fancy indexing)
-        dtype = values.dtype
-
-        def chunk_of(lo: int, hi: int) -> np.ndarray:
-            return values[lo:hi]
-    else:
-        wide = _wide(flat, minus)
-        at = torch.from_numpy(where)
-        sample = (flat[at].to(wide) - minus[at].to(wide)).numpy()
-        dtype = sample.dtype
-        diff, widened = torch.empty(size, dtype=wide), torch.empty(size, dtype=wide)
-
-        def chunk_of(lo: int, hi: int) -> np.ndarray:
-            return _difference_into(diff[: hi - lo], flat[lo:hi], minus[lo:hi], widened[: hi - lo]).numpy()
+    where = i * stride + (i * 7919) % stride  # positions in the concatenation, increasing
+    starts = np.cumsum([0, *sizes])
+    owner = np.searchsorted(starts, where, side="right") - 1
+    samples = []
+    for k, part in enumerate(parts):
+        at = where[owner == k] - starts[k]
+        if at.size:
+            with part.open() as opened:
+                samples.append(_ranked(opened).sample(at))
+    sample = np.concatenate(samples)
     sample = np.sort(np.abs(sample, out=sample) if absolute else sample)[::-1]
     brackets = [(-np.inf if bottom is None else sample[bottom], np.inf if top is None else sample[top])
                 for top, bottom in ends]
     if only_tied and any(low != high for low, high in brackets):
         return {}
-    buf, over, within = np.empty(size, dtype), np.empty(size, bool), np.empty(size, bool)
     above, inside, tied = [0] * len(ms), [[] for _ in ms], [0] * len(ms)
-    for lo, hi in chunks(flat):
-        chunk = chunk_of(lo, hi)
-        if absolute:
-            chunk = np.abs(chunk, out=buf[: hi - lo])
-        for j, (low, high) in enumerate(brackets):  # float compares: -0.0 == +0.0, as the keys
-            o = np.greater(chunk, high, out=over[: hi - lo])
-            above[j] += int(np.count_nonzero(o))
-            if low == high:  # a bracket inside a run of ties (bf16 task vectors): counting is enough
-                tied[j] += int(np.count_nonzero(np.equal(chunk, high, out=within[: hi - lo])))
-                continue
-            w = np.greater_equal(chunk, low, out=within[: hi - lo])
-            inside[j].append(chunk[np.logical_and(w, np.logical_not(o, out=o), out=w)])
+    for part in parts:
+        with part.open() as opened:
+            ranked = _ranked(opened)
+            buf = over = within = None
+            for chunk in ranked.chunks():
+                k = chunk.size
+                if buf is None or buf.size < k or buf.dtype != chunk.dtype:
+                    buf, over, within = np.empty(k, chunk.dtype), np.empty(k, bool), np.empty(k, bool)
+                if absolute:
+                    chunk = np.abs(chunk, out=buf[:k])
+                for j, (low, high) in enumerate(brackets):  # float compares: -0.0 == +0.0, as the keys
+                    o = np.greater(chunk, high, out=over[:k])
+                    above[j] += int(np.count_nonzero(o))
+                    if low == high:  # a bracket inside a run of ties (bf16 task vectors): counting is enough
+                        tied[j] += int(np.count_nonzero(np.equal(chunk, high, out=within[:k])))
+                        continue
+                    w = np.greater_equal(chunk, low, out=within[:k])
+                    inside[j].append(chunk[np.logical_and(w, np.logical_not(o, out=o), out=w)])
     found = {}
-    for m, greater, parts, equal, (low, high) in zip(ms, above, inside, tied, brackets):
+    for m, greater, parts_in, equal, (low, high) in zip(ms, above, inside, tied, brackets):
         if low == high:
             if greater < m <= greater + equal:  # proven: the m-th largest is the tied value
                 found[m] = Threshold(m, float(high), greater, equal)
             continue
-        members = np.concatenate(parts)
+        members = np.concatenate(parts_in)
         if greater < m <= greater + members.size:  # proven: the m-th largest is inside
             k = members.size - (m - greater)
             members.partition(k)
