@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from hf_time.errors import NonFiniteError
 from hf_time.io import Checkpoint, ShardedSafetensorsWriter, TensorInfo, plan_shards
 from hf_time.merges import bitselect, selection, workers
-from hf_time.merges.kernels import all_finite
+from hf_time.merges.kernels import all_finite, kept_count
 from hf_time.merges.registry import TensorContext
 from hf_time.progress import enabled as bars_enabled
 from hf_time.progress import label as bar_label
@@ -127,8 +127,6 @@ def magnitude_quantiles(
     checkpoints in place, so the extra memory is one chunk whatever the model size. The values are
     those of ranking the concatenated float32 |τ_i| with :func:`quantile_values`.
     """
-    from hf_time.merges.kernels import kept_count
-
     names = [n for n, i in base.infos.items() if i.is_float]
     total = sum(base.infos[n].numel for n in names)
     out = []

@@ -39,6 +39,7 @@ one chunk on other devices.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -334,9 +335,8 @@ def _numpy_bracket_select(flat: Tensor, ms: Sequence[int], absolute: bool, minus
     (partition them). With ``only_tied`` (mid-size tensors), nothing is done unless every bracket
     sits inside a run of ties, where counting beats numpy's partition 3-4x; elsewhere the partition
     is faster at these sizes."""
-    ranked = _Ranked(flat, minus)
-    return _bracket_select([Part(flat.numel(), lambda: contextlib.nullcontext(ranked))], ms, absolute,
-                           only_tied=only_tied)
+    ranked = _Ranked(flat, minus)  # opened once for both passes: bf16 values are widened once
+    return _bracket_select([flat.numel()], [lambda: contextlib.nullcontext(ranked)], ms, absolute, only_tied=only_tied)
 
 
 @dataclass(frozen=True)
@@ -367,7 +367,8 @@ def thresholds_of_parts(parts: Sequence[Part], ms: Sequence[int], *, absolute: b
     found = {m: Threshold(0, math.inf, 0, 0) for m in ms if m == 0}
     wanted = sorted({m for m in ms if m > 0})
     if wanted and NUMPY_ON_CPU and n >= NUMPY_BRACKET_FROM:
-        found.update(_bracket_select(parts, wanted, absolute))
+        found.update(_bracket_select([p.size for p in parts], [functools.partial(_opened, p) for p in parts], wanted,
+                                     absolute))
     missing = [m for m in wanted if m not in found]
     if missing:
         pieces = []
@@ -378,9 +379,10 @@ def thresholds_of_parts(parts: Sequence[Part], ms: Sequence[int], *, absolute: b
     return tuple(found[m] for m in ms)
 
 
-def _ranked(opened: tuple[Tensor, Tensor | None] | _Ranked) -> _Ranked:
-    """What a part opened to, ready for the bracket (a single tensor comes already prepared)."""
-    return opened if isinstance(opened, _Ranked) else _Ranked(*opened)
+@contextlib.contextmanager
+def _opened(part: Part) -> Iterator[_Ranked]:
+    with part.open() as (values, minus):
+        yield _Ranked(values, minus)
 
 
 class _Ranked:
@@ -408,10 +410,10 @@ class _Ranked:
             yield _difference_into(diff[: hi - lo], self.flat[lo:hi], self.minus[lo:hi], widened[: hi - lo]).numpy()
 
 
-def _bracket_select(parts: Sequence[Part], ms: Sequence[int], absolute: bool, *,
-                    only_tied: bool = False) -> dict[int, Threshold]:
-    """The sampled bracket over the concatenation of ``parts`` (see :func:`_numpy_bracket_select`)."""
-    sizes = [p.size for p in parts]
+def _bracket_select(sizes: Sequence[int], opens: Sequence[Callable[[], contextlib.AbstractContextManager[_Ranked]]],
+                    ms: Sequence[int], absolute: bool, *, only_tied: bool = False) -> dict[int, Threshold]:
+    """The sampled bracket (see :func:`_numpy_bracket_select`) over the concatenation of pieces of
+    ``sizes`` entries; ``opens[k]()`` gives piece k, entered once for the sample and once for the count."""
     n = sum(sizes)
     s, stride, ends = bitselect.sample_plan(n, ms)
     i = np.arange(s)
@@ -419,11 +421,11 @@ def _bracket_select(parts: Sequence[Part], ms: Sequence[int], absolute: bool, *,
     starts = np.cumsum([0, *sizes])
     owner = np.searchsorted(starts, where, side="right") - 1
     samples = []
-    for k, part in enumerate(parts):
+    for k, open_piece in enumerate(opens):
         at = where[owner == k] - starts[k]
         if at.size:
-            with part.open() as opened:
-                samples.append(_ranked(opened).sample(at))
+            with open_piece() as ranked:
+                samples.append(ranked.sample(at))
     sample = np.concatenate(samples)
     sample = np.sort(np.abs(sample, out=sample) if absolute else sample)[::-1]
     brackets = [(-np.inf if bottom is None else sample[bottom], np.inf if top is None else sample[top])
@@ -431,9 +433,8 @@ def _bracket_select(parts: Sequence[Part], ms: Sequence[int], absolute: bool, *,
     if only_tied and any(low != high for low, high in brackets):
         return {}
     above, inside, tied = [0] * len(ms), [[] for _ in ms], [0] * len(ms)
-    for part in parts:
-        with part.open() as opened:
-            ranked = _ranked(opened)
+    for open_piece in opens:
+        with open_piece() as ranked:
             buf = over = within = None
             for chunk in ranked.chunks():
                 k = chunk.size

@@ -5,8 +5,8 @@ cache-sized slices the merges work on (:data:`hf_time.merges.bitselect.SLICE` en
 join is a large part of each op. Dealing the slices of a tensor out to one thread per core, each
 running torch ops single-threaded, uses the cores without that cost (torch and numpy release the GIL
 inside their ops). Slices are dealt round-robin, so the cores walk through the tensor side by side:
-this measured ~25% faster than one contiguous block per core on a 1B task-arithmetic merge, and
-~20% faster than one thread running each op on both cores (figures: ``benchmarks/README.md``).
+in runs alternating with the one-thread loop, this cut a 1B task-arithmetic merge by 20-25%, where
+one contiguous block per core cut it by 0-15% (figures: ``benchmarks/README.md``).
 
 Only independent slices belong here: each thread has its own scratch buffers, results come back in
 slice order, and the output is bit-identical to one thread walking the slices. (Tried and measured
