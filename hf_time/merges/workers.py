@@ -61,6 +61,6 @@ def map_hands(spans: Sequence[Span], work: Callable[[Sequence[Span]], R], *, wor
     hands = deal(spans, count() if workers is None else workers)
     if len(hands) <= 1:
         return [work(h) for h in hands]
-    with _single_threaded_ops(), ThreadPoolExecutor(max_workers=len(hands), thread_name_prefix="hf_time-slices") as pool:
+    with _single_threaded_ops(), ThreadPoolExecutor(len(hands), thread_name_prefix="hf_time-slices") as pool:
         futures = [pool.submit(work, h) for h in hands]
         return [f.result() for f in futures]
