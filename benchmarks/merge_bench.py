@@ -260,9 +260,13 @@ def compile_bytecode(hf_bin: str) -> str:
     package (mergekit's venv has its bytecode from its install). An editable install run under
     ``PYTHONDONTWRITEBYTECODE=1`` (as on this project's machines) would otherwise compile each of its
     ~200 modules from source at every start, which a user's installed hf_time never does."""
-    python = Path(hf_bin).parent / "python"
+    beside = Path(hf_bin).parent / "python"  # a venv's console script; else (a wrapper script) this Python
+    python = str(beside) if beside.is_file() else sys.executable
     code = "import compileall, sys, hf_time; sys.exit(0 if compileall.compile_dir(hf_time.__path__[0], quiet=1) else 1)"
-    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+    try:
+        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"bytecode NOT compiled: {e}"
     return "bytecode compiled, as pip install does" if done.returncode == 0 else f"bytecode NOT compiled: {done.stderr[-200:]}"
 
 
