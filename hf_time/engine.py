@@ -138,8 +138,7 @@ def magnitude_quantiles(
                    disable=not (progress and bars_enabled()), leave=False)  # two passes, and small tensors skip one
         parts = [selection.Part(base.infos[n].numel, functools.partial(_task_vector_part, expert, base, n, bar))
                  for n in names]
-        ms = [kept_count(round(1.0 - q, 12), total) for q in wanted]
-        out.append(tuple(t.value for t in selection.thresholds_of_parts(parts, ms, absolute=True)))
+        out.append(tuple(t.value for t in selection.thresholds_of_parts(parts, _ranks(wanted, total), absolute=True)))
         bar.close()
     return tuple(out)
 
@@ -168,10 +167,14 @@ def quantile_values(magnitudes: torch.Tensor, fractions: Sequence[float]) -> tup
     Uses the kernels' own counting rule (``kept_count``/``kth_largest``) so that a global threshold
     over one tensor equals that tensor's per-tensor threshold.
     """
-    from hf_time.merges.kernels import kept_count, kth_largest
+    from hf_time.merges.kernels import kth_largest
 
-    n = magnitudes.numel()
-    return tuple(kth_largest(magnitudes, kept_count(round(1.0 - q, 12), n)) for q in fractions)
+    return tuple(kth_largest(magnitudes, m) for m in _ranks(fractions, magnitudes.numel()))
+
+
+def _ranks(fractions: Sequence[float], n: int) -> list[int]:
+    """For each fraction q, the rank (from the largest) of the |τ| below which q of ``n`` entries lie."""
+    return [kept_count(round(1.0 - q, 12), n) for q in fractions]
 
 
 class _Buffers:
