@@ -90,29 +90,27 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min"
 
 
-def estimate_timeline(config, hub) -> str | None:
+def estimate_timeline(config, base_dir: str | os.PathLike, adaptation, held_out, done: int) -> str | None:
     """A measured estimate of what is left of a timeline, or None when every step is published.
 
     Trains a few steps of the base on the first task still to do and scores its test split (the
     :func:`measure_speed` figures), then multiplies by the training steps and the evaluations left
     (the base's own evaluation counts on a fresh timeline). Steps whose expert another timeline
-    already trained (the shared cache) take less, so the figure errs long.
+    already trained (the shared cache) take less, so the figure errs long. Made from what the
+    timeline runner has loaded (its ``before_steps`` hook), so nothing is resolved or loaded twice.
 
     Args:
         config: a :class:`hf_time.timeline.config.TimelineConfig`.
-        hub: the :class:`hf_time.hub.Hub` the timeline runs on.
+        base_dir: the downloaded base.
+        adaptation, held_out: the loaded tasks (:class:`hf_time.timeline.data.LoadedTask`).
+        done: how many steps are already published.
     """
-    from hf_time.timeline.data import load_tasks
-
-    done = len(hub.list_tags(config.repo_id) or ())
     todo = len(config.tasks) - done
     if todo <= 0:
         return None
-    adaptation, held_out, _ = load_tasks(config, hub)
-    base_dir = hub.download(hub.resolve(config.base_ref))
     speed = measure_speed(base_dir, adaptation[done].task, config.training, device=config.device,
                           name=f"the base {config.base_ref}")
     evaluations = todo + (done == 0)
-    texts = evaluations * sum(len(t.task.test) for t in adaptation + held_out)
+    texts = evaluations * sum(len(t.task.test) for t in [*adaptation, *held_out])
     return format_estimate(speed, training_steps=todo * config.training.steps, texts=texts,
                            what=f"{todo} experts and {evaluations} evaluations")

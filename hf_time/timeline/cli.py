@@ -55,16 +55,17 @@ def cmd_run(args) -> int:
 
     overrides = list(args.set) + ([f"namespace={args.namespace}"] if args.namespace else [])
     config = load_timeline_config(args.config, overrides)
-    hub = _hub(args.endpoint)
     from hf_time import distributed
 
-    estimate = args.estimate if args.estimate is not None else (sys.stdout.isatty() and not args.quiet)
-    if estimate and not distributed.is_distributed():  # measured, not promised: the load decides it
+    def print_estimate(base_dir, adaptation, held_out, done) -> None:
         from hf_time.estimate import estimate_timeline
 
-        line = estimate_timeline(config, hub)
+        line = estimate_timeline(config, base_dir, adaptation, held_out, done)
         if line:
             print(line, flush=True)
+
+    estimate = args.estimate if args.estimate is not None else (sys.stdout.isatty() and not args.quiet)
+    estimate = estimate and not distributed.is_distributed()  # measured, not promised: the load decides it
 
     walls: list[float] = []
 
@@ -79,8 +80,8 @@ def cmd_run(args) -> int:
               f"(overhead {100 * timer.overhead_fraction:.1f}%){pace}", flush=True)
 
     try:  # under torchrun / accelerate launch every process runs this; the main one prints
-        run = run_timeline(config, hub=hub, work_dir=args.work, cache_dir=args.cache, on_step=on_step,
-                           progress=not args.quiet)
+        run = run_timeline(config, hub=_hub(args.endpoint), work_dir=args.work, cache_dir=args.cache, on_step=on_step,
+                           before_steps=print_estimate if estimate else None, progress=not args.quiet)
     finally:
         distributed.shutdown()
     if not distributed.is_main():

@@ -70,6 +70,8 @@ from hf_time.timeline.strategies import Node, Plan, StepPlan, build_plan, descri
 logger = logging.getLogger(__name__)
 
 Evaluator = Callable[..., dict]
+# before_steps(base_dir, adaptation tasks, held-out tasks, steps already published)
+BeforeSteps = Callable[[Path, Sequence[LoadedTask], Sequence[LoadedTask], int], None]
 # Phases that are not the work itself (training, evaluation): the timeline's overhead.
 OVERHEAD_PHASES = ("resolve", "merge", "push_expert", "card", "publish", "state")
 # Files of a node folder that a snapshot replaces or must not carry (timings are not reproducible).
@@ -162,7 +164,7 @@ class TimelineRunner:
         self.experts = ExpertMaker(config, self.store, trainer or default_trainer)
 
     # -- set-up ------------------------------------------------------------------------------------
-    def _setup(self, timer: StepTimings) -> tuple[Plan, TimelineState]:
+    def _setup(self, timer: StepTimings, before_steps: BeforeSteps | None = None) -> tuple[Plan, TimelineState]:
         with timer.phase("resolve"):
             self.hub.check_publish(self.repos.timeline)  # a refused token fails now, not after the first training
             base_res = self.hub.resolve(self.config.base_ref)
@@ -194,6 +196,8 @@ class TimelineRunner:
         self.store.remember(plan.base, base_dir, base_record)
         self.plan_base_key = plan.base.key
         state = self._resume(plan, timer)
+        if before_steps is not None:  # before the base's evaluation, which a fresh timeline still has to do
+            before_steps(base_dir, adaptation, held_out, state.done if state is not None else 0)
         if state is None:
             with timer.phase("evaluate"), progress.subject(f"the base {base_res.ref.repo_id or base_dir.name}"):
                 base_acc = self._evaluate(plan.base, base_dir)
@@ -377,11 +381,12 @@ class TimelineRunner:
         return folder
 
     # -- the loop ----------------------------------------------------------------------------------
-    def run(self, on_step: Callable[[StepRecord, StepTimings], None] | None = None) -> TimelineRun:
+    def run(self, on_step: Callable[[StepRecord, StepTimings], None] | None = None,
+            before_steps: BeforeSteps | None = None) -> TimelineRun:
         setup = StepTimings(0)
         start = time.perf_counter()
         with progress.unit("set-up"), progress.libraries_quiet(hub=not self.progress):
-            plan, state = self._setup(setup)
+            plan, state = self._setup(setup, before_steps)
         setup.wall = time.perf_counter() - start
         skipped = tuple(range(1, state.done + 1))
         timings = []
@@ -410,7 +415,7 @@ class TimelineRunner:
 def run_timeline(config: TimelineConfig, *, hub: Hub | None = None, work_dir: str | os.PathLike = "runs/timeline",
                  cache_dir: str | os.PathLike | None = None, trainer: Trainer | None = None,
                  evaluator: Evaluator | None = None, on_step: Callable[[StepRecord, StepTimings], None] | None = None,
-                 progress: bool = True) -> TimelineRun:
+                 before_steps: BeforeSteps | None = None, progress: bool = True) -> TimelineRun:
     """Run (or resume) a timeline end to end on the Hub.
 
     Args:
@@ -424,6 +429,9 @@ def run_timeline(config: TimelineConfig, *, hub: Hub | None = None, work_dir: st
         evaluator: ``evaluator(model_dir, tasks, *, batch_size, max_length, device) -> {task: acc}``;
             default :func:`hf_time.evaluation.evaluate_tasks`.
         on_step: called after each completed step with its record and timings (main process only).
+        before_steps: called once the base and the tasks are loaded and the published steps counted,
+            before any evaluation or training, as ``before_steps(base_dir, adaptation, held_out, done)``
+            (main process only); e.g. :func:`hf_time.estimate.estimate_timeline` from what is loaded.
         progress: show the merges' bars and huggingface_hub's transfer bars; training and evaluation
             always show one labelled bar each ("step 2/3 · training sms_spam expert · 40 steps"),
             except inside :func:`hf_time.progress.quiet` (``--quiet``), where nothing shows.
@@ -443,7 +451,7 @@ def run_timeline(config: TimelineConfig, *, hub: Hub | None = None, work_dir: st
     if w.size == 1:
         runner = TimelineRunner(config, hub=hub, work_dir=work_dir, cache_dir=cache_dir, trainer=trainer,
                                 evaluator=evaluator, progress=progress)
-        return runner.run(on_step=on_step)
+        return runner.run(on_step=on_step, before_steps=before_steps)
     from hf_time.timeline import collective, experts
 
     trainer = trainer or experts.default_trainer
@@ -452,4 +460,4 @@ def run_timeline(config: TimelineConfig, *, hub: Hub | None = None, work_dir: st
     leader = collective.CollectiveTrainer(trainer)
     runner = TimelineRunner(config, hub=hub, work_dir=work_dir, cache_dir=cache_dir, trainer=leader,
                             evaluator=evaluator, progress=progress)
-    return collective.lead(lambda: runner.run(on_step=on_step), leader)
+    return collective.lead(lambda: runner.run(on_step=on_step, before_steps=before_steps), leader)
