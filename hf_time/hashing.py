@@ -58,6 +58,11 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest
 
 
+def known_sha256(path: str | os.PathLike) -> str | None:
+    """The sha256 of a file if this process has already computed or recorded it, without reading it."""
+    return _lookup(_identity(path))
+
+
 def remember_sha256(path: str | os.PathLike, digest: str) -> None:
     """Record the sha256 of a file its writer hashed while writing it (call after the file is closed)."""
     _store(_identity(path), digest)

@@ -16,11 +16,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 from urllib.parse import urlparse
 
 from hf_time import hub_retry
-from hf_time.hashing import git_blob_sha1, sha256_file
+from hf_time.hashing import git_blob_sha1, known_sha256, sha256_file
 from hf_time.errors import (
     CorruptCheckpointError, HubConnectionError, HubRequestError, InvalidReferenceError, MissingWeightsError,
     PublishError, RepoNotFoundError, RevisionNotFoundError,
@@ -221,10 +221,8 @@ class Hub:
     def add_files(self, repo_id: str, files: dict[str, Path], *, commit_message: str, commit_description: str = "",
                   branch: str = "main") -> PublishResult:
         """Add (or replace) ``files`` (path in repo -> local file) in ``repo_id@branch`` as ONE commit, keeping the rest."""
-        from huggingface_hub import CommitOperationAdd
-
         head = self._net(f"reading {repo_id}@{branch}", lambda: self.api.model_info(repo_id, revision=branch).sha)
-        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(f)) for p, f in sorted(files.items())]
+        ops = _additions(sorted(files.items()))
         commit = self._net(f"committing to {repo_id}", lambda: self.api.create_commit(
             repo_id, operations=ops, commit_message=commit_message, commit_description=commit_description,
             revision=branch, parent_commit=head)).oid
@@ -337,7 +335,7 @@ class Hub:
         Raises:
             PublishError: the tag exists and points at another commit.
         """
-        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+        from huggingface_hub import CommitOperationDelete
 
         folder = Path(folder)
         local = sorted(str(p.relative_to(folder)).replace(os.sep, "/") for p in folder.rglob("*") if p.is_file())
@@ -351,7 +349,7 @@ class Hub:
             logger.info("%s@%s already holds this content; no commit made", repo_id, head_before[:10])
             return PublishResult(repo_id, head_before, f"{self.display}/{repo_id}/tree/{head_before}", tag, False)
         remote = set(self._net(f"listing {repo_id}@{branch}", lambda: self.api.list_repo_files(repo_id, revision=branch)))
-        ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in local]
+        ops: list = _additions((p, folder / p) for p in local)
         ops += [CommitOperationDelete(path_in_repo=p) for p in sorted(remote - set(local) - {".gitattributes"})]
         # parent_commit makes a retried or concurrent commit fail instead of landing twice or on top of
         # someone else's: the branch moves only from the head this publish compared against.
@@ -381,15 +379,13 @@ class Hub:
         Returns:
             The paths (relative to ``folder``) that were offered for upload.
         """
-        from huggingface_hub import CommitOperationAdd
-
         folder = Path(folder)
         paths = sorted({p.relative_to(folder).as_posix() for pattern in patterns for p in folder.glob(pattern)
                         if p.is_file()})
         if not paths:
             return []
         self._net(f"creating {repo_id}", lambda: self.api.create_repo(repo_id, exist_ok=True, private=private))
-        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in paths]
+        ops = _additions((p, folder / p) for p in paths)
         self._net(f"uploading the weights of {folder.name} to {repo_id}",
                   lambda: self.api.preupload_lfs_files(repo_id, additions=ops))
         return paths
@@ -457,6 +453,23 @@ class Hub:
                 "choose another tag or delete the old one"
             )
         self._net(f"tagging {repo_id}@{commit[:10]} as {tag}", lambda: self.api.create_tag(repo_id, tag=tag, revision=commit))
+
+
+def _additions(files: Iterable[tuple[str, Path]]) -> list:
+    """A ``CommitOperationAdd`` per (path in the repo, local file), each handed the sha256 this process
+    already knows for the file (its lineage hashed it when the snapshot was written), so that
+    huggingface_hub does not read and hash hundreds of megabytes again before uploading them. Files
+    whose digest is unknown are hashed by huggingface_hub as before."""
+    from huggingface_hub import CommitOperationAdd
+
+    ops = []
+    for path_in_repo, local in files:
+        op = CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(local))
+        info, digest = getattr(op, "upload_info", None), known_sha256(local)
+        if digest is not None and info is not None and not getattr(info, "is_hashed", True):  # lazy since hub 2.x
+            info.sha256 = bytes.fromhex(digest)
+        ops.append(op)
+    return ops
 
 
 def require_weights(infos: dict[str, TensorInfo] | None, res: ResolvedRef, allow_pickle: bool, files: list[str]) -> None:

@@ -176,3 +176,36 @@ def test_a_preupload_to_a_server_that_is_down_is_one_typed_error(tmp_path, hub_m
     h = Hub(endpoint="http://127.0.0.1:9", token=HUB_TOKEN)  # the discard port: nothing listens
     with pytest.raises(HubConnectionError):
         h.preupload(hub_models["e1"], "pub/down")
+
+
+def test_the_publish_hands_known_digests_to_the_upload_instead_of_hashing_again(hub, hub_models, tmp_path,
+                                                                                 monkeypatch):
+    """Weights whose sha256 this process already computed (the lineage hashes them) are not read and
+    hashed a second time by huggingface_hub before the upload; the Hub still stores the right objects."""
+    import shutil
+
+    from huggingface_hub import lfs
+
+    from hf_time.hashing import sha256_file
+
+    folder = tmp_path / "snapshot"
+    shutil.copytree(hub_models["e2"], folder)  # fresh inodes: nothing of this folder is known yet
+    shards = sorted(p.name for p in folder.glob("*.safetensors"))
+    digests = {name: sha256_file(folder / name) for name in shards[:1]}  # one shard known, the others not
+    hashed = []
+    real = lfs.sha_fileobj
+
+    def counting(fileobj, *args, **kwargs):
+        hashed.append(fileobj.name)
+        return real(fileobj, *args, **kwargs)
+
+    monkeypatch.setattr(lfs, "sha_fileobj", counting)
+    h = Hub(endpoint=hub.url, token=HUB_TOKEN)
+    pub = h.publish(folder, "pub/known-digests", commit_message="publish")
+    assert sorted(p for p in hashed if p.endswith(".safetensors")) == [str(folder / n) for n in shards[1:]]
+    repo = hub.storage.repo("models", "pub/known-digests")
+    for name in shards:  # the Hub verified and stored every object under its true digest
+        assert repo.blobs.lfs_path(sha256_file(folder / name)).is_file()
+    remote = {f.path: f.lfs.sha256 for f in hub_models["api"].list_repo_tree("pub/known-digests", revision=pub.commit)
+              if getattr(f, "lfs", None) is not None}
+    assert remote[shards[0]] == digests[shards[0]]
