@@ -99,3 +99,16 @@ def test_card_of_a_local_merge_shows_no_absolute_path_and_claims_no_pinning(tmp_
     assert str(tmp_path) not in card and "my-expert" in card
     assert "Every input is pinned" not in card and "local inputs are recorded by their folder" in card
     assert str(tmp_path / "my-expert") in (res.out_dir / "merge_config.yaml").read_text()  # full paths stay here
+
+
+def test_cards_render_exactly_as_model_card_from_template(monkeypatch):
+    """render_template compiles each template once per process; the cards must stay what huggingface_hub's
+    ModelCard.from_template renders from the same template and values (the goldens above pin the text)."""
+    from huggingface_hub import ModelCard
+
+    from hf_time import cards
+
+    fast = [render_merge_card(LINEAGE, title="t"), render_merge_card(LINEAGE, title="t")]  # compiled, then cached
+    monkeypatch.setattr(cards, "render_template", lambda name, data, **kw: ModelCard.from_template(
+        data, template_str=cards.template_text(name), **kw))
+    assert fast == [render_merge_card(LINEAGE, title="t")] * 2

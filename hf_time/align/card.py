@@ -6,7 +6,7 @@ import dataclasses
 import shlex
 from pathlib import Path
 
-from hf_time.cards import hub_ids, model_entry, template_text
+from hf_time.cards import hub_ids, model_entry, render_template
 from hf_time.lineage import Lineage
 
 
@@ -32,7 +32,7 @@ def command(lineage: Lineage) -> str:
 
 def render_align_card(lineage: Lineage, title: str | None = None, repo: str | None = None) -> str:
     """README.md of an ``align`` snapshot."""
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCardData
 
     op = lineage.details.get("operation", "permute")
     method = lineage.method
@@ -43,8 +43,8 @@ def render_align_card(lineage: Lineage, title: str | None = None, repo: str | No
                          tags=["hf_time", "alignment", method.name] + ([] if op == "permute" else ["merge"]),
                          base_model_relation=None if op == "permute" else "merge")
     d = lineage.details
-    card = ModelCard.from_template(
-        data, template_str=template_text("align"), title=name, operation=op, method_name=method.name,
+    card = render_template(
+        "align", data, title=name, operation=op, method_name=method.name,
         summary=method.summary, paper=method.paper, parameters=dict(method.parameters),
         reference=model_entry(lineage.base) if lineage.base else None, experts=experts,
         alignment=d.get("alignment"), alignment_file=d.get("alignment_file"), blocks=d.get("blocks"),

@@ -7,7 +7,7 @@ Rendered from ``model_cards/{adapter_merge,rmm,rmm_revert}.md`` through huggingf
 
 from __future__ import annotations
 
-from hf_time.cards import config_yaml, hub_ids, model_entry, template_text
+from hf_time.cards import config_yaml, hub_ids, model_entry, render_template
 from hf_time.lineage import ExpertRecord, Lineage
 
 
@@ -17,7 +17,7 @@ def _expert(e: ExpertRecord) -> dict:
 
 def render_adapter_merge_card(lineage: Lineage, title: str | None = None, repo: str | None = None) -> str:
     """README.md of a merged adapter (``lora_cat``, ``lora_svd``): a PEFT adapter of the base."""
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCardData
 
     method = lineage.method
     base = model_entry(lineage.base)
@@ -31,8 +31,8 @@ def render_adapter_merge_card(lineage: Lineage, title: str | None = None, repo: 
         energy = {"min": energies[worst], "worst": worst, "mean": sum(energies.values()) / len(energies)}
     data = ModelCardData(base_model=lineage.base.repo_id, library_name="peft",
                          tags=["hf_time", "lora", "merge", method.name], base_model_relation="adapter")
-    card = ModelCard.from_template(
-        data, template_str=template_text("adapter_merge"), title=title or "Merged LoRA adapter", method=method.name,
+    card = render_template(
+        "adapter_merge", data, title=title or "Merged LoRA adapter", method=method.name,
         summary=method.summary, paper=method.paper, parameters=dict(method.parameters), base=base, experts=experts,
         modules=modules, repo=repo, energy=energy, rank_text=" / ".join(map(str, ranks)) if ranks else "-",
         slices=any("slices" in m for m in modules.values()), config_yaml=config_yaml(lineage))
@@ -41,13 +41,13 @@ def render_adapter_merge_card(lineage: Lineage, title: str | None = None, repo: 
 
 def render_rmm_card(lineage: Lineage, title: str | None = None, repo: str | None = None) -> str:
     """README.md of an RMM snapshot: the experts it reverts to, their errors and the storage ratio."""
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCardData
 
     details = lineage.output.details
     data = ModelCardData(base_model=hub_ids(lineage.base, *lineage.experts) or None, library_name="hf_time",
                          tags=["hf_time", "lora", "rmm", "reversible-merge"], base_model_relation="merge")
-    card = ModelCard.from_template(
-        data, template_str=template_text("rmm"), title=title or "Reversible LoRA merge (RMM)",
+    card = render_template(
+        "rmm", data, title=title or "Reversible LoRA merge (RMM)",
         base=model_entry(lineage.base), experts=[_expert(e) for e in lineage.experts], p=details["p"],
         centered=details["centered"], storage=details["storage"], summary=lineage.method.summary,
         paper=lineage.method.paper, n_modules=len(details.get("modules") or {}),
@@ -57,7 +57,7 @@ def render_rmm_card(lineage: Lineage, title: str | None = None, repo: str | None
 
 def render_revert_card(lineage: Lineage, title: str | None = None, repo: str | None = None) -> str:
     """README.md of an expert reverted from an RMM snapshot (an adapter, or full weights with ``dense``)."""
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCardData
 
     details = lineage.details
     expert = _expert(lineage.experts[0])
@@ -66,8 +66,8 @@ def render_revert_card(lineage: Lineage, title: str | None = None, repo: str | N
         base_model=(hub_ids(lineage.base, *lineage.experts) or None) if dense else lineage.base.repo_id,
         library_name="transformers" if dense else "peft", tags=["hf_time", "lora", "rmm", "reverted"],
         base_model_relation="merge" if dense else "adapter")
-    card = ModelCard.from_template(
-        data, template_str=template_text("rmm_revert"), title=title or f"{expert['name']} (reverted from RMM)",
+    card = render_template(
+        "rmm_revert", data, title=title or f"{expert['name']} (reverted from RMM)",
         base=model_entry(lineage.base), source=model_entry(lineage.source), expert=expert, index=details["index"],
         p=details["p"], centered=details["centered"], n_experts=details["n_experts"], dense=dense)
     return str(card)

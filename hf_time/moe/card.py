@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from hf_time.cards import config_yaml, hub_ids, model_entry, template_text
+from hf_time.cards import config_yaml, hub_ids, model_entry, render_template
 from hf_time.lineage import Lineage
 
 
 def render_moe_card(lineage: Lineage, title: str | None = None) -> str:
     """README.md of a ``moe`` snapshot: what each expert is, how the router was made, how to rebuild it."""
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCardData
 
     settings = dict(lineage.details.get("config") or {})
     experts = []
@@ -20,8 +20,8 @@ def render_moe_card(lineage: Lineage, title: str | None = None) -> str:
     data = ModelCardData(base_model=hub_ids(lineage.base, *lineage.experts) or None, library_name="transformers",
                          tags=["hf_time", "moe", "merge", settings.get("architecture", "moe")],
                          base_model_relation="merge")
-    card = ModelCard.from_template(
-        data, template_str=template_text("moe"), title=name, architecture=settings.get("architecture"),
+    card = render_template(
+        "moe", data, title=name, architecture=settings.get("architecture"),
         gate_mode=settings.get("gate_mode"), seed=settings.get("seed"), experts_per_token=settings.get("experts_per_token"),
         base=model_entry(lineage.base), experts=experts, all_pinned=all(r.repo_id for r in lineage.inputs()),
         config_yaml=config_yaml(lineage))

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from hf_time.cards import template_text
+from hf_time.cards import render_template
 from hf_time.timeline.state import TimelineState
 
 PLOT_FILE = "plot.png"
@@ -134,7 +134,7 @@ def render_timeline_card(state: TimelineState, *, title: str | None = None, reci
         adapter: the snapshot is a PEFT adapter (a LoRA expert or a low-rank merge): ``library_name: peft``,
             ``base_model_relation: adapter``.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCardData
 
     from hf_time.merges import get
 
@@ -158,9 +158,9 @@ def render_timeline_card(state: TimelineState, *, title: str | None = None, reci
     deployed_label = {"expert": f"the expert of step {last.step}", "chain": f"the running merge r_{last.step}",
                       "merge_all": f"the merge of experts 1..{last.step}",
                       "soup": f"the greedy soup of experts 1..{last.step}"}[last.deployed.kind]
-    card = ModelCard.from_template(
+    card = render_template(
+        "timeline",
         data,
-        template_str=template_text("timeline"),
         title=title or model_name,
         model_name=model_name,
         repo_id=state.repo_id,
