@@ -247,3 +247,21 @@ def test_a_failed_upload_ahead_leaves_the_publish_to_send_the_weights(hub, tmp_p
                            progress=False)
     assert run.state.done == 3 and "the publish sends them" in caplog.text
     assert "model.safetensors" in h.list_files(h.resolve(f"{config.repo_id}@step-3"))
+
+
+def test_the_plotting_library_is_loaded_at_set_up_not_in_the_first_step(hub, tmp_path, monkeypatch):
+    """matplotlib's import (~0.5 s) belongs to the run's set-up, not to step 1's bookkeeping."""
+    from hf_time.timeline import runner
+
+    order = []
+    monkeypatch.setattr(runner, "prepare_plot", lambda: order.append("prepare"))
+    plot = runner.plot_png
+    monkeypatch.setattr(runner, "plot_png", lambda state: order.append("plot") or plot(state))
+    h = Hub(endpoint=hub.url)
+    h.publish(save_tiny_bert(tmp_path / "base", seed=3), "tests/plot-base", commit_message="tiny base")
+    config = timeline_config_from_dict(timeline_dict(tmp_path, "tests/plot-base", "hub-plot", init="base",
+                                                     deploy="latest"))
+    run = run_timeline(config, hub=h, work_dir=tmp_path / "work", trainer=fake_trainer, evaluator=fake_evaluator,
+                       progress=False)
+    assert order == ["prepare", "plot", "plot", "plot"]  # once, before the first step's card
+    assert "card" in run.setup.phases

@@ -56,7 +56,7 @@ from hf_time.atomic import atomic_output_dir, atomic_write_text
 from hf_time.lineage import LINEAGE_FILE, Lineage
 from hf_time.pipeline.cards import render_card
 from hf_time.pipeline.snapshot import MERGE_CONFIG_FILE, write_snapshot
-from hf_time.timeline.card import PLOT_FILE, plot_png, render_timeline_card
+from hf_time.timeline.card import PLOT_FILE, plot_png, prepare_plot, render_timeline_card
 from hf_time.timeline import preflight
 from hf_time.timeline.config import TimelineConfig
 from hf_time.timeline.data import LoadedTask, content_key, load_tasks
@@ -176,6 +176,8 @@ class TimelineRunner:
                                                       if p.suffix in (".safetensors", ".json") and p.is_file()))
             adaptation, held_out, base_pool = load_tasks(self.config, self.hub)
             preflight.check(self.config, base_dir, self.hub.tensor_infos(base_res) or {}, adaptation + held_out + base_pool)
+        with timer.phase("card"):
+            prepare_plot()  # once per run, not inside the first step's card
         self.validation: dict[str, Any] = {}
         if self.config.strategy.deploy == "greedy_soup":
             adaptation = [self._hold_out_validation(t) for t in adaptation]
