@@ -16,8 +16,8 @@ Where the m-th largest comes from (figures: ``benchmarks/select.md``):
   the entries above the bracket and copies out the few inside it; when the counts prove the m-th
   largest lies inside, it is selected among those alone (numpy's partition). No full-size copy;
   otherwise the next path runs. The counts are torch compares written as float 1.0/0.0 into a reused
-  buffer, then summed: 23 µs per 128K entries on the 2-core CPU of ``benchmarks/`` against 78 µs for a
-  compare into bool and ``count_nonzero``; with 1 MiB chunks instead of numpy's 4 MiB ones, ranking
+  buffer, then summed: 21-23 µs per 128K entries on the 2-core CPU of ``benchmarks/`` against 78-118 µs
+  for a compare into bool and ``count_nonzero``; with 1 MiB chunks instead of numpy's 4 MiB ones, ranking
   four tensors of the 271M benchmark model took 0.13 s instead of 0.20 s
   (``benchmarks/issue13_fourth_pass.log``).
   When both ends of the bracket are the same value, which is the usual case for the task vectors of
