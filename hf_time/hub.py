@@ -466,7 +466,8 @@ def _additions(files: Iterable[tuple[str, Path]]) -> list:
     for path_in_repo, local in files:
         op = CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(local))
         info, digest = getattr(op, "upload_info", None), known_sha256(local)
-        if digest is not None and info is not None and not getattr(info, "is_hashed", True):  # lazy since hub 2.x
+        # huggingface_hub versions that hash lazily say so with is_hashed; older ones have hashed already
+        if digest is not None and info is not None and not getattr(info, "is_hashed", True):
             info.sha256 = bytes.fromhex(digest)
         ops.append(op)
     return ops

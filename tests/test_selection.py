@@ -293,3 +293,11 @@ def test_magnitudes_that_are_mostly_zero_are_ranked_without_the_zeros(monkeypatc
     assert sizes == [4000, nonzero]  # the partition saw the non-zero magnitudes only
     assert selection.thresholds(x, [nonzero + 1], absolute=True)[0] == selection.Threshold(nonzero + 1, 0.0, nonzero,
                                                                                               4000 - nonzero)
+
+
+def test_counts_of_float_masks_stay_exact_beyond_float32_integers():
+    """A float32 holds every whole number only up to 2**24; a longer mask (one chunk on an accelerator) is
+    summed in float64 so its count stays exact."""
+    n = (1 << 24) + 3
+    assert selection._count(torch.ones(n)) == n
+    assert selection._count(torch.zeros(n).index_fill_(0, torch.tensor([0, n - 1]), 1.0)) == 2
