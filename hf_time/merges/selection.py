@@ -114,7 +114,7 @@ def thresholds(values: Tensor, ms: Sequence[int], *, absolute: bool = False,
     # 16-bit checkpoints: their task vectors tie in long runs, and counting a run beats the partition
     tied = any(t is not None and t.dtype in (torch.bfloat16, torch.float16) for t in (flat, sub))
     if wanted and cpu and (n >= NUMPY_BRACKET_FROM or (tied and n >= NUMPY_TIED_FROM)):
-        found.update(_numpy_bracket_select(flat, wanted, absolute, sub, only_tied=n < NUMPY_BRACKET_FROM))
+        found.update(_cpu_bracket_select(flat, wanted, absolute, sub, only_tied=n < NUMPY_BRACKET_FROM))
     missing = [m for m in wanted if m not in found]
     if missing:
         if sub is not None:
@@ -372,7 +372,7 @@ def _largest(arr: np.ndarray, ms: Sequence[int], *, nonnegative: bool) -> list[t
     return out
 
 
-def _numpy_bracket_select(flat: Tensor, ms: Sequence[int], absolute: bool, minus: Tensor | None = None, *,
+def _cpu_bracket_select(flat: Tensor, ms: Sequence[int], absolute: bool, minus: Tensor | None = None, *,
                           only_tied: bool = False) -> dict[int, Threshold]:
     """CPU, large tensors: the thresholds a sampled bracket proves it holds (module docstring), by
     counts over cache-sized chunks (16-bit values widened and ``flat - minus`` taken chunk by chunk); no
@@ -463,7 +463,7 @@ class _Ranked:
 
 def _bracket_select(sizes: Sequence[int], opens: Sequence[Callable[[], contextlib.AbstractContextManager[_Ranked]]],
                     ms: Sequence[int], absolute: bool, *, only_tied: bool = False) -> dict[int, Threshold]:
-    """The sampled bracket (see :func:`_numpy_bracket_select`) over the concatenation of pieces of
+    """The sampled bracket (see :func:`_cpu_bracket_select`) over the concatenation of pieces of
     ``sizes`` entries; ``opens[k]()`` gives piece k, entered once for the sample and once for the count."""
     n = sum(sizes)
     s, stride, ends = bitselect.sample_plan(n, ms)
