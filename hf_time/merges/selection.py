@@ -373,7 +373,7 @@ def _largest(arr: np.ndarray, ms: Sequence[int], *, nonnegative: bool) -> list[t
 
 
 def _cpu_bracket_select(flat: Tensor, ms: Sequence[int], absolute: bool, minus: Tensor | None = None, *,
-                          only_tied: bool = False) -> dict[int, Threshold]:
+                        only_tied: bool = False) -> dict[int, Threshold]:
     """CPU, large tensors: the thresholds a sampled bracket proves it holds (module docstring), by
     counts over cache-sized chunks (16-bit values widened and ``flat - minus`` taken chunk by chunk); no
     full-size copy. The others are left out (partition them). With ``only_tied`` (mid-size tensors),
