@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""The in-process measurements of issue 13's fourth pass (``issue13_fourth_pass.log``), as one script.
+
+Each subcommand prints its figures; compare two versions of hf_time by running the same subcommand
+with ``--tree`` pointing at a checkout of each (``git worktree add /tmp/old <commit>``), processes
+alternating, as the log does. Nothing here is a test: timings are printed, never asserted.
+
+    python benchmarks/issue13_micro.py ops                      # per-op cost of 128K-entry torch ops
+    python benchmarks/issue13_micro.py partition                # numpy partition vs sort, with and without zeros
+    python benchmarks/issue13_micro.py [--tree T] ties-phases   # TIES rank / slice phases on 4 tensors of the 271M model
+    python benchmarks/issue13_micro.py [--tree T] ties-merge --base B --experts E1 E2   # api.merge of a TIES chain step
+
+``ties-phases`` reads the checkpoints ``merge_bench.py --scale 271m`` builds (``--models``, default
+``/tmp/hf_time_bench/271m/models``) and prints a hash of the merged tensors, so runs of two versions
+show whether the bits are the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+FOUR_TENSORS = ("model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight",
+                "model.layers.0.mlp.gate_proj.weight", "model.layers.0.self_attn.q_proj.weight")
+
+
+def _best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def cmd_ops(args) -> None:
+    import torch
+
+    n = 1 << 17
+    e, b = torch.randn(n).bfloat16(), torch.randn(n).bfloat16()
+    a, c, f = torch.empty(n), torch.randn(n), torch.empty(n)
+    mask = torch.empty(n, dtype=torch.bool)
+    ops = {
+        "copy bf16->f32": lambda: a.copy_(e), "sub_": lambda: a.sub_(c), "abs_": lambda: a.abs_(),
+        "gt->bool": lambda: torch.gt(a, 0.5, out=mask), "count_nonzero(bool)": lambda: int(torch.count_nonzero(mask)),
+        "gt->f32": lambda: torch.gt(a, 0.5, out=f), "sum(f32)": lambda: float(f.sum()), "mul_": lambda: a.mul_(c),
+        "copy f32->bf16": lambda: b.copy_(a),
+    }
+    for name, op in ops.items():
+        op()
+        print(f"{torch.get_num_threads()} {name} {_best(lambda: [op() for _ in range(300)], 3) / 300 * 1e6:.1f} us")
+
+
+def cmd_partition(args) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for n in (147456, 589824, 2359296, 4194304):
+        m = int(0.2 * n)
+        for label, zeros in (("", 0.0), ("80% zeros: ", 0.8)):
+            x = np.abs(rng.standard_normal(n).astype(np.float32))
+            x[rng.random(n) < zeros] = 0
+            part = _best(lambda: x.copy().partition(n - m), 7)
+            srt = _best(lambda: np.sort(x), 7)
+            print(f"{n} {label}partition {part * 1e3:.2f} ms sort {srt * 1e3:.2f} ms")
+
+
+def _load(models: Path, name: str, tensors) -> dict:
+    from safetensors import safe_open
+
+    index = json.loads((models / name / "model.safetensors.index.json").read_text())["weight_map"]
+    out = {}
+    for k in tensors:
+        with safe_open(str(models / name / index[k]), "pt") as f:
+            out[k] = f.get_tensor(k)
+    return out
+
+
+def cmd_ties_phases(args) -> None:
+    import torch
+
+    from hf_time.merges import kernels
+    from hf_time.merges import task_arithmetic as ta
+    from hf_time.merges.ties import TIES
+
+    base = _load(args.models, "base", FOUR_TENSORS)
+    experts = [_load(args.models, f"expert_{i}", FOUR_TENSORS) for i in (1, 2, 3)]
+    combine = functools.partial(kernels.generalized_task_arithmetic, weights=(1.0,) * 3, consensus=True,
+                                normalize=True, lambda_=1.0)
+    rank, slices, digest = [], [], hashlib.sha256()
+    for r in range(args.repeats):
+        spent = [0.0, 0.0]
+        for k in FOUR_TENSORS:
+            start = time.perf_counter()
+            trims = ta._trims(TIES, base[k], [e[k] for e in experts], (0.5,) * 3, (0,) * 3, None, k)
+            spent[0] += time.perf_counter() - start
+            start = time.perf_counter()
+            out = ta._merge_slices(base[k], [e[k] for e in experts], trims, combine)
+            spent[1] += time.perf_counter() - start
+            if r == 0:
+                digest.update(out.to(torch.bfloat16).view(torch.int16).numpy().tobytes())
+        rank.append(spent[0])
+        slices.append(spent[1])
+    print(f"{args.tree or 'installed'} rank {min(rank):.4f} slices {min(slices):.4f} hash {digest.hexdigest()[:12]}")
+
+
+def cmd_ties_merge(args) -> None:
+    from hf_time import api
+
+    def run():
+        api.merge(base=args.base, experts=args.experts, method="ties", params={"density": args.density},
+                  weights=[1.0 / len(args.experts)] * len(args.experts), out=args.out, overwrite=True, progress=False)
+
+    run()
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        run()
+        times.append(round(time.perf_counter() - start, 3))
+    print(f"{args.tree or 'installed'} ties merge {times}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tree", help="import hf_time from this checkout instead of the installed one")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("ops")
+    sub.add_parser("partition")
+    phases = sub.add_parser("ties-phases")
+    phases.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
+    phases.add_argument("--repeats", type=int, default=6)
+    merge = sub.add_parser("ties-merge")
+    merge.add_argument("--base", required=True)
+    merge.add_argument("--experts", nargs="+", required=True)
+    merge.add_argument("--density", type=float, default=0.2)
+    merge.add_argument("--out", default="/tmp/issue13_micro_out")
+    merge.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    if args.tree:
+        sys.path.insert(0, args.tree)
+    {"ops": cmd_ops, "partition": cmd_partition, "ties-phases": cmd_ties_phases, "ties-merge": cmd_ties_merge}[
+        args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
