@@ -489,17 +489,23 @@ def _bracket_select(sizes: Sequence[int], opens: Sequence[Callable[[], contextli
     above, inside, tied = [0] * len(ms), [[] for _ in ms], [0] * len(ms)
     for open_piece in opens:
         with open_piece() as ranked:
-            mask = None
+            mask = over = within = None
             for chunk in ranked.chunks(absolute):
                 k = chunk.numel()
                 if mask is None or mask.numel() < k:
-                    mask = torch.empty(k, dtype=chunk.dtype)
+                    mask, over, within = torch.empty(k, dtype=chunk.dtype), np.empty(k, bool), np.empty(k, bool)
                 for j, (low, high) in enumerate(brackets):  # -0.0 == +0.0, as the keys
-                    above[j] += _count(torch.gt(chunk, float(high), out=mask[:k]))
-                    if low == high:  # a bracket inside a run of ties (bf16 task vectors): counting is enough
+                    if low == high:  # a bracket inside a run of ties (bf16 task vectors): counting is enough,
+                        # in float masks and sums (torch's compares into bool are ~5x slower)
+                        above[j] += _count(torch.gt(chunk, float(high), out=mask[:k]))
                         tied[j] += _count(torch.eq(chunk, float(high), out=mask[:k]))
-                    else:
-                        inside[j].append(chunk[(chunk >= float(low)) & (chunk <= float(high))].numpy())
+                        continue
+                    # the entries inside are copied out: numpy's bool compares and logic are fast
+                    values = chunk.numpy()
+                    o = np.greater(values, high, out=over[:k])
+                    above[j] += int(np.count_nonzero(o))
+                    w = np.greater_equal(values, low, out=within[:k])
+                    inside[j].append(values[np.logical_and(w, np.logical_not(o, out=o), out=w)])
     found = {}
     for m, greater, parts_in, equal, (low, high) in zip(ms, above, inside, tied, brackets):
         if low == high:
