@@ -114,3 +114,15 @@ def estimate_timeline(config, base_dir: str | os.PathLike, adaptation, held_out,
     texts = evaluations * sum(len(t.task.test) for t in [*adaptation, *held_out])
     return format_estimate(speed, training_steps=todo * config.training.steps, texts=texts,
                            what=f"{todo} experts and {evaluations} evaluations")
+
+
+def print_estimate(config):
+    """A ``before_steps`` hook for :func:`hf_time.timeline.runner.run_timeline` that prints
+    :func:`estimate_timeline`'s line for ``config`` (nothing when every step is published)."""
+
+    def hook(base_dir, adaptation, held_out, done: int) -> None:
+        line = estimate_timeline(config, base_dir, adaptation, held_out, done)
+        if line:
+            print(line, flush=True)
+
+    return hook

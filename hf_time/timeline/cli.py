@@ -57,15 +57,12 @@ def cmd_run(args) -> int:
     config = load_timeline_config(args.config, overrides)
     from hf_time import distributed
 
-    def print_estimate(base_dir, adaptation, held_out, done) -> None:
-        from hf_time.estimate import estimate_timeline
-
-        line = estimate_timeline(config, base_dir, adaptation, held_out, done)
-        if line:
-            print(line, flush=True)
-
     estimate = args.estimate if args.estimate is not None else (sys.stdout.isatty() and not args.quiet)
-    estimate = estimate and not distributed.is_distributed()  # measured, not promised: the load decides it
+    before_steps = None
+    if estimate and not distributed.is_distributed():  # measured, not promised: the load decides it
+        from hf_time.estimate import print_estimate
+
+        before_steps = print_estimate(config)
 
     walls: list[float] = []
 
@@ -81,7 +78,7 @@ def cmd_run(args) -> int:
 
     try:  # under torchrun / accelerate launch every process runs this; the main one prints
         run = run_timeline(config, hub=_hub(args.endpoint), work_dir=args.work, cache_dir=args.cache, on_step=on_step,
-                           before_steps=print_estimate if estimate else None, progress=not args.quiet)
+                           before_steps=before_steps, progress=not args.quiet)
     finally:
         distributed.shutdown()
     if not distributed.is_main():
