@@ -488,12 +488,12 @@ def _bracket_select(sizes: Sequence[int], opens: Sequence[Callable[[], contextli
     if only_tied and any(low != high for low, high in brackets):
         return {}
     above, inside, tied = [0] * len(ms), [[] for _ in ms], [0] * len(ms)
+    mask = over = within = None  # scratch for every piece's chunks
     for open_piece in opens:
         with open_piece() as ranked:
-            mask = over = within = None
             for chunk in ranked.chunks(absolute):
                 k = chunk.numel()
-                if mask is None or mask.numel() < k:
+                if mask is None or mask.numel() < k or mask.dtype != chunk.dtype:
                     mask, over, within = torch.empty(k, dtype=chunk.dtype), np.empty(k, bool), np.empty(k, bool)
                 for j, (low, high) in enumerate(brackets):  # -0.0 == +0.0, as the keys
                     if low == high:  # a bracket inside a run of ties (bf16 task vectors): counting is enough,
