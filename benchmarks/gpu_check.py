@@ -3,7 +3,8 @@
 
     python benchmarks/gpu_check.py env|train|merges|timeline|summary --out DIR [--cpu]
 
-* ``env``: the device, the host↔device copy bandwidth (pinned, 1 GiB, best of 5) and a bf16 matrix
+* ``env``: the device, the host↔device copy bandwidth (pinned, 1 GiB, best of 5; also host→device from
+  pageable memory) and a bf16 matrix
   product's TFLOP/s, both measured here, and the device's catalogue bf16 peak when known.
 * ``train``: hf_time's causal-LM finetuning (:func:`hf_time.lm_training.finetune_lm`) of SmolLM2-135M,
   full and LoRA, bf16 on a GPU: tokens/s and MFU. FLOPs per token: full ``6N + 12·L·d·T`` (forward
@@ -77,14 +78,18 @@ def section_env(args) -> dict:
             "host": platform.node(), "cpus": os.cpu_count()}
     from importlib.metadata import version
 
-    for pkg in ("transformers", "huggingface_hub", "datasets", "peft", "accelerate"):
-        info[pkg] = version(pkg)  # what the run imports (carried wheels first on PYTHONPATH)
+    for pkg in ("transformers", "huggingface_hub", "datasets", "peft", "accelerate", "numpy", "pyarrow", "safetensors"):
+        try:
+            info[pkg] = version(pkg)  # what the run imports (carried wheels first on PYTHONPATH)
+        except Exception as e:  # noqa: BLE001 - recorded: a missing package fails the sections that need it
+            info[pkg] = f"missing ({type(e).__name__})"
     size = (1 << 30) if cuda else (64 << 20)
     if cuda:
         name = torch.cuda.get_device_name(0)
         host = torch.empty(size, dtype=torch.uint8).pin_memory()
         dev = torch.empty(size, dtype=torch.uint8, device="cuda")
-        h2d, d2h = [], []
+        pageable = torch.ones(size, dtype=torch.uint8)  # ordinary memory, as a memory-mapped checkpoint is
+        h2d, d2h, h2d_pageable = [], [], []
         for _ in range(5):
             torch.cuda.synchronize()
             t = time.perf_counter()
@@ -95,6 +100,12 @@ def section_env(args) -> dict:
             host.copy_(dev, non_blocking=True)
             torch.cuda.synchronize()
             d2h.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            dev.copy_(pageable)
+            torch.cuda.synchronize()
+            h2d_pageable.append(time.perf_counter() - t)
+        info["h2d_pageable_gbps"] = round(size / min(h2d_pageable) / 1e9, 2)
+        del pageable
         n, dtype, reps = 8192, torch.bfloat16, 10
         a, b = torch.randn(n, n, device="cuda", dtype=dtype), torch.randn(n, n, device="cuda", dtype=dtype)
         for _ in range(3):
@@ -220,9 +231,11 @@ def section_merges(args) -> dict:
     result = {"scale": scale, "devices": {}}
     for device in (["cpu", "cuda"] if cuda else ["cpu"]):
         js = scratch / f"merge_{device}.json"
+        methods = ["task_arithmetic", "ties"] if cuda else ["task_arithmetic"]
         cmd = [sys.executable, str(ROOT / "benchmarks" / "merge_bench.py"), "--scale", scale, "--skip-mergekit",
-               "--device", device, "--methods", *(["task_arithmetic", "ties"] if cuda else ["task_arithmetic"]), "--hf-time-bin", str(wrapper),
-               "--workdir", str(scratch / "work"), "--json", str(js), *([] if cuda else ["--skip-startup"])]
+               "--device", device, "--methods", *methods, "--hf-time-bin", str(wrapper), "--repeats", "2" if cuda else "1",
+               "--workdir", str(scratch / "work"), "--json", str(js),
+               *([] if cuda and device == "cpu" else ["--skip-startup"])]  # start-up: once, on the CPU run
         proc = subprocess.run(cmd, check=False)  # its table goes to the log
         if proc.returncode != 0 or not js.is_file():
             raise RuntimeError(f"merge_bench --device {device} exited {proc.returncode} (its output is in the log above)")

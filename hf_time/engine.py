@@ -181,7 +181,13 @@ class _Buffers:
     """Reusable buffers, sized once for the largest tensor: raw bytes per source that is not memory-mapped,
     compute tensors per source, and two output buffers. Reusing them avoids re-faulting fresh pages for
     every tensor, which on CPU costs as much as the merge arithmetic itself. Each source's raw buffer fits
-    *its* largest stored tensor: a float32 expert of a bfloat16 base stores twice the bytes per tensor."""
+    *its* largest stored tensor: a float32 expert of a bfloat16 base stores twice the bytes per tensor.
+
+    On a GPU the copies are what a dense merge costs, so inputs cross in their stored dtype (half the bytes
+    of float32 for bf16 checkpoints) from one pinned staging buffer per source and are converted on the
+    device; results are cast to the output dtype on the device and come back into pinned output buffers.
+    (A blocking ``copy_`` between a CPU and a CUDA tensor of different dtypes converts on the CPU and
+    moves the wider dtype over pageable memory.)"""
 
     def __init__(self, sources: Sequence[WeightSource], mapped: Sequence[bool], infos: Sequence[TensorInfo],
                  compute_dtype: torch.dtype, device: torch.device, out_dtypes: Mapping[str, torch.dtype], *,
@@ -192,8 +198,11 @@ class _Buffers:
                     for src, m in zip(sources, mapped)]
         # Methods that read the stored dtype directly need no compute copies of their inputs.
         self.compute = [] if native else [torch.empty(max_numel, dtype=compute_dtype, device=device) for _ in sources]
+        pinned = device.type == "cuda"
+        self.staging = [torch.empty(max((i.nbytes() for i in src.infos.values()), default=0), dtype=torch.uint8,
+                                    pin_memory=True) for src in sources] if pinned else []
         # Two output buffers: tensor k is written (by the write thread) from one while k+1 is merged into the other.
-        self.outs = [torch.empty(max_out, dtype=torch.uint8) for _ in range(2)]
+        self.outs = [torch.empty(max_out, dtype=torch.uint8, pin_memory=pinned) for _ in range(2)]
         self.turn = 0
         self._reused = {t.untyped_storage().data_ptr() for t in (*self.raw, *self.compute) if t.numel()}
 
@@ -206,7 +215,13 @@ class _Buffers:
         return t.device.type == "cpu" and t.untyped_storage().data_ptr() in self._reused
 
     def as_compute(self, j: int, raw: torch.Tensor) -> torch.Tensor:
-        return self.compute[j][: raw.numel()].view(raw.shape).copy_(raw)
+        dst = self.compute[j][: raw.numel()].view(raw.shape)
+        if dst.device.type != "cpu" and raw.device.type == "cpu":
+            nbytes = raw.numel() * raw.element_size()
+            if self.staging and nbytes <= self.staging[j].numel():  # computed sources may be wider than stored
+                raw = self.staging[j][:nbytes].view(raw.dtype).view(raw.shape).copy_(raw)
+            raw = raw.to(dst.device)  # blocking: the staging buffer is free again for the next tensor
+        return dst.copy_(raw)
 
     def output(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
         """The output buffer as a tensor of ``shape`` and ``dtype``."""
@@ -218,6 +233,8 @@ class _Buffers:
         """``result`` in the output dtype, in a tensor nothing else will overwrite before it is written."""
         if result.dtype == dtype and result.device.type == "cpu" and not self.reuses(result):
             return result
+        if result.device.type != "cpu":  # cast where it was computed: only the output's bytes come back
+            result = result.to(dtype)
         return self.output(result.shape, dtype).copy_(result)
 
 
