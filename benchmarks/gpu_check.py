@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))  # the checkout, only where hf_time is not installed (or laid out by gpu_check.sh)
 
 # SmolLM2-135M's shape (HuggingFaceTB/SmolLM2-135M config.json).
 SMOLLM2 = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,

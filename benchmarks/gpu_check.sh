@@ -55,7 +55,13 @@ if [ "$PREPARE" = 1 ]; then
   exit 0
 fi
 
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# hf_time from this checkout, laid out as pip installs it (model_cards/ ships inside the package); the
+# sections run from /tmp, so that the checkout's own hf_time/ (without model_cards) is never imported.
+PKG=/tmp/hf_time_pkg
+rm -rf "$PKG" && mkdir -p "$PKG" && cp -r "$ROOT/hf_time" "$PKG/" && cp -r "$ROOT/model_cards" "$PKG/hf_time/model_cards" ||
+  { echo "error: could not copy hf_time to $PKG" >&2; exit 2; }
+export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$OUT_DIR" && OUT_DIR="$(cd "$OUT_DIR" && pwd)" && cd /tmp || exit 2
 here="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 if compgen -G "$ROOT/.whl/*.whl" > /dev/null && [ "$(cat "$ROOT/.whl/PYTHON_VERSION" 2>/dev/null)" != "$here" ]; then
   echo "the wheels in .whl are for Python $(cat "$ROOT/.whl/PYTHON_VERSION" 2>/dev/null || echo '?'), this is $here: using the installed packages"
