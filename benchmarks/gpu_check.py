@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The sections of ``benchmarks/gpu_check.sh``, one per call, each writing ``OUT/<section>.json``.
 
-    python benchmarks/gpu_check.py env|train|merges|timeline|summary --out DIR [--cpu]
+    python benchmarks/gpu_check.py env|train|merges|profile|timeline|summary --out DIR [--cpu]
 
 * ``env``: the device, the host↔device copy bandwidth (pinned, 1 GiB, best of 5; also host→device from
   pageable memory) and a bf16 matrix
@@ -17,6 +17,7 @@
   (task_arithmetic, ties; the 271M benchmark), and the bytes each merge moved per second against the
   copy bandwidth from ``env``. ``tests/test_devices.py`` (every method on CUDA vs CPU) is run by the
   shell script.
+* ``profile``: where a dense merge's time goes, in one process (imports, device start, cProfile).
 * ``timeline``: a 2-step causal-LM timeline (SmolLM2-shaped base, a classification and an SFT task)
   on the embedded Hub, per-step wall time, training tokens/s and overhead.
 * ``summary``: every section's headline in ``gpu_check.json`` and a printed table.
@@ -28,6 +29,7 @@ fallback, and what its test runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -259,6 +261,57 @@ def section_merges(args) -> dict:
     return _write(args.out, "merges", result)
 
 
+def section_profile(args) -> dict:
+    """Where a dense merge's time goes on this machine, in one process: the imports and the device's
+    start, then each merge of the merge benchmark's checkpoints twice (the second under cProfile), with
+    the functions that took the most time. The merges section times whole ``hf-time merge`` commands."""
+    import cProfile
+    import pstats
+
+    start = time.perf_counter()
+    import torch
+
+    from hf_time.api import merge
+    imported = time.perf_counter() - start
+    cuda = _cuda(args)
+    start = time.perf_counter()
+    if cuda:
+        torch.zeros(1, device="cuda")
+        torch.cuda.synchronize()
+    result = {"import_s": round(imported, 3), "device_init_s": round(time.perf_counter() - start, 3), "runs": {}}
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import merge_bench
+
+    scale = "271m" if cuda else "tiny"
+    merge_bench.MODEL_CONFIG.clear()
+    merge_bench.MODEL_CONFIG.update(merge_bench.SCALES[scale])
+    scratch = Path(tempfile.mkdtemp(prefix="gpu_check_profile_"))
+    try:
+        base, experts = merge_bench.ensure_models(scratch / "work", False, merge_bench.NOISE_SCALE)
+        for method in merge_bench.METHODS:
+            params = {**merge_bench.METHODS[method], **merge_bench.HF_TIME_ONLY[method]}
+            for device in ["cpu", "cuda"] if cuda else ["cpu"]:
+                walls, profile = [], cProfile.Profile()
+                for run in range(2):
+                    t = time.perf_counter()
+                    with profile if run else contextlib.nullcontext():
+                        merge(str(base), [str(e) for e in experts], method, params=params, dtype="bfloat16",
+                              device=device, out=scratch / "out", overwrite=True, progress=False)
+                    walls.append(round(time.perf_counter() - t, 3))
+                stats = pstats.Stats(profile)
+                top = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:15]  # by own time
+                result["runs"][f"{method} {device}"] = {
+                    "wall_s": walls, "top_own_time": [
+                        {"function": f"{Path(f).name}:{line}({name})", "calls": nc, "own_s": round(tt, 3),
+                         "cumulative_s": round(ct, 3)} for (f, line, name), (_cc, nc, tt, ct, _callers) in top]}
+                print(f"{method} on {device}: {walls} s; most own time:", flush=True)
+                for row in result["runs"][f"{method} {device}"]["top_own_time"][:8]:
+                    print(f"   {row['own_s']:8.3f} s  {row['calls']:6d}  {row['function']}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return _write(args.out, "profile", result)
+
+
 def section_timeline(args) -> dict:
     cuda = _cuda(args)
     scratch = Path(tempfile.mkdtemp(prefix="gpu_check_timeline_"))
@@ -316,8 +369,9 @@ def section_timeline(args) -> dict:
 
 def section_summary(args) -> dict:
     parts = {name: json.loads((args.out / f"{name}.json").read_text()) if (args.out / f"{name}.json").is_file() else None
-             for name in ("env", "train", "merges", "devices", "timeline")}
-    env, train, merges, devices, timeline = (parts[k] or {} for k in ("env", "train", "merges", "devices", "timeline"))
+             for name in ("env", "train", "merges", "profile", "devices", "timeline")}
+    env, train, merges, profile, devices, timeline = (parts[k] or {} for k in ("env", "train", "merges", "profile",
+                                                                                "devices", "timeline"))
     missing = sorted(k for k, v in parts.items() if v is None)
     matmul = env.get("matmul", {})
     lines = [f"GPU check on {env.get('device', '?')} ({env.get('mode', '?')}); torch {env.get('torch', '?')}",
@@ -330,6 +384,10 @@ def section_summary(args) -> dict:
         for m, r in per.items():
             extra = f", {r['speedup_vs_cpu']}x the CPU, {r['share_of_copy_bandwidth']} of the copy bandwidth" if "speedup_vs_cpu" in r else ""
             lines.append(f"merge {m} ({merges.get('scale')}) on {device}: {r['wall_s']} s, {r['gbps']} GB/s{extra}")
+    for key, r in (profile.get("runs") or {}).items():
+        top = r["top_own_time"][0] if r["top_own_time"] else {}
+        lines.append(f"profile {key}: {r['wall_s']} s in process (import {profile.get('import_s')} s); "
+                     f"most own time {top.get('own_s')} s in {top.get('function')}")
     if devices:
         lines.append(f"tests/test_devices.py: {devices.get('passed')} passed, {devices.get('failed')} failed "
                      f"(exit {devices.get('returncode')})")
@@ -342,8 +400,8 @@ def section_summary(args) -> dict:
     return _write(args.out, "gpu_check", {**parts, "missing": missing, "lines": lines})
 
 
-SECTIONS = {"env": section_env, "train": section_train, "merges": section_merges, "timeline": section_timeline,
-            "summary": section_summary}
+SECTIONS = {"env": section_env, "train": section_train, "merges": section_merges, "profile": section_profile,
+            "timeline": section_timeline, "summary": section_summary}
 
 
 def main(argv=None) -> int:

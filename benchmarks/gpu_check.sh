@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The GPU check (issues 8 and 13): what hf_time does on one GPU, in under 8 minutes, with no network.
 #
-#   benchmarks/gpu_check.sh [--out DIR] [--cpu]    # run it (DIR default: $OUT, else benchmarks/gpu_check_out)
+#   benchmarks/gpu_check.sh [--out DIR] [--cpu] [--only devices,profile,...]    # run it (all sections by default;
+#                                                  # DIR default: $OUT, else benchmarks/gpu_check_out)
 #   benchmarks/gpu_check.sh --prepare              # once, where PyPI answers: wheels for a bare GPU box
 #
 # Stays within GPU_CHECK_BUDGET seconds (default 510): sections are cut or skipped to fit.
-# Prints and writes as JSON (DIR/env.json, train.json, merges.json, devices.json, timeline.json, and
+# Prints and writes as JSON (DIR/env.json, train.json, merges.json, profile.json, devices.json, timeline.json, and
 # all of it in gpu_check.json, plus gpu_check.log):
 #   * host<->device copy bandwidth and a bf16 matmul's TFLOP/s, measured in the same run;
 #   * training tokens/s and MFU (bf16) of SmolLM2-135M, full and LoRA (hf_time.lm_training);
 #   * dense merges (task_arithmetic, ties; the 271M benchmark of benchmarks/merge_bench.py) with
 #     --device cuda against the CPU run, in GB/s against the copy bandwidth;
+#   * profile: the same merges in one process (imports, device start, cProfile's top functions);
 #   * tests/test_devices.py: every registered method on CUDA vs CPU;
 #   * one 2-step causal-LM timeline on the embedded Hub.
 # Without CUDA (or with --cpu) it runs tiny versions of each in under two minutes (its test runs that).
@@ -27,13 +29,15 @@ PY="${PYTHON:-python3}"
 OUT_DIR="${OUT:-$ROOT/benchmarks/gpu_check_out}"
 CPU_FLAG=""
 PREPARE=0
+ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT_DIR="${2:?--out needs a folder}"; shift 2 ;;
     --cpu) CPU_FLAG="--cpu"; shift ;;
     --prepare) PREPARE=1; shift ;;
+    --only) ONLY="${2:?--only needs sections, e.g. devices,profile}"; shift 2 ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) echo "error: unknown argument '$1'; use --out DIR, --cpu or --prepare" >&2; exit 2 ;;
+    *) echo "error: unknown argument '$1'; use --out DIR, --cpu, --only SECTIONS or --prepare" >&2; exit 2 ;;
   esac
 done
 
@@ -94,8 +98,10 @@ failed=""
 # and a section with under 20 s left is skipped. The summary always runs.
 BUDGET="${GPU_CHECK_BUDGET:-510}"
 left() { local l=$(( BUDGET - SECONDS )); [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }
+wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 section() {  # section NAME LIMIT_S: one python process per section, so one failure does not stop the rest
   local name="$1" limit start=$SECONDS
+  wanted "$name" || return 0
   limit="$(left "$2")"
   echo "== $name" | tee -a "$LOG"
   if [ "$limit" -lt 20 ]; then
@@ -113,6 +119,7 @@ if [ -n "$CPU_FLAG" ]; then small=1; else small=0; fi
 # Issue 13's figures first (devices, merges), then issue 8's (training, the timeline).
 section env 60
 
+if wanted devices; then
 echo "== devices (tests/test_devices.py)" | tee -a "$LOG"
 start=$SECONDS
 select=()
@@ -131,8 +138,10 @@ json.dump({"returncode": rc, "passed": count("passed"), "failed": count("failed"
 EOF
 rm -f "$OUT_DIR/.devices.txt"
 if [ "$rc" = 0 ]; then echo "   done in $((SECONDS - start)) s" | tee -a "$LOG"; else echo "   FAILED (exit $rc)" | tee -a "$LOG"; failed="$failed devices"; fi
+fi
 
 section merges $([ $small = 1 ] && echo 90 || echo 180)
+section profile $([ $small = 1 ] && echo 60 || echo 120)
 section train $([ $small = 1 ] && echo 90 || echo 120)
 section timeline $([ $small = 1 ] && echo 90 || echo 150)
 "$PY" "$ROOT/benchmarks/gpu_check.py" summary --out "$OUT_DIR" $CPU_FLAG | tee -a "$LOG"

@@ -74,7 +74,8 @@ def analytical_q(tv: Tensor, p: float, *, eta: float = 0.45, gamma: float = 0.95
     c = rows.double() if activation is None else rows.double() * activation.double().reshape(1, -1)
     s1, s2 = c.sum(1, keepdim=True), (c * c).sum(1, keepdim=True)
     start = max(int((1 - p) * 1000), 1)
-    grid = torch.arange(start, 1000, dtype=torch.float64) / 1000 if start < 1000 else torch.tensor([0.999], dtype=torch.float64)
+    grid = (torch.arange(start, 1000, dtype=torch.float64, device=tv.device) / 1000 if start < 1000
+            else torch.tensor([0.999], dtype=torch.float64, device=tv.device))
     grid = grid.reshape(1, -1)
     objective = (eta * (1 - (1 - p) / grid) * s1 + eta**2 * phi(p) * s2 / (4 * grid**2) + math.log(2 / (1 - gamma))).abs()
     return float(grid[0, objective.argmin(dim=1)].mean())
