@@ -22,7 +22,7 @@ from tiny import save_tiny_llama
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # Random drops draw from a per-device generator, so DARE masks differ between devices by design.
-DEVICE_RNG = {"dare_linear", "dare_ties"}
+DEVICE_RNG = {"dare_linear", "dare_ties", "darex_q"}
 # SVD and eigh factors are defined up to the sign of each component, and LAPACK (CPU) and cuSOLVER (CUDA)
 # choose differently: these outputs are compared by what their factors determine.
 SIGNED_FACTORS = {"lora_svd", "rmm"}
@@ -118,6 +118,9 @@ def test_every_method_on_every_device_matches_the_cpu(models, tmp_path, device, 
             assert torch.equal(got[name], expected), name  # deterministic on one device
         elif method not in DEVICE_RNG:
             torch.testing.assert_close(got[name], expected, rtol=1e-4, atol=1e-5, msg=f"{method} {name} on {device}")
+    if device != "cpu" and method in DEVICE_RNG:  # other masks than the CPU's, but the same ones every time
+        again = _tensors(_run(kind, method, models, tmp_path / f"again-on-{device}", device))
+        assert all(torch.equal(again[name], got[name]) for name in got), f"{method} on {device} is not reproducible"
 
 
 def test_cuda_is_covered_where_present():
