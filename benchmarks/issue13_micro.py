@@ -7,6 +7,7 @@ alternating, as the log does. Nothing here is a test: timings are printed, never
 
     python benchmarks/issue13_micro.py ops                      # per-op cost of 128K-entry torch ops
     python benchmarks/issue13_micro.py partition                # numpy partition vs sort, with and without zeros
+    python benchmarks/issue13_micro.py [--tree T] hands         # what one map_hands call costs beyond its work
     python benchmarks/issue13_micro.py [--tree T] ties-phases   # TIES rank / slice phases on 4 tensors of the 271M model
     python benchmarks/issue13_micro.py [--tree T] ties-merge --base B --experts E1 E2   # api.merge of a TIES chain step
 
@@ -126,12 +127,24 @@ def cmd_ties_merge(args) -> None:
     print(f"{args.tree or 'installed'} ties merge {times}")
 
 
+def cmd_hands(args) -> None:
+    from hf_time.merges import workers
+
+    spans = [(i, i + 1) for i in range(64)]
+    for k in (2, 16):
+        for _ in range(2):
+            workers.map_hands(spans, len, workers=k)
+        per_call = _best(lambda k=k: [workers.map_hands(spans, len, workers=k) for _ in range(300)], 3) / 300
+        print(f"{args.tree or 'installed'} map_hands, {k} hands, no work: {per_call * 1e6:.0f} us per call")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tree", help="import hf_time from this checkout instead of the installed one")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("ops")
     sub.add_parser("partition")
+    sub.add_parser("hands")
     phases = sub.add_parser("ties-phases")
     phases.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
     phases.add_argument("--repeats", type=int, default=6)
@@ -144,7 +157,8 @@ def main() -> None:
     args = p.parse_args()
     if args.tree:
         sys.path.insert(0, args.tree)
-    {"ops": cmd_ops, "partition": cmd_partition, "ties-phases": cmd_ties_phases, "ties-merge": cmd_ties_merge}[
+    {"ops": cmd_ops, "partition": cmd_partition, "ties-phases": cmd_ties_phases, "ties-merge": cmd_ties_merge,
+     "hands": cmd_hands}[
         args.cmd](args)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
+import time
 
 import pytest
 import torch
@@ -53,3 +55,55 @@ def test_the_first_failing_hand_in_order_is_raised_and_torch_threads_are_restore
         workers.map_hands([(i, i + 1) for i in range(6)], work, workers=3)
     assert finished == [0]  # the other hands ran to their end before the error was raised
     assert torch.get_num_threads() == before
+
+
+def test_the_threads_are_kept_across_calls_and_added_when_more_hands_come():
+    def threads(k):
+        meet = threading.Barrier(k, timeout=10)  # every hand on a thread of its own
+
+        def work(hand):
+            meet.wait()
+            return threading.current_thread()
+
+        return set(workers.map_hands([(i, i + 1) for i in range(k)], work, workers=k))
+
+    first = threads(3)
+    assert len(first) == 3 and threads(3) == first  # the same threads, not fresh ones
+    assert len(threads(5)) == 5
+
+
+def test_a_failed_hand_is_raised_only_once_every_other_hand_has_finished():
+    finished = []
+
+    def work(hand):
+        if hand[0][0] == 0:
+            raise ValueError("first hand")
+        time.sleep(0.2)
+        finished.append(hand[0][0])
+
+    with pytest.raises(ValueError, match="first hand"):
+        workers.map_hands([(i, i + 1) for i in range(3)], work, workers=3)
+    assert sorted(finished) == [1, 2]
+
+
+def _child(conn):
+    conn.send(workers.map_hands([(i, i + 1) for i in range(4)], lambda hand: threading.current_thread().name,
+                                workers=2))
+    conn.close()
+
+
+def test_a_forked_child_starts_its_own_threads():
+    meet = threading.Barrier(2, timeout=10)  # the parent's pool has two threads, both idle at the fork
+    workers.map_hands([(0, 1), (1, 2)], lambda hand: meet.wait(), workers=2)
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child, args=(child,))
+    proc.start()
+    try:
+        assert parent.poll(30), "the child's map_hands hung on the parent's threads"
+        got = parent.recv()
+        proc.join(10)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+    assert proc.exitcode == 0 and len(got) == 2 and all(name.startswith("hf_time-slices") for name in got)
