@@ -5,7 +5,7 @@
 #                                                  # DIR default: $OUT, else benchmarks/gpu_check_out)
 #   benchmarks/gpu_check.sh --prepare              # once, where PyPI answers: wheels for a bare GPU box
 #
-# Stays within GPU_CHECK_BUDGET seconds (default 510): sections are cut or skipped to fit.
+# Stays within GPU_CHECK_BUDGET seconds (default 470): sections are cut or skipped to fit.
 # Prints and writes as JSON (DIR/env.json, train.json, merges.json, profile.json, devices.json, timeline.json, and
 # all of it in gpu_check.json, plus gpu_check.log):
 #   * host<->device copy bandwidth and a bf16 matmul's TFLOP/s, measured in the same run;
@@ -96,7 +96,7 @@ LOG="$OUT_DIR/gpu_check.log"
 failed=""
 # The whole check fits a budget (a device lease is short): each section's limit is cut to what is left,
 # and a section with under 20 s left is skipped. The summary always runs.
-BUDGET="${GPU_CHECK_BUDGET:-510}"
+BUDGET="${GPU_CHECK_BUDGET:-470}"
 left() { local l=$(( BUDGET - SECONDS )); [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }
 wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 section() {  # section NAME LIMIT_S: one python process per section, so one failure does not stop the rest
