@@ -264,7 +264,9 @@ def section_merges(args) -> dict:
 def section_profile(args) -> dict:
     """Where a dense merge's time goes on this machine, in one process: the imports and the device's
     start, then each merge of the merge benchmark's checkpoints twice (the second under cProfile), with
-    the functions that took the most time. The merges section times whole ``hf-time merge`` commands."""
+    the functions that took the most own time (summed over every thread on Python 3.12 and later, whose
+    cProfile sees them all; the calling thread's alone before). The merges section times whole
+    ``hf-time merge`` commands."""
     import cProfile
     import pstats
 
