@@ -453,7 +453,8 @@ class _Ranked:
 
     def chunks(self, absolute: bool) -> Iterator[Tensor]:
         size = chunk_size(self.flat)
-        own, widened = torch.empty(size, dtype=self.wide), torch.empty(size, dtype=self.wide)
+        own = torch.empty(size, dtype=self.wide)
+        widened = torch.empty(size, dtype=self.wide) if self.minus is not None else None
         for lo, hi in chunks(self.flat):
             k = hi - lo
             if self.minus is not None:
