@@ -23,7 +23,7 @@ import sys
 from typing import Sequence
 
 from hf_time import progress
-from hf_time.cli_common import add_publish_args, print_published  # noqa: F401 - re-exported for sub-commands
+from hf_time.cli_common import add_publish_args, print_published, startup_imports  # noqa: F401 - re-exported
 from hf_time.errors import ConfigError, HfTimeError
 
 logger = logging.getLogger("hf_time")
@@ -65,9 +65,10 @@ def _add_merge(sub) -> None:
 
 
 def cmd_merge(args) -> int:
-    from hf_time.api import merge
-    from hf_time.config import ExpertSpec, load_merge_config
-    from hf_time.hub import Hub
+    with startup_imports():
+        from hf_time.api import merge
+        from hf_time.config import ExpertSpec, load_merge_config
+        from hf_time.hub import Hub
 
     if args.config:
         if args.base or args.expert or args.method:
@@ -138,7 +139,8 @@ def _add_ls(sub) -> None:
 
 
 def cmd_ls(args) -> int:
-    from hf_time.merges import list_methods
+    with startup_imports():
+        from hf_time.merges import list_methods
 
     specs = list_methods(args.kind)
     if args.json:

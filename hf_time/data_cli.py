@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from hf_time.cli_common import startup_imports
+
 
 def _task_args(p: argparse.ArgumentParser, *, many: bool) -> None:
     if many:
@@ -84,9 +86,10 @@ def add_commands(sub) -> None:
 
 
 def cmd_fisher(args) -> int:
-    from hf_time.fisher import FisherConfig
-    from hf_time.fisher_run import run_fisher
-    from hf_time.hub import Hub
+    with startup_imports():
+        from hf_time.fisher import FisherConfig
+        from hf_time.fisher_run import run_fisher
+        from hf_time.hub import Hub
 
     config = FisherConfig(n_examples=args.n_examples, empirical=args.empirical, max_length=args.max_length,
                           word_embeddings=not args.no_word_embeddings)
@@ -124,11 +127,12 @@ def add_soup(sub) -> None:
 
 
 def cmd_soup(args) -> int:
-    from hf_time.cli_common import print_published
-    from hf_time.fisher_run import load_cli_task
-    from hf_time.hub import Hub
-    from hf_time.soup import check_ingredients, run_greedy_soup
-    from hf_time.timeline.config import DataConfig
+    with startup_imports():
+        from hf_time.cli_common import print_published
+        from hf_time.fisher_run import load_cli_task
+        from hf_time.hub import Hub
+        from hf_time.soup import check_ingredients, run_greedy_soup
+        from hf_time.timeline.config import DataConfig
 
     check_ingredients(args.expert)  # before any task or model is read
     hub = Hub(endpoint=args.endpoint)
@@ -173,10 +177,11 @@ def add_eval(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from hf_time.cli_common import print_published
-    from hf_time.eval_run import run_eval
-    from hf_time.hub import Hub
-    from hf_time.timeline.config import DataConfig
+    with startup_imports():
+        from hf_time.cli_common import print_published
+        from hf_time.eval_run import run_eval
+        from hf_time.hub import Hub
+        from hf_time.timeline.config import DataConfig
 
     tasks = task_configs(args) if args.task else []
     report = run_eval(args.ref, tasks, split=args.split, data=DataConfig(n_test=args.n_test), hub=Hub(endpoint=args.endpoint),

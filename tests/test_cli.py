@@ -166,3 +166,34 @@ def test_quiet_is_quiet_on_hub_refs(hub, tmp_path):
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "" and proc.stdout.strip().splitlines() == [f"merged -> {tmp_path / 'm'}"]
+
+
+def test_startup_imports_pause_the_collector_then_freeze_what_they_made():
+    import gc
+
+    from hf_time.cli_common import startup_imports
+
+    frozen = gc.get_freeze_count()
+    try:
+        with startup_imports():
+            assert not gc.isenabled()
+            made = [[] for _ in range(1000)]  # stands for the objects an import makes
+        assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(made)
+        gc.disable()  # a caller that had the collector off keeps it off
+        with startup_imports():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def test_a_command_leaves_the_collector_running():
+    import gc
+
+    gc.unfreeze()
+    try:
+        assert main(["ls"]) == 0
+        assert gc.isenabled() and gc.get_freeze_count() > 0  # its imports' objects are frozen
+    finally:
+        gc.unfreeze()

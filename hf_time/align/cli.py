@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from hf_time.cli_common import startup_imports
+
 
 def _kv(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
@@ -48,11 +50,12 @@ def add_commands(sub) -> None:
 
 
 def cmd_align(args) -> int:
-    from hf_time import schema
-    from hf_time.align.build import align
-    from hf_time.align.config import MatchingConfig
-    from hf_time.cli_common import print_published
-    from hf_time.hub import Hub
+    with startup_imports():
+        from hf_time import schema
+        from hf_time.align.build import align
+        from hf_time.align.config import MatchingConfig
+        from hf_time.cli_common import print_published
+        from hf_time.hub import Hub
 
     values = {**dict(args.param), "method": args.method}
     if args.task:
@@ -93,11 +96,12 @@ def add_merge_commands(sub) -> None:
 
 
 def cmd_merge(args) -> int:
-    from hf_time import schema
-    from hf_time.align.config import PLeaSConfig, ZipItConfig
-    from hf_time.align.merge_build import pleas, zipit
-    from hf_time.cli_common import print_published
-    from hf_time.hub import Hub
+    with startup_imports():
+        from hf_time import schema
+        from hf_time.align.config import PLeaSConfig, ZipItConfig
+        from hf_time.align.merge_build import pleas, zipit
+        from hf_time.cli_common import print_published
+        from hf_time.hub import Hub
 
     cls, run = (ZipItConfig, zipit) if args.operation == "zipit" else (PLeaSConfig, pleas)
     values = {**dict(args.param), "task": list(args.task)}

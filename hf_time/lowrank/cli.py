@@ -6,6 +6,8 @@ dispatches to :mod:`hf_time.lowrank.api`.
 
 from __future__ import annotations
 
+from hf_time.cli_common import startup_imports
+
 
 def add_commands(sub) -> None:
     """Add the low-rank commands to the ``hf-time`` subparsers (called by :mod:`hf_time.cli`)."""
@@ -26,9 +28,10 @@ def add_commands(sub) -> None:
 
 
 def cmd_revert(args) -> int:
-    from hf_time.cli_common import print_published
-    from hf_time.api import revert
-    from hf_time.hub import Hub
+    with startup_imports():
+        from hf_time.cli_common import print_published
+        from hf_time.api import revert
+        from hf_time.hub import Hub
 
     result = revert(
         args.ref, args.expert, out=args.out, dense=args.dense, dtype=args.dtype, push_to=args.push_to, tag=args.tag,

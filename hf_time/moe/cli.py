@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hf_time.cli_common import startup_imports
+
 
 def add_commands(sub) -> None:
     """Register ``hf-time moe``."""
@@ -19,10 +21,11 @@ def add_commands(sub) -> None:
 
 
 def cmd_moe(args) -> int:
-    from hf_time.api import moe
-    from hf_time.cli_common import print_published
-    from hf_time.hub import Hub
-    from hf_time.moe.config import load_moe_config
+    with startup_imports():
+        from hf_time.api import moe
+        from hf_time.cli_common import print_published
+        from hf_time.hub import Hub
+        from hf_time.moe.config import load_moe_config
 
     config = load_moe_config(args.config)
     result = moe(config, out=args.out, overwrite=args.overwrite, push_to=args.push_to, tag=args.tag,

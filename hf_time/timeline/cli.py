@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hf_time.cli_common import startup_imports
+
 
 def add_commands(sub) -> None:
     """Register ``timeline`` and its subcommands on the top-level ``hf-time`` subparsers."""
@@ -49,9 +51,10 @@ def _hub(endpoint):
 
 
 def cmd_run(args) -> int:
-    from hf_time.timeline.config import load_timeline_config
-    from hf_time.timeline.report import format_matrix, format_metrics, format_timings
-    from hf_time.timeline.runner import run_timeline
+    with startup_imports():
+        from hf_time.timeline.config import load_timeline_config
+        from hf_time.timeline.report import format_matrix, format_metrics, format_timings
+        from hf_time.timeline.runner import run_timeline
 
     overrides = list(args.set) + ([f"namespace={args.namespace}"] if args.namespace else [])
     config = load_timeline_config(args.config, overrides)
