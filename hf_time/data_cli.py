@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hf_time.cli_common import startup_imports
+from hf_time.cli_common import add_publish_args, print_published, startup_imports
 
 
 def _task_args(p: argparse.ArgumentParser, *, many: bool) -> None:
@@ -63,7 +63,6 @@ def task_configs(args) -> list:
 
 def add_commands(sub) -> None:
     """Register ``hf-time fisher``, ``hf-time eval`` and ``hf-time soup``."""
-    from hf_time.cli_common import add_publish_args
 
     p = sub.add_parser("fisher", help="compute an expert's diagonal Fisher on its task (for `merge --method fisher`)",
                        description="Compute the diagonal Fisher of a model (encoder: head-free objective; causal LM: "
@@ -101,14 +100,12 @@ def cmd_fisher(args) -> int:
     print(f"Fisher of {p['model']} on {p['task']} ({p['n_examples']} examples, {p['estimator']}, "
           f"{result.seconds:.1f} s){where}")
     if result.published is not None:
-        from hf_time.cli_common import print_published
 
         print_published(result.published)
     return 0
 
 
 def add_soup(sub) -> None:
-    from hf_time.cli_common import add_publish_args
 
     p = sub.add_parser("soup", help="greedy soup: average the ingredients that do not hurt held-out accuracy",
                        description="Greedy soup (Wortsman et al., 2022): ingredients sorted by held-out accuracy, each "
@@ -128,7 +125,6 @@ def add_soup(sub) -> None:
 
 def cmd_soup(args) -> int:
     with startup_imports():
-        from hf_time.cli_common import print_published
         from hf_time.fisher_run import load_cli_task
         from hf_time.hub import Hub
         from hf_time.soup import check_ingredients, run_greedy_soup
@@ -178,7 +174,6 @@ def add_eval(sub) -> None:
 
 def cmd_eval(args) -> int:
     with startup_imports():
-        from hf_time.cli_common import print_published
         from hf_time.eval_run import run_eval
         from hf_time.hub import Hub
         from hf_time.timeline.config import DataConfig

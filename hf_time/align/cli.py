@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hf_time.cli_common import startup_imports
+from hf_time.cli_common import add_publish_args, print_published, startup_imports
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -15,7 +15,6 @@ def _kv(text: str) -> tuple[str, str]:
 
 
 def _common(p, *, task_help: str) -> None:
-    from hf_time.cli_common import add_publish_args
 
     p.add_argument("--task", action="append", default=[], metavar="NAME", help=task_help)
     p.add_argument("--param", action="append", default=[], type=_kv, metavar="K=V",
@@ -54,7 +53,6 @@ def cmd_align(args) -> int:
         from hf_time import schema
         from hf_time.align.build import align
         from hf_time.align.config import MatchingConfig
-        from hf_time.cli_common import print_published
         from hf_time.hub import Hub
 
     values = {**dict(args.param), "method": args.method}
@@ -100,7 +98,6 @@ def cmd_merge(args) -> int:
         from hf_time import schema
         from hf_time.align.config import PLeaSConfig, ZipItConfig
         from hf_time.align.merge_build import pleas, zipit
-        from hf_time.cli_common import print_published
         from hf_time.hub import Hub
 
     cls, run = (ZipItConfig, zipit) if args.operation == "zipit" else (PLeaSConfig, pleas)

@@ -6,12 +6,11 @@ dispatches to :mod:`hf_time.lowrank.api`.
 
 from __future__ import annotations
 
-from hf_time.cli_common import startup_imports
+from hf_time.cli_common import add_publish_args, print_published, startup_imports
 
 
 def add_commands(sub) -> None:
     """Add the low-rank commands to the ``hf-time`` subparsers (called by :mod:`hf_time.cli`)."""
-    from hf_time.cli_common import add_publish_args
     p = sub.add_parser("revert", help="rebuild one expert from an RMM snapshot (a PEFT adapter, or --dense)",
                        description="Rebuild expert NAME_OR_INDEX of a reversible merge (made with `hf-time merge "
                        "--method rmm`) as a standard PEFT adapter, or with --dense merged into the base model.")
@@ -29,7 +28,6 @@ def add_commands(sub) -> None:
 
 def cmd_revert(args) -> int:
     with startup_imports():
-        from hf_time.cli_common import print_published
         from hf_time.api import revert
         from hf_time.hub import Hub
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from hf_time.cli_common import startup_imports
+from hf_time.cli_common import add_publish_args, print_published, startup_imports
 
 
 def add_commands(sub) -> None:
     """Register ``hf-time moe``."""
-    from hf_time.cli_common import add_publish_args
 
     p = sub.add_parser("moe", help="upcycle dense experts of one base into a Mixtral / Qwen2-MoE model",
                        description="Build a mixture-of-experts model from dense finetunes of one base (mergekit-moe's "
@@ -23,7 +22,6 @@ def add_commands(sub) -> None:
 def cmd_moe(args) -> int:
     with startup_imports():
         from hf_time.api import moe
-        from hf_time.cli_common import print_published
         from hf_time.hub import Hub
         from hf_time.moe.config import load_moe_config
 
