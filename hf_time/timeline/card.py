@@ -204,18 +204,8 @@ def can_plot() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def prepare_plot() -> None:
-    """Import matplotlib (Agg backend) now: a timeline does it at its set-up, so that the 0.4-0.7 s of
-    the import is not charged to the first step's card (a no-op without the ``plot`` extra)."""
-    if can_plot():
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
-
-
-def plot_png(state: TimelineState) -> bytes | None:
-    """The PNG: the A_KA / A_ZS / GM trajectory (step 0 = base) and the accuracy matrix; None without matplotlib."""
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (headless), or None without the ``plot`` extra."""
     if not can_plot():
         return None
     import matplotlib
@@ -223,6 +213,20 @@ def plot_png(state: TimelineState) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def prepare_plot() -> None:
+    """Import matplotlib now: a timeline does it at its set-up, so that the 0.4-0.7 s of the import is
+    not charged to the first step's card (a no-op without the ``plot`` extra)."""
+    _pyplot()
+
+
+def plot_png(state: TimelineState) -> bytes | None:
+    """The PNG: the A_KA / A_ZS / GM trajectory (step 0 = base) and the accuracy matrix; None without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return None
     tasks = list(state.adaptation_tasks) + list(state.held_out_tasks)
     metrics = state.metrics()
     base = state.base_accuracy
