@@ -23,7 +23,7 @@ import sys
 from typing import Sequence
 
 from hf_time import progress
-from hf_time.cli_common import add_publish_args, print_published, startup_imports  # noqa: F401 - re-exported
+from hf_time.cli_common import add_publish_args, print_published, startup_imports
 from hf_time.errors import ConfigError, HfTimeError
 
 logger = logging.getLogger("hf_time")
