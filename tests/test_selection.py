@@ -305,3 +305,28 @@ def test_counts_of_float_masks_stay_exact_beyond_float32_integers():
     n = (1 << 24) + 3
     assert selection._count(torch.ones(n)) == n
     assert selection._count(torch.zeros(n).index_fill_(0, torch.tensor([0, n - 1]), 1.0)) == 2
+
+
+@pytest.mark.parametrize("n,expected", [(10, 1), (1000, 62), (1 << 18, 1 << 14), (1 << 20, 1 << 14),
+                                        (1 << 21, 1 << 15), (1 << 22, 1 << 16), (1 << 30, 1 << 16)])
+def test_the_sample_is_one_entry_in_64_between_its_floor_and_cap(n, expected):
+    s, stride, _ = bitselect.sample_plan(n, [n // 2])
+    assert s == expected
+    assert (s - 1) * stride + (s - 1) * 7919 % stride < n  # the last sampled position is inside the tensor
+
+
+def test_a_mid_size_bf16_task_vector_is_counted_inside_its_run_of_ties(monkeypatch):
+    """The smallest sample (SAMPLE_FLOOR entries) still brackets the median of a 2^18-entry bf16 task vector
+    inside its run of tied magnitudes (a fifth of the entries, as in bf16 finetunes), so it is counted, not
+    partitioned; with half as many samples this one is partitioned."""
+    g = torch.Generator().manual_seed(3)
+    n = 1 << 18
+    base = (torch.randn(n, generator=g) * 0.02).bfloat16()
+    expert = (base.float() + torch.randn(n, generator=g) * 2e-4).bfloat16()
+    tv = expert.float() - base.float()
+    partitioned = []
+    real = selection._partition_select
+    monkeypatch.setattr(selection, "_partition_select", lambda *a: partitioned.append(a[1]) or real(*a))
+    (got,) = selection.thresholds(expert, [n // 2], absolute=True, minus=base)
+    assert partitioned == []
+    assert got == selection._partition_select(tv, [n // 2], True)[0]

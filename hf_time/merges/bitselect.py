@@ -11,10 +11,11 @@ magnitude's pattern, which keeps the order for any sign and sends -0.0 to the ke
 floats get equal keys. ``|x|`` is the pattern with the sign bit cleared. (NaNs are not supported:
 their keys sit beyond ±inf.) Two exact linear-time selections over these integer keys:
 
-* **bracket** (first): the keys of a fixed, spread-out sample of up to 65536 entries give two keys
-  that bracket the m-th largest with a wide margin (8 standard deviations of the sample rank). One
-  pass of vectorized compares counts the keys above the bracket and copies out the few inside it; if
-  the counts prove the m-th largest lies inside, it is selected among those keys alone.
+* **bracket** (first): the keys of a fixed, spread-out sample (one entry in 64, 16384 to 65536 of
+  them: :func:`sample_plan`) give two keys that bracket the m-th largest with a wide margin (8
+  standard deviations of the sample rank). One pass of vectorized compares counts the keys above
+  the bracket and copies out the few inside it; if the counts prove the m-th largest lies inside,
+  it is selected among those keys alone.
 * **radix** (when the sample misled the bracket): a ``bincount`` histogram of the top 16 bits of every
   key gives the bucket holding the m-th largest and how many entries lie in higher buckets; the keys
   of that bucket are pulled out and their next 16 bits histogrammed, and so on: 1 pass for bf16/fp16,
@@ -42,7 +43,12 @@ CPU_CHUNK = 1 << 18  # elements per chunk on CPU: 1 MiB of float32 stays in a co
 # Elements per slice where several operands are live at once (an elementwise merge, a TIES slice of n
 # task vectors): 0.5 MiB per float32 operand, so they all stay in L2 (128K measured fastest of 16K..4M).
 SLICE = 1 << 17
-SAMPLE = 1 << 16  # entries sampled to bracket the m-th largest (0: no bracket, radix only)
+SAMPLE = 1 << 16  # at most this many entries are sampled to bracket the m-th largest (0: no bracket, radix only)
+# Sample size: one entry in SAMPLE_EVERY (a gathered entry costs several streamed ones: one in 16 made
+# the sample a fifth of ranking a 1M-entry tensor), but not below SAMPLE_FLOOR, under which the bracket
+# got too wide to sit inside a bf16 run of ties (benchmarks/README.md, "Sixth pass").
+SAMPLE_EVERY = 64
+SAMPLE_FLOOR = 1 << 14
 MARGIN = 8.0  # bracket half-width, in standard deviations of the sample rank (binomial)
 SORT_BELOW = 2048  # keys left to select among are sorted when fewer than this
 
@@ -83,8 +89,10 @@ def sample_plan(n: int, ms: Sequence[int]) -> tuple[int, int, list[tuple[int | N
         ``i < s`` (one per block of ``stride``, at a scrambled offset so that the columns of a matrix
         are not sampled in lockstep; fixed, so a merge is reproducible), and ``ends[j]`` the positions
         of the largest and smallest key of the bracket of ``ms[j]`` (None: unbounded on that side).
+        The sample holds one entry in :data:`SAMPLE_EVERY`, at least :data:`SAMPLE_FLOOR` (never
+        more than one in 16) and at most :data:`SAMPLE`.
     """
-    s = min(SAMPLE, max(n // 16, 1))
+    s = min(SAMPLE, max(n // SAMPLE_EVERY, min(n // 16, SAMPLE_FLOOR), 1))
     ends = []
     for m in ms:
         p = m / n

@@ -11,16 +11,16 @@ the position of the last kept tie only when some ties are dropped.
 Where the m-th largest comes from (figures: ``benchmarks/select.md``):
 
 * **CPU, from** :data:`NUMPY_BRACKET_FROM` **entries: a sampled bracket.** A fixed, spread-out
-  sample of up to 65536 entries (sorted by numpy) gives two values bracketing the m-th largest with a
-  wide margin (:func:`hf_time.merges.bitselect.sample_plan`); one pass over cache-sized chunks counts
-  the entries above the bracket and copies out the few inside it; when the counts prove the m-th
-  largest lies inside, it is selected among those alone (numpy's partition). No full-size copy;
-  otherwise the next path runs. The pass uses numpy's bool compares (fast) where it copies entries out,
-  and where it only counts (the tied case below) torch compares written as float 1.0/0.0 into a reused
-  buffer, then summed: 21-23 µs per 128K entries on the 2-core CPU of ``benchmarks/`` against 78-118 µs
-  for a torch compare into bool and ``count_nonzero``. With that and 1 MiB chunks instead of 4 MiB,
-  ranking four tensors of the 271M benchmark model took 0.13-0.21 s instead of 0.20-0.26 s
-  (``benchmarks/issue13_fourth_pass.log``).
+  sample (one entry in 64, 16384 to 65536 of them, sorted by numpy) gives two values bracketing the
+  m-th largest with a wide margin (:func:`hf_time.merges.bitselect.sample_plan`); one pass over
+  cache-sized chunks counts the entries above the bracket and copies out the few inside it; when the
+  counts prove the m-th largest lies inside, it is selected among those alone (numpy's partition).
+  No full-size copy; otherwise the next path runs. The pass uses numpy's bool compares (fast) where
+  it copies entries out, and where it only counts (the tied case below) torch compares written as
+  float 1.0/0.0 into a reused buffer, then summed: 21-23 µs per 128K entries on the 2-core CPU of
+  ``benchmarks/`` against 78-118 µs for a torch compare into bool and ``count_nonzero``. With that
+  and 1 MiB chunks instead of 4 MiB, ranking four tensors of the 271M benchmark model took
+  0.13-0.21 s instead of 0.20-0.26 s (``benchmarks/issue13_fourth_pass.log``).
   When both ends of the bracket are the same value, which is the usual case for the task vectors of
   bf16 checkpoints (a fifth of the entries can tie at the threshold), the pass only counts the
   entries above and equal to it: nothing is copied out or partitioned (3.7x faster on those).
