@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The in-process measurements of issue 13's fourth pass (``issue13_fourth_pass.log``), as one script.
+"""The in-process measurements of issue 13's fourth to sixth passes (``issue13_*_pass.log``), as one script.
 
 Each subcommand prints its figures; compare two versions of hf_time by running the same subcommand
 with ``--tree`` pointing at a checkout of each (``git worktree add /tmp/old <commit>``), processes
@@ -10,6 +10,7 @@ alternating, as the log does. Nothing here is a test: timings are printed, never
     python benchmarks/issue13_micro.py [--tree T] hands         # what one map_hands call costs beyond its work
     python benchmarks/issue13_micro.py [--tree T] ties-phases   # TIES rank / slice phases on 4 tensors of the 271M model
     python benchmarks/issue13_micro.py [--tree T] ties-merge --base B --experts E1 E2   # api.merge of a TIES chain step
+    python benchmarks/issue13_micro.py sample-every             # TIES ranking of the 271M model, sample 1 in 16 vs 1 in 64
 
 ``ties-phases`` reads the checkpoints ``merge_bench.py --scale 271m`` builds (``--models``, default
 ``/tmp/hf_time_bench/271m/models``) and prints a hash of the merged tensors, so runs of two versions
@@ -111,6 +112,37 @@ def cmd_ties_phases(args) -> None:
     print(f"{args.tree or 'installed'} rank {min(rank):.4f} slices {min(slices):.4f} hash {digest.hexdigest()[:12]}")
 
 
+def cmd_sample_every(args) -> None:
+    """Rank the three experts of every tensor of the 271M model for a TIES merge with the bracket's sample
+    at one entry in 16 (before the sixth pass) and in 64, alternating in one process so both see the same
+    machine; the thresholds must be the same."""
+    import statistics
+
+    from hf_time.merges import bitselect
+    from hf_time.merges import task_arithmetic as ta
+    from hf_time.merges.ties import TIES
+
+    index = json.loads((args.models / "base" / "model.safetensors.index.json").read_text())["weight_map"]
+    names = list(index)
+    base = _load(args.models, "base", names)
+    experts = [_load(args.models, f"expert_{i}", names) for i in (1, 2, 3)]
+    names = [k for k in names if base[k].numel() >= 1 << 18]  # smaller tensors are partitioned, not sampled
+    for density in args.density:
+        times, found = {16: [], 64: []}, {}
+        for r in range(args.repeats):
+            for every in (16, 64) if r % 2 == 0 else (64, 16):
+                bitselect.SAMPLE_EVERY = every
+                start = time.perf_counter()
+                trims = [ta._trims(TIES, base[k], [e[k] for e in experts], (density,) * 3, (0,) * 3, None, k)
+                         for k in names]
+                times[every].append(time.perf_counter() - start)
+                found[every] = [(t._top, t._skip) for ts in trims for t in ts]
+        print(f"density {density}: {len(names)} tensors x 3 experts, same thresholds: {found[16] == found[64]}")
+        for every, spent in times.items():
+            print(f"  sample 1 in {every}: min {min(spent):.3f} s, median {statistics.median(spent):.3f} s "
+                  f"({', '.join(f'{x:.2f}' for x in spent)})")
+
+
 def cmd_ties_merge(args) -> None:
     from hf_time import api
 
@@ -148,6 +180,10 @@ def main() -> None:
     phases = sub.add_parser("ties-phases")
     phases.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
     phases.add_argument("--repeats", type=int, default=6)
+    every = sub.add_parser("sample-every")
+    every.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
+    every.add_argument("--density", type=float, nargs="+", default=[0.5, 0.2])
+    every.add_argument("--repeats", type=int, default=6)
     merge = sub.add_parser("ties-merge")
     merge.add_argument("--base", required=True)
     merge.add_argument("--experts", nargs="+", required=True)
@@ -158,7 +194,7 @@ def main() -> None:
     if args.tree:
         sys.path.insert(0, args.tree)
     {"ops": cmd_ops, "partition": cmd_partition, "ties-phases": cmd_ties_phases, "ties-merge": cmd_ties_merge,
-     "hands": cmd_hands}[
+     "hands": cmd_hands, "sample-every": cmd_sample_every}[
         args.cmd](args)
 
 
