@@ -330,3 +330,62 @@ def test_a_mid_size_bf16_task_vector_is_counted_inside_its_run_of_ties(monkeypat
     (got,) = selection.thresholds(expert, [n // 2], absolute=True, minus=base)
     assert partitioned == []
     assert got == selection._partition_select(tv, [n // 2], True)[0]
+
+
+@pytest.mark.parametrize("path_name", ["partition", "numpy_bracket", "numpy_bracket_missed", "numpy_tied",
+                                       "bracket_chunked"])
+def test_thresholds_each_are_those_of_one_call_per_tensor(monkeypatch, path_name):
+    """The experts of one tensor ranked together (one pass, θ_0 shared) get each the thresholds of its own
+    call: bf16 and float32 experts beside each other, one tied and one not, several counts each."""
+    _force(monkeypatch, path_name)
+    g = torch.Generator().manual_seed(11)
+    n = 5000
+    base = (torch.randn(n, generator=g) * 0.02).bfloat16()
+    experts = [
+        (base.float() + torch.randn(n, generator=g) * 2e-4).bfloat16(),  # bf16 finetune: long runs of ties
+        base.float() + torch.randn(n, generator=g) * 1e-3,  # a float32 expert of a bf16 base
+        (base.float() + _inputs("sparse", n, torch.float32) * 1e-3).bfloat16(),  # mostly equal to the base
+        base.clone(),  # a task vector of zeros
+    ]
+    ms = [[n // 2, n // 5], [n // 2], [0, 1, n // 10], [n // 3, n]]
+    got = selection.thresholds_each(experts, ms, absolute=True, minus=base)
+    assert got == [selection.thresholds(e, m, absolute=True, minus=base) for e, m in zip(experts, ms)]
+    for e, m, found in zip(experts, ms, got):  # and the reference of each
+        ranked, _ = _reference((e.double() - base.double()).abs())
+        assert [th.value for th in found] == [float(ranked[k - 1]) if k else float("inf") for k in m]
+    trims = selection.MagnitudeTrim.ranks_each(experts, [(0, n // 2), (n // 10, n // 2), (0, n), (0, n // 3)],
+                                               minus=base)
+    assert trims[2] is None  # everything kept
+    assert trims[1]._skip == selection.thresholds(experts[1], [n // 10], absolute=True, minus=base)[0]
+    assert trims[3]._top == got[3][0]
+
+
+def test_thresholds_each_refuses_tensors_of_other_sizes():
+    with pytest.raises(ValueError, match="one size"):
+        selection.thresholds_each([torch.zeros(3), torch.zeros(4)], [[1], [1]])
+    with pytest.raises(ValueError, match="one size"):
+        selection.thresholds_each([torch.zeros(3)], [[1]], minus=torch.zeros(4))
+    with pytest.raises(TypeError, match="floating"):
+        selection.thresholds_each([torch.zeros(3), torch.zeros(3, dtype=torch.int32)], [[1], [1]])
+    assert selection.thresholds_each([], [], minus=torch.zeros(3)) == []
+
+
+def test_experts_ranked_together_share_one_pass_range_by_range(monkeypatch):
+    """What makes ranking the experts together faster: one counting pass walks the ranges once, every expert's
+    chunk of a range in turn, so each range of θ_0 is read (and widened) once for all of them."""
+    _force(monkeypatch, "numpy_bracket")
+    monkeypatch.setattr(bitselect, "CPU_CHUNK", 1000)
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(10_000, generator=g).bfloat16()
+    experts = [(base.float() + torch.randn(10_000, generator=g) * 0.01).bfloat16() for _ in range(3)]
+    widened = []
+    real = selection._Ranked.chunks
+
+    def counting(self, absolute, which):
+        for j, chunk in real(self, absolute, which):
+            widened.append(j)
+            yield j, chunk
+
+    monkeypatch.setattr(selection._Ranked, "chunks", counting)
+    selection.thresholds_each(experts, [[5000]] * 3, absolute=True, minus=base)
+    assert widened == [0, 1, 2] * 10  # range by range, every expert, in one pass

@@ -98,6 +98,15 @@ def band_fractions(density: float, gamma: float) -> tuple[float, float] | tuple[
     return (lo, lo + density)
 
 
+def magnitude_ranks(numel: int, density: float, gamma: float = 0.0) -> tuple[int, int]:
+    """``(start, stop)``: a per-tensor trim keeps the entries of magnitude rank ``start+1 .. stop`` (1: the
+    largest), ``int(density * numel)`` of them below the ``int(gamma * numel)`` largest outliers
+    (Breadcrumbs; none for TIES). mergekit's rule: drop fewer outliers rather than keep less."""
+    n_keep, n_top = kept_count(density, numel), kept_count(gamma, numel)
+    n_top = min(n_top, numel - n_keep)
+    return n_top, n_top + n_keep
+
+
 def magnitude_trim(tv: Tensor, density: float, threshold: float | None = None, *,
                    minus: Tensor | None = None) -> MagnitudeTrim | None:
     """The top-``density`` magnitude trim of ``tv`` (None: everything is kept), to apply slice by slice.
@@ -111,7 +120,7 @@ def magnitude_trim(tv: Tensor, density: float, threshold: float | None = None, *
     if density >= 1:
         return None
     if threshold is None:  # per tensor: exactly int(density * numel) entries (see top_mask)
-        return MagnitudeTrim.ranks(tv, 0, kept_count(density, tv.numel()), minus=minus)
+        return MagnitudeTrim.ranks(tv, *magnitude_ranks(tv.numel(), density), minus=minus)
     return MagnitudeTrim.between(threshold)
 
 
@@ -128,10 +137,7 @@ def band_trim(tv: Tensor, density: float, gamma: float, thresholds: Sequence[flo
     if density >= 1:
         return None
     if thresholds is None:  # per tensor: exactly the entries ranked n_top+1 .. n_top+n_keep
-        n = tv.numel()
-        n_keep, n_top = kept_count(density, n), kept_count(gamma, n)
-        n_top = min(n_top, n - n_keep)  # mergekit: drop fewer outliers rather than keep less
-        return MagnitudeTrim.ranks(tv, n_top, n_top + n_keep, minus=minus)
+        return MagnitudeTrim.ranks(tv, *magnitude_ranks(tv.numel(), density, gamma), minus=minus)
     lo, hi = thresholds
     if gamma <= 0:
         hi = math.inf  # no outliers to drop: the quantile 1.0 would be the max itself

@@ -25,7 +25,10 @@ Where the m-th largest comes from (figures: ``benchmarks/select.md``):
   bf16 checkpoints (a fifth of the entries can tie at the threshold), the pass only counts the
   entries above and equal to it: nothing is copied out or partitioned (3.7x faster on those).
   A task vector's thresholds are found from θ_i and θ_0 directly (``minus=``): the difference is
-  taken chunk by chunk, so τ_i is never held whole.
+  taken chunk by chunk, so τ_i is never held whole. The experts of one tensor share the sample and
+  the pass (:func:`thresholds_each`): each chunk of θ_0 is read once for all of them, which ranked
+  the three experts of the 271M model in ~0.7x the time of one pass each (medians 1.15 s against
+  1.62-1.67 s, ``benchmarks/issue13_sixth_pass.log``).
 * **CPU, 16-bit inputs from** :data:`NUMPY_TIED_FROM` **entries, when the sample shows a run of
   ties** at the threshold (both ends of the bracket equal): the same pass, counting only. Task
   vectors of bf16/fp16 checkpoints (ranked from θ_i and θ_0) are the case; float32 data is left to
@@ -104,49 +107,72 @@ def thresholds(values: Tensor, ms: Sequence[int], *, absolute: bool = False,
     Raises:
         TypeError: ``values`` is not a float16/bfloat16/float32/float64 tensor.
     """
-    if values.dtype not in _FLOAT_DTYPES or (minus is not None and minus.dtype not in _FLOAT_DTYPES):
-        raise TypeError(f"selection needs a floating tensor, got {values.dtype}")
-    flat = values.reshape(-1)
+    return thresholds_each([values], [ms], absolute=absolute, minus=minus)[0]
+
+
+def thresholds_each(values: Sequence[Tensor], ms: Sequence[Sequence[int]], *, absolute: bool = False,
+                    minus: Tensor | None = None) -> list[tuple[Threshold, ...]]:
+    """:func:`thresholds` of several tensors with as many entries, ``ms[j]`` for ``values[j]``, all ranked
+    less the same ``minus``: the task vectors of the experts of one tensor, from θ_i and θ_0.
+
+    The same thresholds as one :func:`thresholds` call per tensor, but the large CPU tensors share one
+    sample and one counting pass, where each chunk of ``minus`` is read and widened once for all of them.
+
+    Raises:
+        TypeError: a tensor is not a float16/bfloat16/float32/float64 tensor.
+        ValueError: the tensors differ in size.
+    """
+    if any(t.dtype not in _FLOAT_DTYPES for t in (*values, *([] if minus is None else [minus]))):
+        raise TypeError(f"selection needs floating tensors, got {[t.dtype for t in values]}")
+    flats = [v.reshape(-1) for v in values]
     sub = None if minus is None else minus.reshape(-1)
-    n = flat.numel()
-    ms = [min(max(int(m), 0), n) for m in ms]
-    found = {m: Threshold(0, math.inf, 0, 0) for m in ms if m == 0}
-    wanted = sorted({m for m in ms if m > 0})
-    cpu = flat.device.type == "cpu" and NUMPY_ON_CPU
+    if len({f.numel() for f in flats} | (set() if sub is None else {sub.numel()})) > 1:
+        raise ValueError("thresholds_each ranks tensors of one size (and minus of that size too)")
+    if not flats:
+        return []
+    n = flats[0].numel()
+    ms = [[min(max(int(m), 0), n) for m in wanted] for wanted in ms]
+    found = [{m: Threshold(0, math.inf, 0, 0) for m in wanted if m == 0} for wanted in ms]
+    wanted = [sorted({m for m in w if m > 0}) for w in ms]
+    cpu = flats[0].device.type == "cpu" and NUMPY_ON_CPU
     # 16-bit checkpoints: their task vectors tie in long runs, and counting a run beats the partition
-    tied = any(t is not None and t.dtype in (torch.bfloat16, torch.float16) for t in (flat, sub))
-    if wanted and cpu and (n >= NUMPY_BRACKET_FROM or (tied and n >= NUMPY_TIED_FROM)):
-        found.update(_cpu_bracket_select(flat, wanted, absolute, sub, only_tied=n < NUMPY_BRACKET_FROM))
-    missing = [m for m in wanted if m not in found]
-    if missing:
-        if sub is not None:
-            flat = difference(flat, sub)
-        if cpu:
-            found.update(zip(missing, _partition_select(flat, missing, absolute)))
-        else:
-            found.update((m, Threshold(m, *f)) for m, f in zip(missing, bitselect.select(flat, missing, absolute)))
-    return tuple(found[m] for m in ms)
+    sixteen = (torch.bfloat16, torch.float16)
+    bracketed = [j for j, flat in enumerate(flats) if wanted[j] and cpu and (n >= NUMPY_BRACKET_FROM or (
+        n >= NUMPY_TIED_FROM and (flat.dtype in sixteen or (sub is not None and sub.dtype in sixteen))))]
+    if bracketed:
+        ranked = _Ranked([flats[j] for j in bracketed], sub)
+        proven = _bracket_select([n], [lambda: contextlib.nullcontext(ranked)], [wanted[j] for j in bracketed],
+                                 absolute, only_tied=n < NUMPY_BRACKET_FROM)
+        for j, more in zip(bracketed, proven):
+            found[j].update(more)
+    for j, flat in enumerate(flats):
+        missing = [m for m in wanted[j] if m not in found[j]]
+        if missing:
+            if sub is not None:
+                flat = difference(flat, sub)
+            if cpu:
+                found[j].update(zip(missing, _partition_select(flat, missing, absolute)))
+            else:
+                selected = bitselect.select(flat, missing, absolute)
+                found[j].update((m, Threshold(m, *f)) for m, f in zip(missing, selected))
+    return [tuple(got[m] for m in w) for got, w in zip(found, ms)]
 
 
 def difference(values: Tensor, minus: Tensor) -> Tensor:
     """``values - minus`` as a fresh tensor of at least float32 precision, from inputs of any floating dtype.
 
-    ``minus`` is widened chunk by chunk into a cache-sized buffer (a float32 minus a bf16 tensor is ~4x
-    slower on CPU than two float32 tensors, and a whole widened copy costs 4 bytes per entry); the
-    values are those of ``values.float() - minus.float()``.
+    ``minus`` is widened chunk by chunk into a cache-sized buffer when its dtype differs (a mixed-dtype
+    subtraction leaves torch's vectorized CPU path: a float32 minus a bf16 tensor is ~4x slower than
+    two float32 tensors, and a whole widened copy costs 4 bytes per entry); the values are those of
+    ``values.float() - minus.float()``.
     """
     out = torch.empty(values.shape, dtype=_wide(values, minus), device=values.device)
     flat, flat_values, flat_minus = out.view(-1), values.reshape(-1), minus.reshape(-1)
     widened = torch.empty(chunk_size(flat), dtype=out.dtype, device=out.device)
     for lo, hi in chunks(flat):
-        _difference_into(flat[lo:hi], flat_values[lo:hi], flat_minus[lo:hi], widened[: hi - lo])
+        part = flat_minus[lo:hi]
+        flat[lo:hi].copy_(flat_values[lo:hi]).sub_(part if part.dtype == out.dtype else widened[: hi - lo].copy_(part))
     return out
-
-
-def _difference_into(out: Tensor, values: Tensor, minus: Tensor, widened: Tensor) -> Tensor:
-    """``out = values - minus`` in ``out``'s dtype; ``minus`` is widened into the scratch ``widened``
-    first when its dtype differs (a mixed-dtype subtraction leaves torch's vectorized CPU path)."""
-    return out.copy_(values).sub_(minus if minus.dtype == out.dtype else widened.copy_(minus))
 
 
 def _wide(a: Tensor, b: Tensor) -> torch.dtype:
@@ -211,12 +237,25 @@ class MagnitudeTrim:
         """Keep the entries whose magnitude rank is in ``start+1 .. stop`` (ranks from the largest
         ``|values|``, or ``|values - minus|``, ties in index order): ``start=0`` is a top-``stop`` trim
         (TIES), ``start > 0`` a band (Breadcrumbs). None when everything is kept."""
-        n = values.numel()
-        start, stop = min(max(start, 0), n), min(max(stop, 0), n)
-        if start == 0 and stop == n:
-            return None
-        top, skip = thresholds(values, [stop, start], absolute=True, minus=minus)
-        return cls(top=top, skip=skip if start > 0 else None)
+        return cls.ranks_each([values], [(start, stop)], minus=minus)[0]
+
+    @classmethod
+    def ranks_each(cls, values: Sequence[Tensor], bands: Sequence[tuple[int, int]], *,
+                   minus: Tensor | None = None) -> list[MagnitudeTrim | None]:
+        """:meth:`ranks` of each of ``values`` (tensors of one size) for its ``(start, stop)`` band, all less
+        the same ``minus`` (the experts of one tensor, from θ_0), ranked together (:func:`thresholds_each`)."""
+        out: list[MagnitudeTrim | None] = [None] * len(values)
+        todo = []
+        for j, (v, (start, stop)) in enumerate(zip(values, bands)):
+            n = v.numel()
+            start, stop = min(max(start, 0), n), min(max(stop, 0), n)
+            if not (start == 0 and stop == n):
+                todo.append((j, start, stop))
+        found = thresholds_each([values[j] for j, _, _ in todo], [[stop, start] for _, start, stop in todo],
+                                absolute=True, minus=minus)
+        for (j, start, _), (top, skip) in zip(todo, found):
+            out[j] = cls(top=top, skip=skip if start > 0 else None)
+        return out
 
     @classmethod
     def between(cls, lo: float, hi: float | None = None) -> MagnitudeTrim:
@@ -376,17 +415,6 @@ def _largest(arr: np.ndarray, ms: Sequence[int], *, nonnegative: bool) -> list[t
     return out
 
 
-def _cpu_bracket_select(flat: Tensor, ms: Sequence[int], absolute: bool, minus: Tensor | None = None, *,
-                        only_tied: bool = False) -> dict[int, Threshold]:
-    """CPU, large tensors: the thresholds a sampled bracket proves it holds (module docstring), by
-    counts over cache-sized chunks (16-bit values widened and ``flat - minus`` taken chunk by chunk); no
-    full-size copy. The others are left out (partition them). With ``only_tied`` (mid-size tensors),
-    nothing is done unless every bracket sits inside a run of ties, where counting beats numpy's
-    partition 3-4x; elsewhere the partition is faster at these sizes."""
-    ranked = _Ranked(flat, minus)
-    return _bracket_select([flat.numel()], [lambda: contextlib.nullcontext(ranked)], ms, absolute, only_tied=only_tied)
-
-
 @dataclass(frozen=True)
 class Part:
     """One piece of a tensor that is never built whole: :func:`thresholds_of_parts` ranks their concatenation.
@@ -415,8 +443,8 @@ def thresholds_of_parts(parts: Sequence[Part], ms: Sequence[int], *, absolute: b
     found = {m: Threshold(0, math.inf, 0, 0) for m in ms if m == 0}
     wanted = sorted({m for m in ms if m > 0})
     if wanted and NUMPY_ON_CPU and n >= NUMPY_BRACKET_FROM:
-        found.update(_bracket_select([p.size for p in parts], [functools.partial(_opened, p) for p in parts], wanted,
-                                     absolute))
+        found.update(_bracket_select([p.size for p in parts], [functools.partial(_opened, p) for p in parts], [wanted],
+                                     absolute)[0])
     missing = [m for m in wanted if m not in found]
     if missing:
         pieces = []
@@ -430,84 +458,124 @@ def thresholds_of_parts(parts: Sequence[Part], ms: Sequence[int], *, absolute: b
 @contextlib.contextmanager
 def _opened(part: Part) -> Iterator[_Ranked]:
     with part.open() as (values, minus):
-        yield _Ranked(values, minus)
+        yield _Ranked([values], minus)
 
 
 class _Ranked:
-    """One piece's values for the bracket: a sample (numpy), then cache-sized chunks (torch, reused buffers).
+    """One piece of one or more tensors for the bracket, each ranked less the same ``minus``: a sample
+    (numpy), then cache-sized chunks (torch, reused buffers).
 
     Chunks come widened to float32 (float64 stays float64) and, with ``absolute``, as magnitudes, in a
-    buffer of this object's own (or a view of a float32 input when there is nothing to change).
+    buffer of this object's own (or a view of a float32 input when there is nothing to change); each
+    chunk of ``minus`` is widened once for every tensor.
     """
 
-    def __init__(self, flat: Tensor, minus: Tensor | None):
-        self.flat, self.minus = flat.reshape(-1), None if minus is None else minus.reshape(-1)
-        self.wide = _wide(self.flat, self.flat if minus is None else self.minus)
+    def __init__(self, flats: Sequence[Tensor], minus: Tensor | None):
+        self.flats, self.minus = [f.reshape(-1) for f in flats], None if minus is None else minus.reshape(-1)
+        self.wides = [_wide(f, f if minus is None else self.minus) for f in self.flats]
 
-    def sample(self, at: np.ndarray) -> np.ndarray:
+    def samples(self, at: np.ndarray) -> list[np.ndarray]:
+        """Each tensor's entries at positions ``at``, less ``minus``'s (gathered once)."""
         index = torch.from_numpy(at)
-        values = self.flat[index].to(self.wide)
-        if self.minus is not None:
-            values.sub_(self.minus[index].to(self.wide))
-        return values.numpy()
+        minus = None if self.minus is None else self.minus[index]
+        out = []
+        for flat, wide in zip(self.flats, self.wides):
+            values = flat[index].to(wide)
+            if minus is not None:
+                values.sub_(minus.to(wide))
+            out.append(values.numpy())
+        return out
 
-    def chunks(self, absolute: bool) -> Iterator[Tensor]:
-        size = chunk_size(self.flat)
-        own = torch.empty(size, dtype=self.wide)
-        widened = torch.empty(size, dtype=self.wide) if self.minus is not None else None
-        for lo, hi in chunks(self.flat):
+    def chunks(self, absolute: bool, which: Sequence[int]) -> Iterator[tuple[int, Tensor]]:
+        """``(j, chunk)`` for each tensor j in ``which``, range by range (each chunk is valid until the next)."""
+        size = chunk_size(self.flats[0])
+        own = {wide: torch.empty(size, dtype=wide) for wide in set(self.wides)}
+        widened = {wide: torch.empty(size, dtype=wide) for wide in own} if self.minus is not None else {}
+        for lo, hi in chunks(self.flats[0]):
             k = hi - lo
-            if self.minus is not None:
-                chunk = _difference_into(own[:k], self.flat[lo:hi], self.minus[lo:hi], widened[:k])
-            elif self.flat.dtype != self.wide or absolute:
-                chunk = own[:k].copy_(self.flat[lo:hi])
-            else:
-                chunk = self.flat[lo:hi]
-            yield chunk.abs_() if absolute else chunk
+            minus = {}  # this range of minus, per dtype (widened once)
+            for j in which:
+                flat, wide = self.flats[j][lo:hi], self.wides[j]
+                if self.minus is not None:
+                    if wide not in minus:
+                        part = self.minus[lo:hi]
+                        minus[wide] = part if part.dtype == wide else widened[wide][:k].copy_(part)
+                    chunk = own[wide][:k].copy_(flat).sub_(minus[wide])
+                elif flat.dtype != wide or absolute:
+                    chunk = own[wide][:k].copy_(flat)
+                else:
+                    chunk = flat
+                yield j, chunk.abs_() if absolute else chunk
 
 
-def _bracket_select(sizes: Sequence[int], opens: Sequence[Callable[[], contextlib.AbstractContextManager[_Ranked]]],
-                    ms: Sequence[int], absolute: bool, *, only_tied: bool = False) -> dict[int, Threshold]:
-    """The sampled bracket (see :func:`_cpu_bracket_select`) over the concatenation of pieces of
-    ``sizes`` entries; ``opens[k]()`` gives piece k, entered once for the sample and once for the count."""
+Bracket = tuple[float, float]  # (low, high): the m-th largest lies in low..high (both ends included)
+
+
+Opener = Callable[[], contextlib.AbstractContextManager[_Ranked]]
+
+
+def _bracket_select(sizes: Sequence[int], opens: Sequence[Opener], ms: Sequence[Sequence[int]], absolute: bool, *,
+                    only_tied: bool = False) -> list[dict[int, Threshold]]:
+    """CPU, large tensors: for each tensor j of the pieces, the thresholds ``ms[j]`` that a sampled bracket
+    proves it holds (module docstring), by counts over cache-sized chunks (16-bit values widened and
+    ``values - minus`` taken chunk by chunk); no full-size copy. The others are left out (partition them).
+
+    The pieces hold ``sizes`` entries of each tensor and are ranked as their concatenation; ``opens[k]()``
+    gives piece k, entered once for the sample and once for the count. With ``only_tied`` (mid-size
+    tensors), a tensor is counted only when each of its brackets sits inside a run of ties, where counting
+    beats numpy's partition 3-4x; elsewhere the partition is faster at these sizes.
+    """
     n = sum(sizes)
-    s, stride, ends = bitselect.sample_plan(n, ms)
+    s, stride, _ = bitselect.sample_plan(n, [])
     i = np.arange(s)
     where = i * stride + (i * 7919) % stride  # positions in the concatenation, increasing
     starts = np.cumsum([0, *sizes])
     owner = np.searchsorted(starts, where, side="right") - 1
-    samples = []
+    samples: list[list[np.ndarray]] = [[] for _ in ms]
     for k, open_piece in enumerate(opens):
         at = where[owner == k] - starts[k]
         if at.size:
             with open_piece() as ranked:
-                samples.append(ranked.sample(at))
-    sample = np.concatenate(samples)
-    sample = np.sort(np.abs(sample, out=sample) if absolute else sample)[::-1]
-    brackets = [(-np.inf if bottom is None else sample[bottom], np.inf if top is None else sample[top])
-                for top, bottom in ends]
-    if only_tied and any(low != high for low, high in brackets):
-        return {}
-    above, inside, tied = [0] * len(ms), [[] for _ in ms], [0] * len(ms)
+                for j, got in enumerate(ranked.samples(at)):
+                    samples[j].append(got)
+    brackets: list[list[Bracket] | None] = []
+    for j, wanted in enumerate(ms):
+        sample = np.concatenate(samples[j])
+        sample = np.sort(np.abs(sample, out=sample) if absolute else sample)[::-1]
+        ends = bitselect.sample_plan(n, wanted)[2]
+        pairs = [(-np.inf if bottom is None else sample[bottom], np.inf if top is None else sample[top])
+                 for top, bottom in ends]
+        brackets.append(None if only_tied and any(low != high for low, high in pairs) else pairs)
+    which = [j for j, pairs in enumerate(brackets) if pairs is not None]
+    above = [[0] * len(wanted) for wanted in ms]
+    tied = [[0] * len(wanted) for wanted in ms]
+    inside: list[list[list[np.ndarray]]] = [[[] for _ in wanted] for wanted in ms]
     mask = over = within = None  # scratch for every piece's chunks
-    for open_piece in opens:
+    for open_piece in opens if which else ():
         with open_piece() as ranked:
-            for chunk in ranked.chunks(absolute):
+            for j, chunk in ranked.chunks(absolute, which):
                 k = chunk.numel()
                 if mask is None or mask.numel() < k or mask.dtype != chunk.dtype:
                     mask, over, within = torch.empty(k, dtype=chunk.dtype), np.empty(k, bool), np.empty(k, bool)
-                for j, (low, high) in enumerate(brackets):  # -0.0 == +0.0, as the keys
+                for b, (low, high) in enumerate(brackets[j]):  # -0.0 == +0.0, as the keys
                     if low == high:  # a bracket inside a run of ties (bf16 task vectors): counting is enough,
                         # in float masks and sums (torch's compares into bool are ~5x slower)
-                        above[j] += _count(torch.gt(chunk, float(high), out=mask[:k]))
-                        tied[j] += _count(torch.eq(chunk, float(high), out=mask[:k]))
+                        above[j][b] += _count(torch.gt(chunk, float(high), out=mask[:k]))
+                        tied[j][b] += _count(torch.eq(chunk, float(high), out=mask[:k]))
                         continue
                     # the entries inside are copied out: numpy's bool compares and logic are fast
                     values = chunk.numpy()
                     o = np.greater(values, high, out=over[:k])
-                    above[j] += int(np.count_nonzero(o))
+                    above[j][b] += int(np.count_nonzero(o))
                     w = np.greater_equal(values, low, out=within[:k])
-                    inside[j].append(values[np.logical_and(w, np.logical_not(o, out=o), out=w)])
+                    inside[j][b].append(values[np.logical_and(w, np.logical_not(o, out=o), out=w)])
+    return [{} if brackets[j] is None else _proven(ms[j], above[j], inside[j], tied[j], brackets[j], absolute)
+            for j in range(len(ms))]
+
+
+def _proven(ms: Sequence[int], above: Sequence[int], inside: Sequence[list[np.ndarray]], tied: Sequence[int],
+            brackets: Sequence[Bracket], absolute: bool) -> dict[int, Threshold]:
+    """The thresholds that one tensor's counts prove (see :func:`_bracket_select`)."""
     found = {}
     for m, greater, parts_in, equal, (low, high) in zip(ms, above, inside, tied, brackets):
         if low == high:

@@ -71,19 +71,26 @@ def run_recipe(recipe: Recipe, base: Tensor | None, experts: Sequence[Tensor], c
 
 def _trims(recipe: Recipe, base: Tensor, experts: Sequence[Tensor], density: Sequence[float], gamma: Sequence[float],
            thresholds: tuple[tuple[float, ...], ...] | None, name: str) -> list[kernels.MagnitudeTrim | None]:
-    """Each expert's magnitude trim (None: kept whole), decided over its whole task vector θ_i − θ_0
-    (large CPU tensors rank it chunk by chunk, without holding it). Ranking two experts at once on
-    two threads measured no faster on 2 cores (the chunked differences already use both)."""
-    out: list[kernels.MagnitudeTrim | None] = []
+    """Each expert's magnitude trim (None: kept whole), decided over its whole task vector θ_i − θ_0.
+
+    Per-tensor thresholds of all the experts are ranked together (large CPU tensors: one chunked pass
+    that reads θ_0 once for every expert, without holding any τ_i: :func:`selection.thresholds_each`).
+    """
+    out: list[kernels.MagnitudeTrim | None] = [None] * len(experts)
+    ranked = {}  # expert -> (start, stop) of the magnitude ranks it keeps
     for i, expert in enumerate(experts):
         if recipe.sparsify == "none" or density[i] >= 1:
-            out.append(None)
             continue
-        given = None if thresholds is None else _check_len(thresholds[i], recipe, name)
-        if recipe.sparsify == "magnitude":
-            out.append(kernels.magnitude_trim(expert, density[i], None if given is None else given[0], minus=base))
-        else:
-            out.append(kernels.band_trim(expert, density[i], gamma[i], given, minus=base))
+        band = recipe.sparsify == "band"
+        if thresholds is None:
+            ranked[i] = kernels.magnitude_ranks(expert.numel(), density[i], gamma[i] if band else 0.0)
+            continue
+        given = _check_len(thresholds[i], recipe, name)
+        out[i] = kernels.band_trim(expert, density[i], gamma[i], given) if band else \
+            kernels.magnitude_trim(expert, density[i], given[0])
+    trims = kernels.MagnitudeTrim.ranks_each([experts[i] for i in ranked], list(ranked.values()), minus=base)
+    for i, trim in zip(ranked, trims):
+        out[i] = trim
     return out
 
 
