@@ -11,6 +11,7 @@ alternating, as the log does. Nothing here is a test: timings are printed, never
     python benchmarks/issue13_micro.py [--tree T] ties-phases   # TIES rank / slice phases on 4 tensors of the 271M model
     python benchmarks/issue13_micro.py [--tree T] ties-merge --base B --experts E1 E2   # api.merge of a TIES chain step
     python benchmarks/issue13_micro.py sample-every             # TIES ranking of the 271M model, sample 1 in 16 vs 1 in 64
+    python benchmarks/issue13_micro.py rank-together            # the same, each expert in its own pass vs all in one
 
 ``ties-phases`` reads the checkpoints ``merge_bench.py --scale 271m`` builds (``--models``, default
 ``/tmp/hf_time_bench/271m/models``) and prints a hash of the merged tensors, so runs of two versions
@@ -122,11 +123,7 @@ def cmd_sample_every(args) -> None:
     from hf_time.merges import task_arithmetic as ta
     from hf_time.merges.ties import TIES
 
-    index = json.loads((args.models / "base" / "model.safetensors.index.json").read_text())["weight_map"]
-    names = list(index)
-    base = _load(args.models, "base", names)
-    experts = [_load(args.models, f"expert_{i}", names) for i in (1, 2, 3)]
-    names = [k for k in names if base[k].numel() >= 1 << 18]  # smaller tensors are partitioned, not sampled
+    names, base, experts = _model(args.models)
     for density in args.density:
         times, found = {16: [], 64: []}, {}
         for r in range(args.repeats):
@@ -140,6 +137,43 @@ def cmd_sample_every(args) -> None:
         print(f"density {density}: {len(names)} tensors x 3 experts, same thresholds: {found[16] == found[64]}")
         for every, spent in times.items():
             print(f"  sample 1 in {every}: min {min(spent):.3f} s, median {statistics.median(spent):.3f} s "
+                  f"({', '.join(f'{x:.2f}' for x in spent)})")
+
+
+def _model(models: Path) -> tuple[list[str], dict, list[dict]]:
+    """The tensors of the 271M model that the bracket ranks (from 2^18 entries), base and the three experts."""
+    names = list(json.loads((models / "base" / "model.safetensors.index.json").read_text())["weight_map"])
+    base = _load(models, "base", names)
+    experts = [_load(models, f"expert_{i}", names) for i in (1, 2, 3)]
+    return [k for k in names if base[k].numel() >= 1 << 18], base, experts
+
+
+def cmd_rank_together(args) -> None:
+    """TIES thresholds of the three experts of every tensor: one ranking pass per expert (before the sixth
+    pass) against one pass for the three (θ_0 read once), alternating in one process; same thresholds."""
+    import statistics
+
+    from hf_time.merges import kernels
+
+    names, base, experts = _model(args.models)
+    for density in args.density:
+        times, found = {"each alone": [], "together": []}, {}
+        for r in range(args.repeats):
+            for how in ("each alone", "together") if r % 2 == 0 else ("together", "each alone"):
+                start = time.perf_counter()
+                trims = []
+                for k in names:
+                    band = kernels.magnitude_ranks(base[k].numel(), density)
+                    if how == "together":
+                        trims += kernels.MagnitudeTrim.ranks_each([e[k] for e in experts], [band] * 3, minus=base[k])
+                    else:
+                        trims += [kernels.MagnitudeTrim.ranks(e[k], *band, minus=base[k]) for e in experts]
+                times[how].append(time.perf_counter() - start)
+                found[how] = [t._top for t in trims]
+        print(f"density {density}: {len(names)} tensors x 3 experts, same thresholds: "
+              f"{found['each alone'] == found['together']}")
+        for how, spent in times.items():
+            print(f"  {how}: min {min(spent):.3f} s, median {statistics.median(spent):.3f} s "
                   f"({', '.join(f'{x:.2f}' for x in spent)})")
 
 
@@ -180,10 +214,11 @@ def main() -> None:
     phases = sub.add_parser("ties-phases")
     phases.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
     phases.add_argument("--repeats", type=int, default=6)
-    every = sub.add_parser("sample-every")
-    every.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
-    every.add_argument("--density", type=float, nargs="+", default=[0.5, 0.2])
-    every.add_argument("--repeats", type=int, default=6)
+    for name in ("sample-every", "rank-together"):
+        rank = sub.add_parser(name)
+        rank.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
+        rank.add_argument("--density", type=float, nargs="+", default=[0.5, 0.2])
+        rank.add_argument("--repeats", type=int, default=6)
     merge = sub.add_parser("ties-merge")
     merge.add_argument("--base", required=True)
     merge.add_argument("--experts", nargs="+", required=True)
@@ -194,7 +229,7 @@ def main() -> None:
     if args.tree:
         sys.path.insert(0, args.tree)
     {"ops": cmd_ops, "partition": cmd_partition, "ties-phases": cmd_ties_phases, "ties-merge": cmd_ties_merge,
-     "hands": cmd_hands, "sample-every": cmd_sample_every}[
+     "hands": cmd_hands, "sample-every": cmd_sample_every, "rank-together": cmd_rank_together}[
         args.cmd](args)
 
 
