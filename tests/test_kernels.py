@@ -165,7 +165,7 @@ def test_trims_of_a_large_tied_task_vector_follow_the_sorted_rule():
     tv = _bf16_task_vector((400, 700), 0)
     n = tv.numel()
     out = kernels.trim_magnitude_(tv.clone(), 0.2)
-    assert torch.equal(out.view(torch.int32), _sorted_rule(tv, 0, int(0.2 * n)).view(torch.int32))  # -0.0 included
+    assert torch.equal(out, _sorted_rule(tv, 0, int(0.2 * n)))  # dropped zeros may be +0.0 (see MagnitudeTrim)
     out = kernels.trim_band_(tv.clone(), 0.3, 0.05)
     n_top = int(0.05 * n)
     assert torch.equal(out.view(torch.int32), _sorted_rule(tv, n_top, n_top + int(0.3 * n)).view(torch.int32))

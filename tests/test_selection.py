@@ -143,8 +143,9 @@ def test_keep_magnitude_ranks_is_the_old_bool_mask_product(mask_path, kind, dtyp
         keep = _top(order, stop, x.shape) & ~_top(order, start, x.shape)
         tv = x.clone()
         assert selection.keep_magnitude_ranks_(tv, start, stop) is tv
-        expected = x * keep  # what the kernels did before: multiply by a bool mask (-0.0 included)
-        assert torch.equal(tv.view(torch.uint8), expected.view(torch.uint8)), (start, stop)
+        expected = x * keep  # what the kernels did before: multiply by a bool mask
+        # equal values (no NaN here): the same bits but for the sign of dropped zeros (MagnitudeTrim's docstring)
+        assert torch.equal(tv, expected), (start, stop)
 
 
 def test_keep_magnitude_ranks_on_a_non_contiguous_view(mask_path):
@@ -389,3 +390,30 @@ def test_experts_ranked_together_share_one_pass_range_by_range(monkeypatch):
     monkeypatch.setattr(selection._Ranked, "chunks", counting)
     selection.thresholds_each(experts, [[5000]] * 3, absolute=True, minus=base)
     assert widened == [0, 1, 2] * 10  # range by range, every expert, in one pass
+
+
+@pytest.mark.parametrize("chunk", [97, 1 << 18])
+def test_the_cut_of_a_tied_threshold_is_just_after_its_last_kept_tie(monkeypatch, chunk):
+    """The counting pass of a tied bracket gives each threshold its cut (the index just after the last kept tie,
+    found in the chunk that holds it); a top-m trim then keeps ``|x| >= t`` before it and ``|x| > t`` from it."""
+    _force(monkeypatch, "numpy_bracket")
+    monkeypatch.setattr(bitselect, "CPU_CHUNK", chunk)
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(512 * 515, generator=g).bfloat16()
+    expert = (base.float() + 0.01 * torch.randn(base.shape, generator=g)).bfloat16()
+    tau = expert.double() - base.double()
+    m = tau.numel() // 2
+    (th,) = selection.thresholds(expert, [m], absolute=True, minus=base)
+    ranked, order = _reference(tau.abs())
+    assert th.value == float(ranked[m - 1]) and 0 < th.ties_kept < th.equal  # some ties kept, some dropped
+    tied_at = torch.nonzero(tau.abs() == th.value)[:, 0]
+    assert th.cut == int(tied_at[th.ties_kept - 1]) + 1
+    trim = selection.MagnitudeTrim.ranks(expert, 0, m, minus=base)
+    assert trim._shrink == (th.cut, th.value)
+    out = selection.apply_trim_(tau.float(), trim)
+    assert torch.equal(out != 0, _top(order, m, tau.shape) & (tau != 0))  # exactly the m largest, ties by index
+    # the partition finds no cut: its trims count ties slice by slice, with the same result
+    monkeypatch.setattr(selection, "NUMPY_BRACKET_FROM", 1 << 62)
+    monkeypatch.setattr(selection, "NUMPY_TIED_FROM", 1 << 62)
+    assert selection.thresholds(expert, [m], absolute=True, minus=base)[0].cut is None
+    assert torch.equal(selection.apply_trim_(tau.float(), selection.MagnitudeTrim.ranks(expert, 0, m, minus=base)), out)

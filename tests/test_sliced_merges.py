@@ -3,7 +3,8 @@
 Task arithmetic and linear run on cache-sized slices in the engine (``elementwise`` methods); TIES and
 Breadcrumbs decide their per-tensor thresholds over whole task vectors (ranked chunk by chunk from θ_i
 and θ_0, never held whole), then trim, elect and combine slice by slice, carrying the count of ties
-still to keep from one slice to the next. These tests force tiny slices, chunks and bracket sizes so
+still to keep from one slice to the next (or, when the ranking found where the last kept tie lies, the
+position of the next slice). These tests force tiny slices, chunks and bracket sizes so
 that every boundary case is crossed many times on a small tensor, and compare with (1) the same
 method at the default sizes (one slice here) and (2) an independent reference built from a stable
 sort, on bf16 data where a fifth of the entries tie at the threshold, as real checkpoints do.
@@ -11,10 +12,12 @@ sort, on bf16 data where a fifth of the entries tie at the threshold, as real ch
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
-from hf_time.merges import bitselect, get, selection
+from hf_time.merges import bitselect, get, kernels, selection
 from hf_time.merges import task_arithmetic as ta
 from hf_time.merges.registry import TensorContext
 
@@ -145,3 +148,41 @@ def test_empty_tensors_merge_to_empty_tensors(method):
     base = torch.zeros(0, 4, dtype=torch.bfloat16)
     out = _merge(method, {"density": 0.5} if method != "task_arithmetic" else {}, base, [base.clone(), base.clone()])
     assert out.shape == (0, 4)
+
+
+class _MaskOnly(selection.MagnitudeTrim):
+    """A trim that always counts ties and multiplies by a float mask (dropped negative entries become -0.0),
+    as every trim did before the one-pass ``hardshrink`` slices (which write +0.0)."""
+
+    apply_ = selection.MagnitudeTrim._mask_
+
+
+@pytest.mark.parametrize("weights,normalize", [((1.0, 1.0, 1.0), True), ((0.5, 1.0, 2.0), True),
+                                              ((1.0, 1.0, 1.0), False), ((1.0, -1.0, 0.5), False)])
+def test_the_sign_of_trimmed_zeros_never_reaches_a_ties_merge(monkeypatch, weights, normalize):
+    """A trimmed entry may be -0.0 or +0.0 (MagnitudeTrim); the merge adds the trimmed task vectors onto +0.0,
+    so its bits are those of the float-mask trims, even where the base itself is -0.0."""
+    monkeypatch.setattr(bitselect, "SLICE", 1000)
+    monkeypatch.setattr(bitselect, "CPU_CHUNK", 2048)
+    monkeypatch.setattr(selection, "NUMPY_BRACKET_FROM", 4096)
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(512, 515, generator=g).to(torch.bfloat16)  # big enough for the bracket to sit in a run of ties
+    experts = [(base.float() + 0.01 * torch.randn(base.shape, generator=g)).to(torch.bfloat16) for _ in range(3)]
+    base.view(-1)[::7] = -0.0
+    experts[0].view(-1)[::14] = -0.0  # the same as the base there: a zero task vector entry
+    combine = functools.partial(kernels.generalized_task_arithmetic, weights=weights, consensus=True,
+                                normalize=normalize, lambda_=1.0)
+    bands = [kernels.magnitude_ranks(base.numel(), 0.5)] * 3
+
+    def trimmed(kind):  # the trimmed task vectors, then the merge, with fresh trims of that kind
+        tvs = [selection.apply_trim_(e.float() - base.float(), trim)
+               for e, trim in zip(experts, kind.ranks_each(experts, bands, minus=base))]
+        return tvs, ta._merge_slices(base, experts, kind.ranks_each(experts, bands, minus=base), combine)
+
+    fast = selection.MagnitudeTrim.ranks_each(experts, bands, minus=base)
+    assert all(trim._shrink is not None for trim in fast)  # the one-pass trims are the ones compared
+    fast_tvs, got = trimmed(selection.MagnitudeTrim)
+    mask_tvs, expected = trimmed(_MaskOnly)
+    assert all(torch.equal(a, b) for a, b in zip(fast_tvs, mask_tvs))  # the same values...
+    assert not all(torch.equal(_bits(a), _bits(b)) for a, b in zip(fast_tvs, mask_tvs))  # ...but zeros of both signs
+    assert torch.equal(_bits(got), _bits(expected))

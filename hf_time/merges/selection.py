@@ -6,7 +6,10 @@ largest with ``np.partition``/``torch.kthvalue`` and then counted the entries ab
 bool temporaries, a bool ``sum`` and a ``nonzero``, which took most of a TIES merge. Here the
 selection also returns how many entries are greater than and equal to the m-th largest
 (:class:`Threshold`), so a top-m mask or trim is one chunked pass with float masks, which looks for
-the position of the last kept tie only when some ties are dropped.
+the position of the last kept tie only when some ties are dropped. When the counting pass of a tied
+bracket (below) already saw where that tie lies, the threshold carries it (``cut``) and a TIES trim is
+one ``torch.hardshrink`` per slice, with nothing left to count: the slices of the 271M model's TIES
+merge took ~0.75x the time (``benchmarks/issue13_sixth_pass.log``).
 
 Where the m-th largest comes from (figures: ``benchmarks/select.md``):
 
@@ -53,7 +56,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -78,12 +81,16 @@ class Threshold:
         value: the m-th largest value (``inf`` when m == 0, with both counts 0: nothing is kept).
         greater: how many entries are strictly greater than ``value`` (all kept).
         equal: how many entries equal ``value``; the first ``m - greater`` of them in index order are kept.
+        cut: the index just after the last kept one of them, when the selection found it (the counting
+            pass of a tied bracket: :func:`thresholds_each`), else None. Not compared: every path gives
+            the same thresholds, some with their cut.
     """
 
     m: int
     value: float
     greater: int
     equal: int
+    cut: int | None = field(default=None, compare=False)
 
     @property
     def ties_kept(self) -> int:
@@ -141,10 +148,11 @@ def thresholds_each(values: Sequence[Tensor], ms: Sequence[Sequence[int]], *, ab
         n >= NUMPY_TIED_FROM and (flat.dtype in sixteen or (sub is not None and sub.dtype in sixteen))))]
     if bracketed:
         ranked = _Ranked([flats[j] for j in bracketed], sub)
+        tie_counts: list[dict[int, list[int]]] = [{} for _ in bracketed]
         proven = _bracket_select([n], [lambda: contextlib.nullcontext(ranked)], [wanted[j] for j in bracketed],
-                                 absolute, only_tied=n < NUMPY_BRACKET_FROM)
-        for j, more in zip(bracketed, proven):
-            found[j].update(more)
+                                 absolute, only_tied=n < NUMPY_BRACKET_FROM, tie_counts=tie_counts)
+        for r, (j, more) in enumerate(zip(bracketed, proven)):
+            found[j].update({m: _with_cut(th, ranked, r, tie_counts[r].get(m), absolute) for m, th in more.items()})
     for j, flat in enumerate(flats):
         missing = [m for m in wanted[j] if m not in found[j]]
         if missing:
@@ -156,6 +164,24 @@ def thresholds_each(values: Sequence[Tensor], ms: Sequence[Sequence[int]], *, ab
                 selected = bitselect.select(flat, missing, absolute)
                 found[j].update((m, Threshold(m, *f)) for m, f in zip(missing, selected))
     return [tuple(got[m] for m in w) for got, w in zip(found, ms)]
+
+
+def _with_cut(th: Threshold, ranked: _Ranked, j: int, counts: list[int] | None, absolute: bool) -> Threshold:
+    """``th`` with its cut, from the ties the counting pass found in each chunk of tensor j: the chunk
+    holding the last kept tie is ranked again to find its position (no chunk when all or none are kept)."""
+    kept = th.ties_kept
+    if counts is None:
+        return th
+    if kept <= 0 or kept >= th.equal:
+        return replace(th, cut=0 if kept <= 0 else ranked.flats[0].numel())
+    before = 0
+    for (lo, hi), count in zip(chunks(ranked.flats[0]), counts):
+        if before + count >= kept:
+            _, chunk = next(ranked.chunks(absolute, [j], span=(lo, hi)))
+            at = torch.nonzero(chunk == th.value)[kept - before - 1, 0]
+            return replace(th, cut=lo + int(at) + 1)
+        before += count
+    raise AssertionError("the chunks hold fewer ties than counted")
 
 
 def difference(values: Tensor, minus: Tensor) -> Tensor:
@@ -219,8 +245,13 @@ class MagnitudeTrim:
     left). This is what lets a TIES merge trim, elect and combine cache-sized slices of its task
     vectors instead of whole stacked tensors, with the same bits.
 
-    Survivors are multiplied by 1.0 and the rest by 0.0, exactly as multiplying by a bool mask did (so a
-    dropped negative entry becomes -0.0, as before).
+    Survivors are kept as they are and the rest become zeros, of either sign. A top-m trim whose threshold
+    knows where its kept ties end (:attr:`Threshold.cut`, from the counting pass of a tied bracket) is one
+    ``torch.hardshrink`` pass per slice (``|x| > t``, or ``|x| >= t`` before the cut), which writes +0.0;
+    the others count the ties slice by slice and multiply by a float mask, which leaves -0.0 for a dropped
+    negative entry. The merges add the trimmed task vectors onto +0.0 (``sum(0)``, or a zero-filled
+    accumulator), where either zero gives +0.0, so their outputs are the same bits either way
+    (``tests/test_sliced_merges.py``).
     """
 
     def __init__(self, *, top: Threshold | None = None, skip: Threshold | None = None,
@@ -231,6 +262,10 @@ class MagnitudeTrim:
         self._keep: Tensor | None = None
         self._drop: Tensor | None = None
         self._ties: Tensor | None = None
+        self._at = 0  # where the next slice starts
+        # a top-m trim with a known cut: one hardshrink per slice (bounds: before the cut, from it)
+        self._shrink = None if top is None or skip is not None or top.cut is None or top.m == 0 else \
+            (top.cut, top.value)
 
     @classmethod
     def ranks(cls, values: Tensor, start: int, stop: int, *, minus: Tensor | None = None) -> MagnitudeTrim | None:
@@ -265,11 +300,32 @@ class MagnitudeTrim:
 
     def apply_(self, chunk: Tensor) -> Tensor:
         """Trim ``chunk`` (1-D, contiguous), the next slice after those already trimmed, in place."""
+        if self._shrink is not None:
+            return self._shrink_(chunk)
+        return self._mask_(chunk)
+
+    def _shrink_(self, chunk: Tensor) -> Tensor:
+        """Keep ``|x| >= t`` before the cut and ``|x| > t`` from it: one pass per part instead of three
+        (|x| into a buffer, compare, multiply) and no ties to count."""
+        cut, t = self._shrink
+        lo = self._at
+        self._at += chunk.numel()
+        split = min(max(cut - lo, 0), chunk.numel())
+        if split:
+            below = _float_below(t, chunk.dtype)
+            if below >= 0:  # else t <= 0: everything before the cut is kept
+                torch.hardshrink(chunk[:split], below, out=chunk[:split])
+        if split < chunk.numel():
+            torch.hardshrink(chunk[split:], t, out=chunk[split:])
+        return chunk
+
+    def _mask_(self, chunk: Tensor) -> Tensor:
+        """:meth:`apply_` by counting the ties and multiplying by a float mask: |chunk| into a reused buffer,
+        then 1.0/0.0 in place (float masks multiply ~4x faster than bool ones)."""
         k = chunk.numel()
         if self._keep is None or self._keep.numel() < k or self._keep.dtype != chunk.dtype:
             self._keep = torch.empty(k, dtype=chunk.dtype, device=chunk.device)
             self._drop = torch.empty_like(self._keep) if self._skip is not None or self._hi is not None else None
-        # |chunk| into a reused buffer, then 1.0/0.0 in place: float masks multiply ~4x faster than bool
         keep = torch.abs(chunk, out=self._keep[:k])
         if self._top is None:  # global thresholds
             if self._hi is not None:
@@ -334,6 +390,14 @@ def apply_trim_(tv: Tensor, trim: MagnitudeTrim | None) -> Tensor:
     for lo, hi in chunks(flat):
         trim.apply_(flat[lo:hi])
     return tv
+
+
+def _float_below(value: float, dtype: torch.dtype) -> float:
+    """The largest ``dtype`` number below ``value`` (a ``dtype`` number > 0), so that ``|x| > below`` is
+    ``|x| >= value`` for every ``x`` of that dtype; -1.0 for ``value <= 0`` (every ``|x| >= value``)."""
+    if value <= 0:
+        return -1.0
+    return float(torch.nextafter(torch.tensor(value, dtype=dtype), torch.tensor(0.0, dtype=dtype)))
 
 
 def _scratch(buf: Tensor | None, like: Tensor) -> Tensor:
@@ -486,12 +550,14 @@ class _Ranked:
             out.append(values.numpy())
         return out
 
-    def chunks(self, absolute: bool, which: Sequence[int]) -> Iterator[tuple[int, Tensor]]:
-        """``(j, chunk)`` for each tensor j in ``which``, range by range (each chunk is valid until the next)."""
+    def chunks(self, absolute: bool, which: Sequence[int], *,
+               span: tuple[int, int] | None = None) -> Iterator[tuple[int, Tensor]]:
+        """``(j, chunk)`` for each tensor j in ``which``, range by range (each chunk is valid until the next);
+        only the range ``span`` when given."""
         size = chunk_size(self.flats[0])
         own = {wide: torch.empty(size, dtype=wide) for wide in set(self.wides)}
         widened = {wide: torch.empty(size, dtype=wide) for wide in own} if self.minus is not None else {}
-        for lo, hi in chunks(self.flats[0]):
+        for lo, hi in [span] if span else chunks(self.flats[0]):
             k = hi - lo
             minus = {}  # this range of minus, per dtype (widened once)
             for j in which:
@@ -515,7 +581,8 @@ Opener = Callable[[], contextlib.AbstractContextManager[_Ranked]]
 
 
 def _bracket_select(sizes: Sequence[int], opens: Sequence[Opener], ms: Sequence[Sequence[int]], absolute: bool, *,
-                    only_tied: bool = False) -> list[dict[int, Threshold]]:
+                    only_tied: bool = False, tie_counts: list[dict[int, list[int]]] | None = None,
+                    ) -> list[dict[int, Threshold]]:
     """CPU, large tensors: for each tensor j of the pieces, the thresholds ``ms[j]`` that a sampled bracket
     proves it holds (module docstring), by counts over cache-sized chunks (16-bit values widened and
     ``values - minus`` taken chunk by chunk); no full-size copy. The others are left out (partition them).
@@ -523,7 +590,8 @@ def _bracket_select(sizes: Sequence[int], opens: Sequence[Opener], ms: Sequence[
     The pieces hold ``sizes`` entries of each tensor and are ranked as their concatenation; ``opens[k]()``
     gives piece k, entered once for the sample and once for the count. With ``only_tied`` (mid-size
     tensors), a tensor is counted only when each of its brackets sits inside a run of ties, where counting
-    beats numpy's partition 3-4x; elsewhere the partition is faster at these sizes.
+    beats numpy's partition 3-4x; elsewhere the partition is faster at these sizes. ``tie_counts[j][m]``, when
+    given, gets how many entries of each chunk tie at a bracket inside a run of ties.
     """
     n = sum(sizes)
     s, stride, _ = bitselect.sample_plan(n, [])
@@ -561,7 +629,10 @@ def _bracket_select(sizes: Sequence[int], opens: Sequence[Opener], ms: Sequence[
                     if low == high:  # a bracket inside a run of ties (bf16 task vectors): counting is enough,
                         # in float masks and sums (torch's compares into bool are ~5x slower)
                         above[j][b] += _count(torch.gt(chunk, float(high), out=mask[:k]))
-                        tied[j][b] += _count(torch.eq(chunk, float(high), out=mask[:k]))
+                        ties = _count(torch.eq(chunk, float(high), out=mask[:k]))
+                        tied[j][b] += ties
+                        if tie_counts is not None:
+                            tie_counts[j].setdefault(ms[j][b], []).append(ties)
                         continue
                     # the entries inside are copied out: numpy's bool compares and logic are fast
                     values = chunk.numpy()
