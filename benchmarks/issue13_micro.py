@@ -10,8 +10,9 @@ alternating, as the log does. Nothing here is a test: timings are printed, never
     python benchmarks/issue13_micro.py [--tree T] hands         # what one map_hands call costs beyond its work
     python benchmarks/issue13_micro.py [--tree T] ties-phases   # TIES rank / slice phases on 4 tensors of the 271M model
     python benchmarks/issue13_micro.py [--tree T] ties-merge --base B --experts E1 E2   # api.merge of a TIES chain step
-    python benchmarks/issue13_micro.py sample-every             # TIES ranking of the 271M model, sample 1 in 16 vs 1 in 64
-    python benchmarks/issue13_micro.py rank-together            # the same, each expert in its own pass vs all in one
+    python benchmarks/issue13_micro.py sample-every    # TIES ranking of the 271M model: sample 1 in 16 vs 1 in 64
+    python benchmarks/issue13_micro.py rank-together   # the same: each expert in its own pass vs all in one
+    python benchmarks/issue13_micro.py trim-cut        # TIES slices of the 271M model: ties counted vs a known cut
 
 ``ties-phases`` reads the checkpoints ``merge_bench.py --scale 271m`` builds (``--models``, default
 ``/tmp/hf_time_bench/271m/models``) and prints a hash of the merged tensors, so runs of two versions
@@ -177,6 +178,49 @@ def cmd_rank_together(args) -> None:
                   f"({', '.join(f'{x:.2f}' for x in spent)})")
 
 
+def cmd_trim_cut(args) -> None:
+    """The slice phase of a TIES merge of every tensor of the 271M model: trims that count the tied entries
+    slice by slice and multiply by a float mask (before the sixth pass) against trims that know where their
+    kept ties end (one hardshrink per slice), alternating in one process; the merged bits must be the same."""
+    import functools
+    import statistics
+
+    import torch
+
+    from hf_time.merges import kernels, selection
+    from hf_time.merges import task_arithmetic as ta
+
+    class Counted(selection.MagnitudeTrim):
+        apply_ = selection.MagnitudeTrim._mask_
+
+    names, base, experts = _model(args.models)
+    combine = functools.partial(kernels.generalized_task_arithmetic, weights=(1.0,) * 3, consensus=True,
+                                normalize=True, lambda_=1.0)
+    for density in args.density:
+        times, digests = {"ties counted": [], "cut known": []}, {}
+        for r in range(args.repeats):
+            for how in ("ties counted", "cut known") if r % 2 == 0 else ("cut known", "ties counted"):
+                kind = Counted if how == "ties counted" else selection.MagnitudeTrim
+                trims = {k: kind.ranks_each([e[k] for e in experts],
+                                            [kernels.magnitude_ranks(base[k].numel(), density)] * 3, minus=base[k])
+                         for k in names}
+                digest = hashlib.sha256()
+                spent = 0.0
+                for k in names:
+                    start = time.perf_counter()
+                    out = ta._merge_slices(base[k], [e[k] for e in experts], trims[k], combine)
+                    spent += time.perf_counter() - start
+                    digest.update(out.view(torch.int32).numpy().tobytes())
+                times[how].append(spent)
+                digests[how] = digest.hexdigest()[:12]
+        cut = sum(t._shrink is not None for k in names for t in trims[k])
+        print(f"density {density}: {len(names)} tensors x 3 experts ({cut} trims with a cut), same bits: "
+              f"{digests['ties counted'] == digests['cut known']}")
+        for how, spent in times.items():
+            print(f"  {how}: min {min(spent):.3f} s, median {statistics.median(spent):.3f} s "
+                  f"({', '.join(f'{x:.2f}' for x in spent)})")
+
+
 def cmd_ties_merge(args) -> None:
     from hf_time import api
 
@@ -214,7 +258,7 @@ def main() -> None:
     phases = sub.add_parser("ties-phases")
     phases.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
     phases.add_argument("--repeats", type=int, default=6)
-    for name in ("sample-every", "rank-together"):
+    for name in ("sample-every", "rank-together", "trim-cut"):
         rank = sub.add_parser(name)
         rank.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
         rank.add_argument("--density", type=float, nargs="+", default=[0.5, 0.2])
@@ -229,7 +273,8 @@ def main() -> None:
     if args.tree:
         sys.path.insert(0, args.tree)
     {"ops": cmd_ops, "partition": cmd_partition, "ties-phases": cmd_ties_phases, "ties-merge": cmd_ties_merge,
-     "hands": cmd_hands, "sample-every": cmd_sample_every, "rank-together": cmd_rank_together}[
+     "hands": cmd_hands, "sample-every": cmd_sample_every, "rank-together": cmd_rank_together,
+     "trim-cut": cmd_trim_cut}[
         args.cmd](args)
 
 
