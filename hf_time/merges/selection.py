@@ -266,6 +266,7 @@ class MagnitudeTrim:
         # a top-m trim with a known cut: one hardshrink per slice (bounds: before the cut, from it)
         self._shrink = None if top is None or skip is not None or top.cut is None or top.m == 0 else \
             (top.cut, top.value)
+        self._below: tuple[torch.dtype, float] | None = None  # the bound before the cut, in the slices' dtype
 
     @classmethod
     def ranks(cls, values: Tensor, start: int, stop: int, *, minus: Tensor | None = None) -> MagnitudeTrim | None:
@@ -312,7 +313,9 @@ class MagnitudeTrim:
         self._at += chunk.numel()
         split = min(max(cut - lo, 0), chunk.numel())
         if split:
-            below = _float_below(t, chunk.dtype)
+            if self._below is None or self._below[0] != chunk.dtype:
+                self._below = (chunk.dtype, _float_below(t, chunk.dtype))
+            below = self._below[1]
             if below >= 0:  # else t <= 0: everything before the cut is kept
                 torch.hardshrink(chunk[:split], below, out=chunk[:split])
         if split < chunk.numel():
