@@ -114,30 +114,21 @@ def cmd_ties_phases(args) -> None:
     print(f"{args.tree or 'installed'} rank {min(rank):.4f} slices {min(slices):.4f} hash {digest.hexdigest()[:12]}")
 
 
-def cmd_sample_every(args) -> None:
-    """Rank the three experts of every tensor of the 271M model for a TIES merge with the bracket's sample
-    at one entry in 16 (before the sixth pass) and in 64, alternating in one process so both see the same
-    machine; the thresholds must be the same."""
+def _alternate(args, ways: tuple[str, str], run, what: str, same: str) -> None:
+    """For each ``--density``: ``run(way, density) -> (seconds, result)`` for both ways, their order alternating
+    over ``--repeats`` rounds in one process (both see the same machine); prints whether the results agree
+    and each way's times."""
     import statistics
 
-    from hf_time.merges import bitselect
-    from hf_time.merges import task_arithmetic as ta
-    from hf_time.merges.ties import TIES
-
-    names, base, experts = _model(args.models)
     for density in args.density:
-        times, found = {16: [], 64: []}, {}
+        times, results = {way: [] for way in ways}, {}
         for r in range(args.repeats):
-            for every in (16, 64) if r % 2 == 0 else (64, 16):
-                bitselect.SAMPLE_EVERY = every
-                start = time.perf_counter()
-                trims = [ta._trims(TIES, base[k], [e[k] for e in experts], (density,) * 3, (0,) * 3, None, k)
-                         for k in names]
-                times[every].append(time.perf_counter() - start)
-                found[every] = [(t._top, t._skip) for ts in trims for t in ts]
-        print(f"density {density}: {len(names)} tensors x 3 experts, same thresholds: {found[16] == found[64]}")
-        for every, spent in times.items():
-            print(f"  sample 1 in {every}: min {min(spent):.3f} s, median {statistics.median(spent):.3f} s "
+            for way in ways if r % 2 == 0 else ways[::-1]:
+                spent, results[way] = run(way, density)
+                times[way].append(spent)
+        print(f"density {density}: {what}, same {same}: {results[ways[0]] == results[ways[1]]}")
+        for way, spent in times.items():
+            print(f"  {way}: min {min(spent):.3f} s, median {statistics.median(spent):.3f} s "
                   f"({', '.join(f'{x:.2f}' for x in spent)})")
 
 
@@ -149,41 +140,50 @@ def _model(models: Path) -> tuple[list[str], dict, list[dict]]:
     return [k for k in names if base[k].numel() >= 1 << 18], base, experts
 
 
+def cmd_sample_every(args) -> None:
+    """Rank the three experts of every tensor of the 271M model for a TIES merge with the bracket's sample
+    at one entry in 16 (before the sixth pass) and in 64; the thresholds must be the same."""
+    from hf_time.merges import bitselect
+    from hf_time.merges import task_arithmetic as ta
+    from hf_time.merges.ties import TIES
+
+    names, base, experts = _model(args.models)
+
+    def run(way, density):
+        bitselect.SAMPLE_EVERY = 16 if way == "sample 1 in 16" else 64
+        start = time.perf_counter()
+        trims = [ta._trims(TIES, base[k], [e[k] for e in experts], (density,) * 3, (0,) * 3, None, k) for k in names]
+        return time.perf_counter() - start, [(t._top, t._skip) for ts in trims for t in ts]
+
+    _alternate(args, ("sample 1 in 16", "sample 1 in 64"), run, f"{len(names)} tensors x 3 experts", "thresholds")
+
+
 def cmd_rank_together(args) -> None:
     """TIES thresholds of the three experts of every tensor: one ranking pass per expert (before the sixth
-    pass) against one pass for the three (θ_0 read once), alternating in one process; same thresholds."""
-    import statistics
-
+    pass) against one pass for the three (θ_0 read once); the thresholds must be the same."""
     from hf_time.merges import kernels
 
     names, base, experts = _model(args.models)
-    for density in args.density:
-        times, found = {"each alone": [], "together": []}, {}
-        for r in range(args.repeats):
-            for how in ("each alone", "together") if r % 2 == 0 else ("together", "each alone"):
-                start = time.perf_counter()
-                trims = []
-                for k in names:
-                    band = kernels.magnitude_ranks(base[k].numel(), density)
-                    if how == "together":
-                        trims += kernels.MagnitudeTrim.ranks_each([e[k] for e in experts], [band] * 3, minus=base[k])
-                    else:
-                        trims += [kernels.MagnitudeTrim.ranks(e[k], *band, minus=base[k]) for e in experts]
-                times[how].append(time.perf_counter() - start)
-                found[how] = [t._top for t in trims]
-        print(f"density {density}: {len(names)} tensors x 3 experts, same thresholds: "
-              f"{found['each alone'] == found['together']}")
-        for how, spent in times.items():
-            print(f"  {how}: min {min(spent):.3f} s, median {statistics.median(spent):.3f} s "
-                  f"({', '.join(f'{x:.2f}' for x in spent)})")
+
+    def run(way, density):
+        start = time.perf_counter()
+        trims = []
+        for k in names:
+            band = kernels.magnitude_ranks(base[k].numel(), density)
+            if way == "together":
+                trims += kernels.MagnitudeTrim.ranks_each([e[k] for e in experts], [band] * 3, minus=base[k])
+            else:
+                trims += [kernels.MagnitudeTrim.ranks(e[k], *band, minus=base[k]) for e in experts]
+        return time.perf_counter() - start, [t._top for t in trims]
+
+    _alternate(args, ("each alone", "together"), run, f"{len(names)} tensors x 3 experts", "thresholds")
 
 
 def cmd_trim_cut(args) -> None:
     """The slice phase of a TIES merge of every tensor of the 271M model: trims that count the tied entries
     slice by slice and multiply by a float mask (before the sixth pass) against trims that know where their
-    kept ties end (one hardshrink per slice), alternating in one process; the merged bits must be the same."""
+    kept ties end (one hardshrink per slice); the merged bits must be the same."""
     import functools
-    import statistics
 
     import torch
 
@@ -196,29 +196,20 @@ def cmd_trim_cut(args) -> None:
     names, base, experts = _model(args.models)
     combine = functools.partial(kernels.generalized_task_arithmetic, weights=(1.0,) * 3, consensus=True,
                                 normalize=True, lambda_=1.0)
-    for density in args.density:
-        times, digests = {"ties counted": [], "cut known": []}, {}
-        for r in range(args.repeats):
-            for how in ("ties counted", "cut known") if r % 2 == 0 else ("cut known", "ties counted"):
-                kind = Counted if how == "ties counted" else selection.MagnitudeTrim
-                trims = {k: kind.ranks_each([e[k] for e in experts],
-                                            [kernels.magnitude_ranks(base[k].numel(), density)] * 3, minus=base[k])
-                         for k in names}
-                digest = hashlib.sha256()
-                spent = 0.0
-                for k in names:
-                    start = time.perf_counter()
-                    out = ta._merge_slices(base[k], [e[k] for e in experts], trims[k], combine)
-                    spent += time.perf_counter() - start
-                    digest.update(out.view(torch.int32).numpy().tobytes())
-                times[how].append(spent)
-                digests[how] = digest.hexdigest()[:12]
-        cut = sum(t._shrink is not None for k in names for t in trims[k])
-        print(f"density {density}: {len(names)} tensors x 3 experts ({cut} trims with a cut), same bits: "
-              f"{digests['ties counted'] == digests['cut known']}")
-        for how, spent in times.items():
-            print(f"  {how}: min {min(spent):.3f} s, median {statistics.median(spent):.3f} s "
-                  f"({', '.join(f'{x:.2f}' for x in spent)})")
+
+    def run(way, density):
+        kind = Counted if way == "ties counted" else selection.MagnitudeTrim
+        digest, spent = hashlib.sha256(), 0.0
+        for k in names:
+            trims = kind.ranks_each([e[k] for e in experts], [kernels.magnitude_ranks(base[k].numel(), density)] * 3,
+                                    minus=base[k])
+            start = time.perf_counter()
+            out = ta._merge_slices(base[k], [e[k] for e in experts], trims, combine)
+            spent += time.perf_counter() - start
+            digest.update(out.view(torch.int32).numpy().tobytes())
+        return spent, digest.hexdigest()
+
+    _alternate(args, ("ties counted", "cut known"), run, f"{len(names)} tensors x 3 experts", "bits")
 
 
 def cmd_ties_merge(args) -> None:
