@@ -157,9 +157,12 @@ class _MaskOnly(selection.MagnitudeTrim):
     apply_ = selection.MagnitudeTrim._mask_
 
 
-@pytest.mark.parametrize("weights,normalize", [((1.0, 1.0, 1.0), True), ((0.5, 1.0, 2.0), True),
-                                              ((1.0, 1.0, 1.0), False), ((1.0, -1.0, 0.5), False)])
-def test_the_sign_of_trimmed_zeros_never_reaches_a_ties_merge(monkeypatch, weights, normalize):
+@pytest.mark.parametrize("weights,normalize,consensus", [
+    ((1.0, 1.0, 1.0), True, True), ((0.5, 1.0, 2.0), True, True), ((1.0, 1.0, 1.0), False, True),
+    ((1.0, -1.0, 0.5), False, True),
+    ((0.5, 1.0, 2.0), True, False),  # Breadcrumbs without outliers (gamma 0) trims the top too, and sums
+])
+def test_the_sign_of_trimmed_zeros_never_reaches_a_ties_merge(monkeypatch, weights, normalize, consensus):
     """A trimmed entry may be -0.0 or +0.0 (MagnitudeTrim); the merge adds the trimmed task vectors onto +0.0,
     so its bits are those of the float-mask trims, even where the base itself is -0.0."""
     monkeypatch.setattr(bitselect, "SLICE", 1000)
@@ -170,7 +173,7 @@ def test_the_sign_of_trimmed_zeros_never_reaches_a_ties_merge(monkeypatch, weigh
     experts = [(base.float() + 0.01 * torch.randn(base.shape, generator=g)).to(torch.bfloat16) for _ in range(3)]
     base.view(-1)[::7] = -0.0
     experts[0].view(-1)[::14] = -0.0  # the same as the base there: a zero task vector entry
-    combine = functools.partial(kernels.generalized_task_arithmetic, weights=weights, consensus=True,
+    combine = functools.partial(kernels.generalized_task_arithmetic, weights=weights, consensus=consensus,
                                 normalize=normalize, lambda_=1.0)
     bands = [kernels.magnitude_ranks(base.numel(), 0.5)] * 3
 
