@@ -417,3 +417,23 @@ def test_the_cut_of_a_tied_threshold_is_just_after_its_last_kept_tie(monkeypatch
     monkeypatch.setattr(selection, "NUMPY_TIED_FROM", 1 << 62)
     assert selection.thresholds(expert, [m], absolute=True, minus=base)[0].cut is None
     assert torch.equal(selection.apply_trim_(tau.float(), selection.MagnitudeTrim.ranks(expert, 0, m, minus=base)), out)
+
+
+def test_a_part_of_the_sample_is_enough_inside_a_run_of_ties(monkeypatch):
+    """A large sample is gathered in two steps: SAMPLE_FLOOR entries first, and the rest only for the tensors
+    whose brackets that part leaves outside a run of ties (here the float32 expert, with no ties)."""
+    g = torch.Generator().manual_seed(4)
+    n = selection.NUMPY_BRACKET_FROM  # 2^22 entries: the sampled bracket, a sample of 65536
+    base = torch.randn(n, generator=g).bfloat16()
+    experts = [(base.float() + 0.01 * torch.randn(n, generator=g)).bfloat16(),  # long runs of ties
+               base.float() + 0.01 * torch.randn(n, generator=g)]  # float32: no run of ties
+    gathered = []
+    real = selection._Ranked.samples
+    monkeypatch.setattr(selection._Ranked, "samples", lambda self, at, which: gathered.append((at.size, list(which)))
+                        or real(self, at, which))
+    m = n // 2
+    got = selection.thresholds_each(experts, [[m], [m]], absolute=True, minus=base)
+    assert gathered == [(bitselect.SAMPLE_FLOOR, [0, 1]), (bitselect.SAMPLE, [1])]
+    for e, (th,) in zip(experts, got):
+        tau = (e.float() - base.float()).abs()
+        assert int((tau > th.value).sum()) < m <= int((tau >= th.value).sum())  # the m-th largest

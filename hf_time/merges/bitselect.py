@@ -93,13 +93,20 @@ def sample_plan(n: int, ms: Sequence[int]) -> tuple[int, int, list[tuple[int | N
         more than one in 16) and at most :data:`SAMPLE`.
     """
     s = min(SAMPLE, max(n // SAMPLE_EVERY, min(n // 16, SAMPLE_FLOOR), 1))
+    return s, n // s, bracket_ends(n, s, ms)
+
+
+def bracket_ends(n: int, s: int, ms: Sequence[int]) -> list[tuple[int | None, int | None]]:
+    """Per m: where the ends of its bracket sit in a sample of ``s`` of the ``n`` entries, sorted descending
+    (the positions of the bracket's largest and smallest value; None: unbounded on that side),
+    :data:`MARGIN` standard deviations of the sample rank either side of m's."""
     ends = []
     for m in ms:
         p = m / n
         r, margin = p * s, MARGIN * math.sqrt(s * p * (1 - p)) + MARGIN
         top = min(int(r - margin), s - 1) if r - margin >= 0 else None
         ends.append((top, math.ceil(r + margin) if r + margin < s - 1 else None))
-    return s, n // s, ends
+    return ends
 
 
 class _KeyMap:

@@ -541,12 +541,13 @@ class _Ranked:
         self.flats, self.minus = [f.reshape(-1) for f in flats], None if minus is None else minus.reshape(-1)
         self.wides = [_wide(f, f if minus is None else self.minus) for f in self.flats]
 
-    def samples(self, at: np.ndarray) -> list[np.ndarray]:
-        """Each tensor's entries at positions ``at``, less ``minus``'s (gathered once)."""
+    def samples(self, at: np.ndarray, which: Sequence[int]) -> list[np.ndarray]:
+        """The entries at positions ``at`` of each tensor j in ``which``, less ``minus``'s (gathered once)."""
         index = torch.from_numpy(at)
         minus = None if self.minus is None else self.minus[index]
         out = []
-        for flat, wide in zip(self.flats, self.wides):
+        for j in which:
+            flat, wide = self.flats[j], self.wides[j]
             values = flat[index].to(wide)
             if minus is not None:
                 values.sub_(minus.to(wide))
@@ -601,22 +602,36 @@ def _bracket_select(sizes: Sequence[int], opens: Sequence[Opener], ms: Sequence[
     i = np.arange(s)
     where = i * stride + (i * 7919) % stride  # positions in the concatenation, increasing
     starts = np.cumsum([0, *sizes])
-    owner = np.searchsorted(starts, where, side="right") - 1
-    samples: list[list[np.ndarray]] = [[] for _ in ms]
-    for k, open_piece in enumerate(opens):
-        at = where[owner == k] - starts[k]
-        if at.size:
-            with open_piece() as ranked:
-                for j, got in enumerate(ranked.samples(at)):
-                    samples[j].append(got)
-    brackets: list[list[Bracket] | None] = []
-    for j, wanted in enumerate(ms):
-        sample = np.concatenate(samples[j])
-        sample = np.sort(np.abs(sample, out=sample) if absolute else sample)[::-1]
-        ends = bitselect.sample_plan(n, wanted)[2]
-        pairs = [(-np.inf if bottom is None else sample[bottom], np.inf if top is None else sample[top])
-                 for top, bottom in ends]
-        brackets.append(None if only_tied and any(low != high for low, high in pairs) else pairs)
+
+    def sampled(positions: np.ndarray, todo: Sequence[int]) -> dict[int, list[Bracket]]:
+        """The brackets of each tensor j in ``todo`` from its entries at ``positions``."""
+        owner = np.searchsorted(starts, positions, side="right") - 1
+        samples: dict[int, list[np.ndarray]] = {j: [] for j in todo}
+        for k, open_piece in enumerate(opens):
+            at = positions[owner == k] - starts[k]
+            if at.size:
+                with open_piece() as ranked:
+                    for j, got in zip(todo, ranked.samples(at, todo)):
+                        samples[j].append(got)
+        out = {}
+        for j in todo:
+            sample = np.concatenate(samples[j])
+            sample = np.sort(np.abs(sample, out=sample) if absolute else sample)[::-1]
+            out[j] = [(-np.inf if bottom is None else sample[bottom], np.inf if top is None else sample[top])
+                      for top, bottom in bitselect.bracket_ends(n, sample.size, ms[j])]
+        return out
+
+    # A part of the sample first (SAMPLE_FLOOR entries): when it puts every bracket of a tensor inside a
+    # run of ties, as it does for bf16 task vectors, that is all the whole sample could do, at a fraction
+    # of its gathering; the other tensors take the whole sample (a narrower bracket to copy out).
+    step = s // bitselect.SAMPLE_FLOOR
+    first = sampled(where[::step], range(len(ms))) if step > 1 else {}
+    found = {j: pairs for j, pairs in first.items() if all(low == high for low, high in pairs)}
+    rest = [j for j in range(len(ms)) if j not in found]
+    if rest:
+        found.update(sampled(where, rest))
+    brackets: list[list[Bracket] | None] = [
+        None if only_tied and any(low != high for low, high in found[j]) else found[j] for j in range(len(ms))]
     which = [j for j, pairs in enumerate(brackets) if pairs is not None]
     above = [[0] * len(wanted) for wanted in ms]
     tied = [[0] * len(wanted) for wanted in ms]
