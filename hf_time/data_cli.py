@@ -63,7 +63,6 @@ def task_configs(args) -> list:
 
 def add_commands(sub) -> None:
     """Register ``hf-time fisher``, ``hf-time eval`` and ``hf-time soup``."""
-
     p = sub.add_parser("fisher", help="compute an expert's diagonal Fisher on its task (for `merge --method fisher`)",
                        description="Compute the diagonal Fisher of a model (encoder: head-free objective; causal LM: "
                        "completion likelihood) on N training examples of its task, with y sampled from the model (the "
@@ -100,13 +99,11 @@ def cmd_fisher(args) -> int:
     print(f"Fisher of {p['model']} on {p['task']} ({p['n_examples']} examples, {p['estimator']}, "
           f"{result.seconds:.1f} s){where}")
     if result.published is not None:
-
         print_published(result.published)
     return 0
 
 
 def add_soup(sub) -> None:
-
     p = sub.add_parser("soup", help="greedy soup: average the ingredients that do not hurt held-out accuracy",
                        description="Greedy soup (Wortsman et al., 2022): ingredients sorted by held-out accuracy, each "
                        "added to the uniform average only if the soup's held-out accuracy does not drop. The card lists "

@@ -15,7 +15,6 @@ def _kv(text: str) -> tuple[str, str]:
 
 
 def _common(p, *, task_help: str) -> None:
-
     p.add_argument("--task", action="append", default=[], metavar="NAME", help=task_help)
     p.add_argument("--param", action="append", default=[], type=_kv, metavar="K=V",
                    help="a further setting (repeat); see the settings listed below")

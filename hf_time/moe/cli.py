@@ -7,7 +7,6 @@ from hf_time.cli_common import add_publish_args, print_published, startup_import
 
 def add_commands(sub) -> None:
     """Register ``hf-time moe``."""
-
     p = sub.add_parser("moe", help="upcycle dense experts of one base into a Mixtral / Qwen2-MoE model",
                        description="Build a mixture-of-experts model from dense finetunes of one base (mergekit-moe's "
                        "YAML: base_model, experts with positive/negative prompts, gate_mode, experts_per_token, "
