@@ -12,7 +12,7 @@ floats get equal keys. ``|x|`` is the pattern with the sign bit cleared. (NaNs a
 their keys sit beyond ±inf.) Two exact linear-time selections over these integer keys:
 
 * **bracket** (first): the keys of a fixed, spread-out sample (one entry in 64, 16384 to 65536 of
-  them: :func:`sample_plan`) give two keys that bracket the m-th largest with a wide margin (8
+  them: :func:`sample_positions`) give two keys that bracket the m-th largest with a wide margin (8
   standard deviations of the sample rank). One pass of vectorized compares counts the keys above
   the bracket and copies out the few inside it; if the counts prove the m-th largest lies inside,
   it is selected among those keys alone.
@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -81,19 +82,18 @@ def chunk_size(flat: Tensor, size: int | None = None) -> int:
     return min(flat.numel(), size or CPU_CHUNK) if flat.device.type == "cpu" else flat.numel()
 
 
-def sample_plan(n: int, ms: Sequence[int]) -> tuple[int, int, list[tuple[int | None, int | None]]]:
-    """The sample a bracket is read from, and per m where its ends sit in the sample sorted descending.
+def sample_positions(n: int) -> np.ndarray:
+    """Where the sample a bracket is read from lies in ``n`` entries: increasing int64 positions.
 
-    Returns:
-        ``(s, stride, ends)``: the sample is entry ``i * stride + (i * 7919) % stride`` for
-        ``i < s`` (one per block of ``stride``, at a scrambled offset so that the columns of a matrix
-        are not sampled in lockstep; fixed, so a merge is reproducible), and ``ends[j]`` the positions
-        of the largest and smallest key of the bracket of ``ms[j]`` (None: unbounded on that side).
-        The sample holds one entry in :data:`SAMPLE_EVERY`, at least :data:`SAMPLE_FLOOR` (never
-        more than one in 16) and at most :data:`SAMPLE`.
+    Entry ``i * stride + (i * 7919) % stride`` for ``i < s``: one per block of ``stride``, at a scrambled
+    offset so that the columns of a matrix are not sampled in lockstep (fixed, so a merge is
+    reproducible). ``s`` is one entry in :data:`SAMPLE_EVERY`, at least :data:`SAMPLE_FLOOR` (never more
+    than one in 16) and at most :data:`SAMPLE`.
     """
     s = min(SAMPLE, max(n // SAMPLE_EVERY, min(n // 16, SAMPLE_FLOOR), 1))
-    return s, n // s, bracket_ends(n, s, ms)
+    stride = n // s
+    i = np.arange(s, dtype=np.int64)
+    return i * stride + (i * 7919) % stride
 
 
 def bracket_ends(n: int, s: int, ms: Sequence[int]) -> list[tuple[int | None, int | None]]:
@@ -146,9 +146,9 @@ class _KeyMap:
 def _bracket_select(keys: _KeyMap, ms: Sequence[int]) -> dict[int, Found]:
     """The thresholds a sampled bracket proves it holds (see the module docstring); others are left out."""
     flat, n = keys.flat, keys.flat.numel()
-    s, stride, ends = sample_plan(n, ms)
-    i = torch.arange(s, device=flat.device)
-    sample = torch.sort(keys.keys(flat[i * stride + (i * 7919) % stride]), descending=True).values
+    where = torch.from_numpy(sample_positions(n)).to(flat.device)
+    ends = bracket_ends(n, where.numel(), ms)
+    sample = torch.sort(keys.keys(flat[where]), descending=True).values
     wanted = [j for pair in ends for j in pair if j is not None]
     at = iter(sample[torch.tensor(wanted, dtype=torch.long, device=flat.device)].tolist() if wanted else [])
     info, brackets = torch.iinfo(keys.itype), []  # per m: (lowest, highest) key inside the bracket

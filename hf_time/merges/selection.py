@@ -15,7 +15,7 @@ Where the m-th largest comes from (figures: ``benchmarks/select.md``):
 
 * **CPU, from** :data:`NUMPY_BRACKET_FROM` **entries: a sampled bracket.** A fixed, spread-out
   sample (one entry in 64, 16384 to 65536 of them, sorted by numpy) gives two values bracketing the
-  m-th largest with a wide margin (:func:`hf_time.merges.bitselect.sample_plan`); one pass over
+  m-th largest with a wide margin (:func:`hf_time.merges.bitselect.sample_positions`); one pass over
   cache-sized chunks counts the entries above the bracket and copies out the few inside it; when the
   counts prove the m-th largest lies inside, it is selected among those alone (numpy's partition).
   No full-size copy; otherwise the next path runs. The pass uses numpy's bool compares (fast) where
@@ -598,9 +598,7 @@ def _bracket_select(sizes: Sequence[int], opens: Sequence[Opener], ms: Sequence[
     given, gets how many entries of each chunk tie at a bracket inside a run of ties.
     """
     n = sum(sizes)
-    s, stride, _ = bitselect.sample_plan(n, [])
-    i = np.arange(s)
-    where = i * stride + (i * 7919) % stride  # positions in the concatenation, increasing
+    where = bitselect.sample_positions(n)  # positions in the concatenation, increasing
     starts = np.cumsum([0, *sizes])
 
     def sampled(positions: np.ndarray, todo: Sequence[int]) -> dict[int, list[Bracket]]:
@@ -624,7 +622,7 @@ def _bracket_select(sizes: Sequence[int], opens: Sequence[Opener], ms: Sequence[
     # A part of the sample first (SAMPLE_FLOOR entries): when it puts every bracket of a tensor inside a
     # run of ties, as it does for bf16 task vectors, that is all the whole sample could do, at a fraction
     # of its gathering; the other tensors take the whole sample (a narrower bracket to copy out).
-    step = s // bitselect.SAMPLE_FLOOR
+    step = where.size // bitselect.SAMPLE_FLOOR
     first = sampled(where[::step], range(len(ms))) if step > 1 else {}
     found = {j: pairs for j, pairs in first.items() if all(low == high for low, high in pairs)}
     rest = [j for j in range(len(ms)) if j not in found]
