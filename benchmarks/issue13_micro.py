@@ -13,6 +13,7 @@ alternating, as the log does. Nothing here is a test: timings are printed, never
     python benchmarks/issue13_micro.py sample-every    # TIES ranking of the 271M model: sample 1 in 16 vs 1 in 64
     python benchmarks/issue13_micro.py rank-together   # the same: each expert in its own pass vs all in one
     python benchmarks/issue13_micro.py trim-cut        # TIES slices of the 271M model: ties counted vs a known cut
+    python benchmarks/issue13_micro.py global-together # TIES global thresholds: each expert in its own passes vs all in one
 
 ``ties-phases`` reads the checkpoints ``merge_bench.py --scale 271m`` builds (``--models``, default
 ``/tmp/hf_time_bench/271m/models``) and prints a hash of the merged tensors, so runs of two versions
@@ -212,11 +213,34 @@ def cmd_trim_cut(args) -> None:
     _alternate(args, ("ties counted", "cut known"), run, f"{len(names)} tensors x 3 experts", "bits")
 
 
+def cmd_global_together(args) -> None:
+    """The global thresholds of a TIES merge (TIME's default scope) of the 271M model's three experts: one
+    expert per pair of passes over the model (before the seventh pass) against the three in the same two
+    passes (θ_0 read once); the thresholds must be the same."""
+    from hf_time import engine
+    from hf_time.io import Checkpoint
+
+    base = Checkpoint(args.models / "base")
+    experts = [Checkpoint(args.models / f"expert_{i}") for i in (1, 2, 3)]
+
+    def run(way, density):
+        fractions = [(1.0 - density,)] * 3
+        start = time.perf_counter()
+        if way == "together":
+            got = engine.magnitude_quantiles(base, experts, fractions, progress=False)
+        else:
+            got = tuple(engine.magnitude_quantiles(base, [e], [f], progress=False)[0] for e, f in zip(experts, fractions))
+        return time.perf_counter() - start, got
+
+    _alternate(args, ("each alone", "together"), run, "3 experts over the whole model", "thresholds")
+
+
 def cmd_ties_merge(args) -> None:
     from hf_time import api
 
     def run():
-        api.merge(base=args.base, experts=args.experts, method="ties", params={"density": args.density},
+        api.merge(base=args.base, experts=args.experts, method="ties",
+                  params={"density": args.density, "threshold_scope": args.scope},
                   weights=[1.0 / len(args.experts)] * len(args.experts), out=args.out, overwrite=True, progress=False)
 
     run()
@@ -249,7 +273,7 @@ def main() -> None:
     phases = sub.add_parser("ties-phases")
     phases.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
     phases.add_argument("--repeats", type=int, default=6)
-    for name in ("sample-every", "rank-together", "trim-cut"):
+    for name in ("sample-every", "rank-together", "trim-cut", "global-together"):
         rank = sub.add_parser(name)
         rank.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
         rank.add_argument("--density", type=float, nargs="+", default=[0.5, 0.2])
@@ -258,6 +282,7 @@ def main() -> None:
     merge.add_argument("--base", required=True)
     merge.add_argument("--experts", nargs="+", required=True)
     merge.add_argument("--density", type=float, default=0.2)
+    merge.add_argument("--scope", choices=("tensor", "global"), default="tensor", help="TIES threshold_scope")
     merge.add_argument("--out", default="/tmp/issue13_micro_out")
     merge.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
@@ -265,7 +290,7 @@ def main() -> None:
         sys.path.insert(0, args.tree)
     {"ops": cmd_ops, "partition": cmd_partition, "ties-phases": cmd_ties_phases, "ties-merge": cmd_ties_merge,
      "hands": cmd_hands, "sample-every": cmd_sample_every, "rank-together": cmd_rank_together,
-     "trim-cut": cmd_trim_cut}[
+     "trim-cut": cmd_trim_cut, "global-together": cmd_global_together}[
         args.cmd](args)
 
 

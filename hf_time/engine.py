@@ -123,39 +123,42 @@ def magnitude_quantiles(
 
     This is the "global threshold" of TIME's reference code: one cut-off per expert for all tensors.
     The model's |τ_i| is never gathered: it is ranked tensor by tensor, twice (a sample, then a
-    counting pass: :func:`hf_time.merges.selection.thresholds_of_parts`), reading memory-mapped
-    checkpoints in place, so the extra memory is one chunk whatever the model size. The values are
-    those of ranking the concatenated float32 |τ_i| with :func:`quantile_values`.
+    counting pass: :func:`hf_time.merges.selection.thresholds_of_parts_each`), every expert in the same
+    two passes (θ_0 read once for all), reading memory-mapped checkpoints in place, so the extra memory
+    is one chunk whatever the model size. The values are those of ranking the concatenated float32
+    |τ_i| with :func:`quantile_values`.
     """
     names = [n for n, i in base.infos.items() if i.is_float]
     total = sum(base.infos[n].numel for n in names)
-    out = []
-    for idx, (expert, wanted) in enumerate(zip(experts, fractions)):
-        if not wanted:
-            out.append(())
-            continue
-        bar = tqdm(desc=bar_label(f"global thresholds, expert {idx}"), unit="tensor",
-                   disable=not (progress and bars_enabled()), leave=False)  # two passes, and small tensors skip one
-        parts = [selection.Part(base.infos[n].numel, functools.partial(_task_vector_part, expert, base, n, bar))
-                 for n in names]
-        out.append(tuple(t.value for t in selection.thresholds_of_parts(parts, _ranks(wanted, total), absolute=True)))
-        bar.close()
+    todo = [i for i, wanted in enumerate(fractions) if wanted]
+    out: list[tuple[float, ...]] = [() for _ in fractions]
+    if not todo:
+        return tuple(out)
+    ranked = [experts[i] for i in todo]
+    bar = tqdm(desc=bar_label("global thresholds"), unit="tensor",
+               disable=not (progress and bars_enabled()), leave=False)  # two passes, and small tensors skip one
+    parts = [selection.Part(base.infos[n].numel, functools.partial(_task_vector_part, ranked, base, n, bar))
+             for n in names]
+    found = selection.thresholds_of_parts_each(parts, [_ranks(fractions[i], total) for i in todo], absolute=True)
+    bar.close()
+    for i, got in zip(todo, found):
+        out[i] = tuple(t.value for t in got)
     return tuple(out)
 
 
 @contextlib.contextmanager
-def _task_vector_part(expert: WeightSource, base: WeightSource, name: str,
-                      bar: tqdm) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """θ_i and θ_0 of one tensor, read in place where mapped (pages released afterwards), in float32
-    for float64 checkpoints too, as the global thresholds have always been ranked."""
+def _task_vector_part(experts: Sequence[WeightSource], base: WeightSource, name: str,
+                      bar: tqdm) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+    """θ_i of each expert and θ_0 of one tensor, read in place where mapped (pages released afterwards),
+    in float32 for float64 checkpoints too, as the global thresholds have always been ranked."""
     def read(src: WeightSource) -> torch.Tensor:
         t = src.view(name) if isinstance(src, Checkpoint) and not src.is_pickle else src.get(name)
         return t.float() if t.dtype == torch.float64 else t
 
     try:
-        yield read(expert), read(base)
+        yield [read(e) for e in experts], read(base)
     finally:
-        for src in (expert, base):
+        for src in (*experts, base):
             if isinstance(src, Checkpoint):
                 src.release(name)
         bar.update(1)

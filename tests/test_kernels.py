@@ -210,10 +210,10 @@ def test_global_quantiles_of_a_model_equal_those_of_its_concatenated_task_vector
     from hf_time.merges import bitselect, selection
 
     base_dir = save_tiny_llama(tmp_path / "base", 0, dtype=torch.bfloat16)
-    experts = [Checkpoint(save_tiny_llama(tmp_path / f"e{i}", i, base=base_dir, dtype=torch.bfloat16)) for i in (1, 2)]
+    experts = [Checkpoint(save_tiny_llama(tmp_path / f"e{i}", i, base=base_dir, dtype=torch.bfloat16)) for i in (1, 2, 3)]
     base = Checkpoint(base_dir)
     names = [n for n, i in base.infos.items() if i.is_float]
-    fractions = [(0.5,), (0.3, 0.9)]
+    fractions = [(0.5,), (), (0.3, 0.9)]  # the second expert needs none (e.g. density 1)
     expected = tuple(engine.quantile_values(torch.cat([(e.get(n).float() - base.get(n).float()).abs().reshape(-1)
                                                         for n in names]), f) for e, f in zip(experts, fractions))
     monkeypatch.setattr(selection, "NUMPY_BRACKET_FROM", bracket_from)

@@ -10,6 +10,9 @@ with histograms down to the last 16 bits.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import pytest
 import torch
 
@@ -254,6 +257,46 @@ def test_thresholds_of_parts_are_those_of_the_concatenation(monkeypatch, path_na
             assert th.greater == int((whole.abs() > value).sum()) and th.equal == int((whole.abs() == value).sum())
     if path_name == "numpy_bracket":  # proven by the bracket: each piece opened at most twice, never concatenated
         assert all(opened.count(k) <= 2 for k in range(len(pieces)))
+
+
+@pytest.mark.parametrize("path_name", ["partition", "numpy_bracket", "numpy_bracket_missed"])
+def test_thresholds_of_parts_each_are_those_of_each_tensor_alone(monkeypatch, path_name):
+    """Global thresholds of several experts ranked in the same passes over the pieces (θ_0 read once for all)
+    equal one thresholds_of_parts call per expert; a proven bracket opens each piece twice, not twice per expert."""
+    import contextlib
+
+    _force(monkeypatch, path_name)
+    monkeypatch.setattr(bitselect, "SAMPLE", 64)
+    g = torch.Generator().manual_seed(11)
+    kinds = ("random", "tied", "zeros")
+    pieces = []  # (values of each expert, minus): mixed dtypes across pieces and experts, as real models
+    for k, n in enumerate((1, 700, 33, 2048, 5)):
+        minus = (torch.randn(n, generator=g) * 0.02).bfloat16()
+        experts = [(minus.float() + _inputs(kind, n, torch.float32) * 0.004).bfloat16() for kind in kinds]
+        pieces.append(([e if (k + j) % 2 else e.float() for j, e in enumerate(experts)], minus))
+    n = sum(v[0].numel() for v, _ in pieces)
+    ms = [[0, 1, n // 3, n], [], [17, n // 2, n - 5]]  # the second expert wants nothing
+    opened = []
+
+    def opener(k):
+        @contextlib.contextmanager
+        def open_piece():
+            opened.append(k)
+            yield pieces[k]
+        return open_piece
+
+    parts = [selection.Part(v[0].numel(), opener(k)) for k, (v, _) in enumerate(pieces)]
+    got = selection.thresholds_of_parts_each(parts, ms, absolute=True)
+    if path_name == "numpy_bracket":
+        assert all(opened.count(k) <= 2 for k in range(len(pieces))) and opened.count(3) == 2  # not per expert
+    for j, wanted in enumerate(ms):
+        alone = selection.thresholds_of_parts(
+            [selection.Part(v[j].numel(), functools.partial(contextlib.nullcontext, (v[j], m))) for v, m in pieces],
+            wanted, absolute=True)
+        assert got[j] == alone
+        whole = torch.cat([(v[j].float() - m.float()).abs() for v, m in pieces])
+        ranked, _ = _reference(whole)
+        assert [th.value for th in got[j]] == [float(ranked[m - 1]) if m else math.inf for m in wanted]
 
 
 def test_a_proven_bracket_over_parts_never_concatenates(monkeypatch):

@@ -490,7 +490,8 @@ class Part:
         size: its number of entries.
         open: a context manager giving the piece as ``(values, minus or None)`` (ranked: ``values - minus``),
             entered once per pass over the pieces; on exit the piece may be dropped (e.g. its pages
-            released).
+            released). For :func:`thresholds_of_parts_each`, ``values`` is a sequence: the piece of each
+            ranked tensor, all less the same ``minus``.
     """
 
     size: int
@@ -505,27 +506,51 @@ def thresholds_of_parts(parts: Sequence[Part], ms: Sequence[int], *, absolute: b
     time, so memory is one piece's chunk whatever the model size; only when the bracket cannot prove
     the answer (or the model is small) are the pieces concatenated, as before.
     """
+    def one(part: Part) -> Part:
+        return Part(part.size, functools.partial(_listed, part))
+
+    return thresholds_of_parts_each([one(p) for p in parts], [ms], absolute=absolute)[0]
+
+
+def thresholds_of_parts_each(parts: Sequence[Part], ms: Sequence[Sequence[int]], *,
+                             absolute: bool = False) -> list[tuple[Threshold, ...]]:
+    """:func:`thresholds_of_parts` of several tensors pieced alike, ``ms[j]`` for the j-th of the values each
+    part gives: the global thresholds of every expert of a model, all less θ_0.
+
+    The same thresholds as one :func:`thresholds_of_parts` call per tensor, but each piece is opened for
+    all of them at once (a sample, then one counting pass) and each chunk of ``minus`` is widened once.
+    """
     n = sum(p.size for p in parts)
-    ms = [min(max(int(m), 0), n) for m in ms]
-    found = {m: Threshold(0, math.inf, 0, 0) for m in ms if m == 0}
-    wanted = sorted({m for m in ms if m > 0})
-    if wanted and NUMPY_ON_CPU and n >= NUMPY_BRACKET_FROM:
-        found.update(_bracket_select([p.size for p in parts], [functools.partial(_opened, p) for p in parts], [wanted],
-                                     absolute)[0])
-    missing = [m for m in wanted if m not in found]
-    if missing:
-        pieces = []
-        for part in parts:
-            with part.open() as (values, minus):
-                pieces.append((values if minus is None else difference(values, minus)).reshape(-1))
-        found.update(zip(missing, thresholds(torch.cat(pieces), missing, absolute=absolute)))
-    return tuple(found[m] for m in ms)
+    ms = [[min(max(int(m), 0), n) for m in wanted] for wanted in ms]
+    found = [{m: Threshold(0, math.inf, 0, 0) for m in wanted if m == 0} for wanted in ms]
+    wanted = [sorted({m for m in w if m > 0}) for w in ms]
+    todo = [j for j, w in enumerate(wanted) if w]
+    if todo and NUMPY_ON_CPU and n >= NUMPY_BRACKET_FROM:
+        proven = _bracket_select([p.size for p in parts], [functools.partial(_opened, p, todo) for p in parts],
+                                 [wanted[j] for j in todo], absolute)
+        for j, more in zip(todo, proven):
+            found[j].update(more)
+    for j in todo:
+        missing = [m for m in wanted[j] if m not in found[j]]
+        if missing:  # one tensor at a time: its concatenation is the one full-size copy held
+            pieces = []
+            for part in parts:
+                with part.open() as (values, minus):
+                    pieces.append((values[j] if minus is None else difference(values[j], minus)).reshape(-1))
+            found[j].update(zip(missing, thresholds(torch.cat(pieces), missing, absolute=absolute)))
+    return [tuple(got[m] for m in w) for got, w in zip(found, ms)]
 
 
 @contextlib.contextmanager
-def _opened(part: Part) -> Iterator[_Ranked]:
+def _listed(part: Part) -> Iterator[tuple[list[Tensor], Tensor | None]]:
     with part.open() as (values, minus):
-        yield _Ranked([values], minus)
+        yield [values], minus
+
+
+@contextlib.contextmanager
+def _opened(part: Part, which: Sequence[int]) -> Iterator[_Ranked]:
+    with part.open() as (values, minus):
+        yield _Ranked([values[j] for j in which], minus)
 
 
 class _Ranked:
