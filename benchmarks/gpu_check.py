@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The sections of ``benchmarks/gpu_check.sh``, one per call, each writing ``OUT/<section>.json``.
 
-    python benchmarks/gpu_check.py env|train|merges|profile|timeline|summary --out DIR [--cpu]
+    python benchmarks/gpu_check.py env|devices|train|merges|profile|timeline|summary --out DIR [--cpu]
 
 * ``env``: the device, the host↔device copy bandwidth (pinned, 1 GiB, best of 5; also host→device from
   pageable memory) and a bf16 matrix
@@ -15,8 +15,9 @@
   JSON says which.
 * ``merges``: ``benchmarks/merge_bench.py --skip-mergekit`` on the CPU and with ``--device cuda``
   (task_arithmetic, ties; the 271M benchmark), and the bytes each merge moved per second against the
-  copy bandwidth from ``env``. ``tests/test_devices.py`` (every method on CUDA vs CPU) is run by the
-  shell script.
+  copy bandwidth from ``env``.
+* ``devices``: ``tests/test_devices.py`` (every registered method on CUDA against the CPU), its pytest
+  summary as counts; with ``--cpu``, a few of its tests.
 * ``profile``: where a dense merge's time goes, in one process (imports, device start, cProfile).
 * ``timeline``: a 2-step causal-LM timeline (SmolLM2-shaped base, a classification and an SFT task)
   on the embedded Hub, per-step wall time, training tokens/s and overhead.
@@ -34,6 +35,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -179,6 +181,25 @@ def sft_task(n: int, words: int, seed: int = 0):
     data = datasets.Dataset.from_dict({"prompt": [f"Write: {_sentence(rng, 4)}" for _ in range(n)],
                                        "completion": [" " + _sentence(rng, words) for _ in range(n)]})
     return InstructionTask("gpu_check_sft", data, data.select(range(4)))
+
+
+def section_devices(args) -> dict:
+    select = ["-k", "task_arithmetic or cuda_is_covered"] if args.cpu else []  # the fallback: a few methods
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *select, "test_devices.py"],
+                         cwd=ROOT / "tests", capture_output=True, text=True)
+    text = run.stdout + run.stderr
+    print(text, end="")
+    last = text.strip().splitlines()[-1] if text.strip() else ""
+
+    def count(word: str) -> int:
+        return sum(int(n) for n in re.findall(rf"(\d+) {word}", last))
+
+    data = _write(args.out, "devices", {"returncode": run.returncode, "passed": count("passed"),
+                                        "failed": count("failed") + count("error"), "skipped": count("skipped"),
+                                        "summary": last})
+    if run.returncode:
+        raise SystemExit(run.returncode)
+    return data
 
 
 def section_train(args) -> dict:
@@ -402,7 +423,7 @@ def section_summary(args) -> dict:
     return _write(args.out, "gpu_check", {**parts, "missing": missing, "lines": lines})
 
 
-SECTIONS = {"env": section_env, "train": section_train, "merges": section_merges, "profile": section_profile,
+SECTIONS = {"env": section_env, "devices": section_devices, "train": section_train, "merges": section_merges, "profile": section_profile,
             "timeline": section_timeline, "summary": section_summary}
 
 

@@ -118,28 +118,7 @@ section() {  # section NAME LIMIT_S: one python process per section, so one fail
 if [ -n "$CPU_FLAG" ]; then small=1; else small=0; fi
 # Issue 13's figures first (devices, merges), then issue 8's (training, the timeline).
 section env 60
-
-if wanted devices; then
-echo "== devices (tests/test_devices.py)" | tee -a "$LOG"
-start=$SECONDS
-select=()
-[ $small = 1 ] && select=(-k "task_arithmetic or cuda_is_covered")  # the fallback: a few methods
-(cd "$ROOT/tests" && timeout "$(left 150)" "$PY" -m pytest -q -p no:cacheprovider "${select[@]}" test_devices.py) > "$OUT_DIR/.devices.txt" 2>&1
-rc=$?
-cat "$OUT_DIR/.devices.txt" >> "$LOG"
-"$PY" - "$OUT_DIR" "$rc" <<'EOF'
-import json, re, sys
-out, rc = sys.argv[1], int(sys.argv[2])
-text = open(f"{out}/.devices.txt").read()
-count = lambda word: sum(int(n) for n in re.findall(rf"(\d+) {word}", text.splitlines()[-1] if text.strip() else ""))
-json.dump({"returncode": rc, "passed": count("passed"), "failed": count("failed") + count("error"),
-           "skipped": count("skipped"), "summary": text.strip().splitlines()[-1] if text.strip() else ""},
-          open(f"{out}/devices.json", "w"), indent=2)
-EOF
-rm -f "$OUT_DIR/.devices.txt"
-if [ "$rc" = 0 ]; then echo "   done in $((SECONDS - start)) s" | tee -a "$LOG"; else echo "   FAILED (exit $rc)" | tee -a "$LOG"; failed="$failed devices"; fi
-fi
-
+section devices 150
 section merges $([ $small = 1 ] && echo 90 || echo 180)
 section profile $([ $small = 1 ] && echo 60 || echo 120)
 section train $([ $small = 1 ] && echo 90 || echo 120)
