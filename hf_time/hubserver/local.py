@@ -42,3 +42,20 @@ def use_embedded_hub(root: str | os.PathLike, *, hf_home: str | os.PathLike | No
     if hf_home is not None:
         os.environ["HF_HOME"] = str(Path(hf_home).absolute())
     return server
+
+
+def hub_endpoint(endpoint: str | None, root: str | os.PathLike, *, hf_home: str | os.PathLike | None = None) -> str:
+    """The Hub a script talks to, set up before huggingface_hub is imported (as recipes start).
+
+    ``endpoint`` when given: ``HF_ENDPOINT`` is set to it and the token comes from ``HF_TOKEN`` as usual.
+    Otherwise an embedded Hub storing its repos under ``root`` (:func:`use_embedded_hub`), with
+    huggingface_hub's own progress bars off (loopback transfers are instant; hf_time's bars say what runs).
+
+    Returns:
+        The endpoint's URL.
+    """
+    if endpoint is not None:
+        os.environ["HF_ENDPOINT"] = endpoint
+        return endpoint
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    return use_embedded_hub(root, hf_home=hf_home).url
