@@ -217,7 +217,8 @@ def test_a_bracket_inside_a_run_of_ties_is_counted_not_partitioned(monkeypatch, 
 
 
 def _parts(pieces):
-    """Parts over (values, minus) pairs, counting how often each is opened."""
+    """Parts over (values, minus) pairs, counting how often each is opened; ``values`` may be a list (one
+    piece per ranked tensor, for thresholds_of_parts_each)."""
     import contextlib
 
     opened = []
@@ -229,7 +230,8 @@ def _parts(pieces):
             yield pieces[k]
         return open_piece
 
-    return [selection.Part(v.numel(), opener(k)) for k, (v, _) in enumerate(pieces)], opened
+    return [selection.Part((v[0] if isinstance(v, list) else v).numel(), opener(k))
+            for k, (v, _) in enumerate(pieces)], opened
 
 
 @pytest.mark.parametrize("path_name", ["partition", "numpy_bracket", "numpy_bracket_missed"])
@@ -276,16 +278,7 @@ def test_thresholds_of_parts_each_are_those_of_each_tensor_alone(monkeypatch, pa
         pieces.append(([e if (k + j) % 2 else e.float() for j, e in enumerate(experts)], minus))
     n = sum(v[0].numel() for v, _ in pieces)
     ms = [[0, 1, n // 3, n], [], [17, n // 2, n - 5]]  # the second expert wants nothing
-    opened = []
-
-    def opener(k):
-        @contextlib.contextmanager
-        def open_piece():
-            opened.append(k)
-            yield pieces[k]
-        return open_piece
-
-    parts = [selection.Part(v[0].numel(), opener(k)) for k, (v, _) in enumerate(pieces)]
+    parts, opened = _parts(pieces)
     got = selection.thresholds_of_parts_each(parts, ms, absolute=True)
     if path_name == "numpy_bracket":
         assert all(opened.count(k) <= 2 for k in range(len(pieces))) and opened.count(3) == 2  # not per expert
