@@ -14,6 +14,7 @@ alternating, as the log does. Nothing here is a test: timings are printed, never
     python benchmarks/issue13_micro.py rank-together   # the same: each expert in its own pass vs all in one
     python benchmarks/issue13_micro.py trim-cut        # TIES slices of the 271M model: ties counted vs a known cut
     python benchmarks/issue13_micro.py global-together # TIES global thresholds: each expert in its own passes vs all in one
+    python benchmarks/issue13_micro.py opcm-fold       # an OPCM fold of MiniLM-shaped experts: time, profile, SVD bits
 
 ``ties-phases`` reads the checkpoints ``merge_bench.py --scale 271m`` builds (``--models``, default
 ``/tmp/hf_time_bench/271m/models``) and prints a hash of the merged tensors, so runs of two versions
@@ -235,6 +236,54 @@ def cmd_global_together(args) -> None:
     _alternate(args, ("each alone", "together"), run, "3 experts over the whole model", "thresholds")
 
 
+def cmd_opcm_fold(args) -> None:
+    """Fold the third of three random experts of a MiniLM-shaped BERT (hidden 384, 6 layers, intermediate
+    1536, vocab 30522, float32) into OPCM's running merge: wall time, the top of a cProfile, and whether
+    ``torch.linalg.svd`` gives the same bits on one thread as on two (the fold's SVD cannot change)."""
+    import cProfile
+    import pstats
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from hf_time import api
+
+    root = args.work
+    if not (root / "e3").is_dir():
+        cfg = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+                         vocab_size=30522)
+        torch.manual_seed(0)
+        base = BertModel(cfg)
+        base.save_pretrained(root / "base")
+        for i in (1, 2, 3):
+            with torch.no_grad():
+                for p in base.parameters():
+                    p.add_(torch.randn_like(p) * 0.01)
+            base.save_pretrained(root / f"e{i}")
+
+    def fold(previous, i, out):
+        shutil.rmtree(root / out, ignore_errors=True)
+        api.fold(previous and str(root / previous), str(root / "base"), str(root / f"e{i}"), "opcm", str(root / out),
+                 progress=False)
+
+    fold(None, 1, "f1")
+    fold("f1", 2, "f2")
+    print("fold 3 s:", [round(_best(lambda: fold("f2", 3, "f3"), 1), 2) for _ in range(args.repeats)])
+    profile = cProfile.Profile()
+    profile.enable()
+    fold("f2", 3, "f3")
+    profile.disable()
+    pstats.Stats(profile).sort_stats("tottime").print_stats(8)
+    a = torch.randn(384, 1536, generator=torch.Generator().manual_seed(0))
+    factors = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        factors[threads] = torch.linalg.svd(a, full_matrices=False)
+    print("svd of a 384x1536 matrix, same bits on 1 and 2 threads:",
+          all(torch.equal(x, y) for x, y in zip(factors[1], factors[2])))
+
+
 def cmd_ties_merge(args) -> None:
     from hf_time import api
 
@@ -278,6 +327,9 @@ def main() -> None:
         rank.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
         rank.add_argument("--density", type=float, nargs="+", default=[0.5, 0.2])
         rank.add_argument("--repeats", type=int, default=6)
+    opcm = sub.add_parser("opcm-fold")
+    opcm.add_argument("--work", type=Path, default=Path("/tmp/issue13_opcm"), help="the experts and folds (built once)")
+    opcm.add_argument("--repeats", type=int, default=3)
     merge = sub.add_parser("ties-merge")
     merge.add_argument("--base", required=True)
     merge.add_argument("--experts", nargs="+", required=True)
@@ -290,7 +342,7 @@ def main() -> None:
         sys.path.insert(0, args.tree)
     {"ops": cmd_ops, "partition": cmd_partition, "ties-phases": cmd_ties_phases, "ties-merge": cmd_ties_merge,
      "hands": cmd_hands, "sample-every": cmd_sample_every, "rank-together": cmd_rank_together,
-     "trim-cut": cmd_trim_cut, "global-together": cmd_global_together}[
+     "trim-cut": cmd_trim_cut, "global-together": cmd_global_together, "opcm-fold": cmd_opcm_fold}[
         args.cmd](args)
 
 
