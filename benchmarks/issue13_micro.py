@@ -12,7 +12,7 @@ alternating, as the log does. Nothing here is a test: timings are printed, never
     python benchmarks/issue13_micro.py [--tree T] ties-merge --base B --experts E1 E2   # api.merge of a TIES chain step
     python benchmarks/issue13_micro.py sample-every    # TIES ranking of the 271M model: sample 1 in 16 vs 1 in 64
     python benchmarks/issue13_micro.py rank-together   # the same: each expert in its own pass vs all in one
-    python benchmarks/issue13_micro.py trim-cut        # TIES slices of the 271M model: ties counted vs a known cut
+    python benchmarks/issue13_micro.py trim-cut [--scope global]   # TIES slices of the 271M model: float mask vs hardshrink
     python benchmarks/issue13_micro.py global-together # TIES global thresholds: each expert in its own passes vs all in one
     python benchmarks/issue13_micro.py opcm-fold       # an OPCM fold of MiniLM-shaped experts: time, profile, SVD bits
 
@@ -183,12 +183,15 @@ def cmd_rank_together(args) -> None:
 
 def cmd_trim_cut(args) -> None:
     """The slice phase of a TIES merge of every tensor of the 271M model: trims that count the tied entries
-    slice by slice and multiply by a float mask (before the sixth pass) against trims that know where their
-    kept ties end (one hardshrink per slice); the merged bits must be the same."""
+    slice by slice (or compare with a global threshold) and multiply by a float mask (before the sixth and
+    the seventh pass) against one hardshrink per slice (the cut of per-tensor thresholds known, or a global
+    threshold); the merged bits must be the same. ``--scope global``: each expert's whole-model threshold."""
     import functools
 
     import torch
 
+    from hf_time import engine
+    from hf_time.io import Checkpoint
     from hf_time.merges import kernels, selection
     from hf_time.merges import task_arithmetic as ta
 
@@ -198,20 +201,30 @@ def cmd_trim_cut(args) -> None:
     names, base, experts = _model(args.models)
     combine = functools.partial(kernels.generalized_task_arithmetic, weights=(1.0,) * 3, consensus=True,
                                 normalize=True, lambda_=1.0)
+    globals_ = {}
+    if args.scope == "global":
+        checkpoints = [Checkpoint(args.models / f"expert_{i}") for i in (1, 2, 3)]
+        for density in args.density:
+            globals_[density] = [lo for (lo,) in engine.magnitude_quantiles(
+                Checkpoint(args.models / "base"), checkpoints, [kernels.topk_fractions(density)] * 3, progress=False)]
 
     def run(way, density):
-        kind = Counted if way == "ties counted" else selection.MagnitudeTrim
+        kind = Counted if way == "float mask" else selection.MagnitudeTrim
         digest, spent = hashlib.sha256(), 0.0
         for k in names:
-            trims = kind.ranks_each([e[k] for e in experts], [kernels.magnitude_ranks(base[k].numel(), density)] * 3,
-                                    minus=base[k])
+            if args.scope == "global":
+                trims = [kind.between(lo) for lo in globals_[density]]
+            else:
+                trims = kind.ranks_each([e[k] for e in experts],
+                                        [kernels.magnitude_ranks(base[k].numel(), density)] * 3, minus=base[k])
             start = time.perf_counter()
             out = ta._merge_slices(base[k], [e[k] for e in experts], trims, combine)
             spent += time.perf_counter() - start
             digest.update(out.view(torch.int32).numpy().tobytes())
         return spent, digest.hexdigest()
 
-    _alternate(args, ("ties counted", "cut known"), run, f"{len(names)} tensors x 3 experts", "bits")
+    _alternate(args, ("float mask", "hardshrink"), run, f"{len(names)} tensors x 3 experts, {args.scope} thresholds",
+               "bits")
 
 
 def cmd_global_together(args) -> None:
@@ -327,6 +340,8 @@ def main() -> None:
         rank.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
         rank.add_argument("--density", type=float, nargs="+", default=[0.5, 0.2])
         rank.add_argument("--repeats", type=int, default=6)
+        if name == "trim-cut":
+            rank.add_argument("--scope", choices=("tensor", "global"), default="tensor", help="TIES threshold_scope")
     opcm = sub.add_parser("opcm-fold")
     opcm.add_argument("--work", type=Path, default=Path("/tmp/issue13_opcm"), help="the experts and folds (built once)")
     opcm.add_argument("--repeats", type=int, default=3)

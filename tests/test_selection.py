@@ -193,7 +193,25 @@ def test_keep_magnitude_between_is_the_old_bool_mask_product(monkeypatch, chunk)
     for lo, hi in [(0.0, None), (0.004, None), (0.002, 0.006), (0.0, float("inf")), (1e-40, 3.0), (5.0, None)]:
         keep = mags >= lo if hi is None else (mags >= lo) & (mags < hi)
         out = selection.keep_magnitude_between_(x.clone(), lo, hi)
-        assert torch.equal(out.view(torch.int32), (x * keep).view(torch.int32)), (lo, hi)
+        if hi is None:  # one hardshrink pass: the same values, and every dropped entry is +0.0
+            assert torch.equal(out, x * keep) and not torch.signbit(out[~keep]).any(), (lo, hi)
+        else:  # a band: the float-mask product to the bit (-0.0, and inf * 0 = nan, included)
+            assert torch.equal(out.view(torch.int32), (x * keep).view(torch.int32)), (lo, hi)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_float_below_is_the_largest_number_of_the_dtype_below_a_value(dtype):
+    """``|x| > _float_below(v)`` is ``|x| >= v`` for x of the dtype, whether v is a number of it or lies between
+    two (rounded up or down to the nearest), and at the ends (0, the largest finite number, inf)."""
+    finfo = torch.finfo(dtype)
+    for v in (1.0, 0.1, 0.3, 1e-30, 3e-39, float(finfo.max), 1e300, math.inf, 0.0, -2.0):
+        below = selection._float_below(v, dtype)
+        if v <= 0:
+            assert below == -1.0
+            continue
+        b = torch.tensor(below, dtype=dtype)
+        assert float(b) == below and below < v  # a number of the dtype, below v...
+        assert float(torch.nextafter(b, torch.tensor(math.inf, dtype=dtype))) >= v  # ...and the next one is not
 
 
 @pytest.mark.parametrize("tied_from,bracket_from", [(0, 1 << 62), (1 << 62, 0)])

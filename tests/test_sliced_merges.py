@@ -157,14 +157,16 @@ class _MaskOnly(selection.MagnitudeTrim):
     apply_ = selection.MagnitudeTrim._mask_
 
 
+@pytest.mark.parametrize("scope", ["tensor", "global"])
 @pytest.mark.parametrize("weights,normalize,consensus", [
     ((1.0, 1.0, 1.0), True, True), ((0.5, 1.0, 2.0), True, True), ((1.0, 1.0, 1.0), False, True),
     ((1.0, -1.0, 0.5), False, True),
     ((0.5, 1.0, 2.0), True, False),  # Breadcrumbs without outliers (gamma 0) trims the top too, and sums
 ])
-def test_the_sign_of_trimmed_zeros_never_reaches_a_ties_merge(monkeypatch, weights, normalize, consensus):
+def test_the_sign_of_trimmed_zeros_never_reaches_a_ties_merge(monkeypatch, weights, normalize, consensus, scope):
     """A trimmed entry may be -0.0 or +0.0 (MagnitudeTrim); the merge adds the trimmed task vectors onto +0.0,
-    so its bits are those of the float-mask trims, even where the base itself is -0.0."""
+    so its bits are those of the float-mask trims, even where the base itself is -0.0. Per-tensor trims (top-m
+    with a known cut) and trims at global thresholds (|τ| >= lo) alike."""
     monkeypatch.setattr(bitselect, "SLICE", 1000)
     monkeypatch.setattr(bitselect, "CPU_CHUNK", 2048)
     monkeypatch.setattr(selection, "NUMPY_BRACKET_FROM", 4096)
@@ -176,13 +178,18 @@ def test_the_sign_of_trimmed_zeros_never_reaches_a_ties_merge(monkeypatch, weigh
     combine = functools.partial(kernels.generalized_task_arithmetic, weights=weights, consensus=consensus,
                                 normalize=normalize, lambda_=1.0)
     bands = [kernels.magnitude_ranks(base.numel(), 0.5)] * 3
+    medians = [float((e.float() - base.float()).abs().median()) for e in experts]  # global thresholds
+
+    def trims(kind):
+        if scope == "global":
+            return [kind.between(lo) for lo in medians]
+        return kind.ranks_each(experts, bands, minus=base)
 
     def trimmed(kind):  # the trimmed task vectors, then the merge, with fresh trims of that kind
-        tvs = [selection.apply_trim_(e.float() - base.float(), trim)
-               for e, trim in zip(experts, kind.ranks_each(experts, bands, minus=base))]
-        return tvs, ta._merge_slices(base, experts, kind.ranks_each(experts, bands, minus=base), combine)
+        tvs = [selection.apply_trim_(e.float() - base.float(), trim) for e, trim in zip(experts, trims(kind))]
+        return tvs, ta._merge_slices(base, experts, trims(kind), combine)
 
-    fast = selection.MagnitudeTrim.ranks_each(experts, bands, minus=base)
+    fast = trims(selection.MagnitudeTrim)
     assert all(trim._shrink is not None for trim in fast)  # the one-pass trims are the ones compared
     fast_tvs, got = trimmed(selection.MagnitudeTrim)
     mask_tvs, expected = trimmed(_MaskOnly)

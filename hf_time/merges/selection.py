@@ -56,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
@@ -247,8 +248,9 @@ class MagnitudeTrim:
 
     Survivors are kept as they are and the rest become zeros, of either sign. A top-m trim whose threshold
     knows where its kept ties end (:attr:`Threshold.cut`, from the counting pass of a tied bracket) is one
-    ``torch.hardshrink`` pass per slice (``|x| > t``, or ``|x| >= t`` before the cut), which writes +0.0;
-    the others count the ties slice by slice and multiply by a float mask, which leaves -0.0 for a dropped
+    ``torch.hardshrink`` pass per slice (``|x| > t``, or ``|x| >= t`` before the cut), which writes +0.0,
+    and so is a trim at a global threshold (``|x| >= lo``); the others count the ties slice by slice (or
+    compare with a band's two bounds) and multiply by a float mask, which leaves -0.0 for a dropped
     negative entry. The merges add the trimmed task vectors onto +0.0 (``sum(0)``, or a zero-filled
     accumulator), where either zero gives +0.0, so their outputs are the same bits either way
     (``tests/test_sliced_merges.py``).
@@ -263,9 +265,13 @@ class MagnitudeTrim:
         self._drop: Tensor | None = None
         self._ties: Tensor | None = None
         self._at = 0  # where the next slice starts
-        # a top-m trim with a known cut: one hardshrink per slice (bounds: before the cut, from it)
-        self._shrink = None if top is None or skip is not None or top.cut is None or top.m == 0 else \
-            (top.cut, top.value)
+        # One hardshrink per slice, (cut, t): |x| >= t before the cut, |x| > t from it. A top-m trim whose
+        # threshold knows its cut; a trim at a global threshold keeps |x| >= lo everywhere (all before its cut).
+        self._shrink = None
+        if top is not None and skip is None and top.cut is not None and top.m > 0:
+            self._shrink = (top.cut, top.value)
+        elif top is None and skip is None and lo is not None and hi is None:
+            self._shrink = (sys.maxsize, lo)
         self._below: tuple[torch.dtype, float] | None = None  # the bound before the cut, in the slices' dtype
 
     @classmethod
@@ -396,11 +402,14 @@ def apply_trim_(tv: Tensor, trim: MagnitudeTrim | None) -> Tensor:
 
 
 def _float_below(value: float, dtype: torch.dtype) -> float:
-    """The largest ``dtype`` number below ``value`` (a ``dtype`` number > 0), so that ``|x| > below`` is
-    ``|x| >= value`` for every ``x`` of that dtype; -1.0 for ``value <= 0`` (every ``|x| >= value``)."""
+    """The largest ``dtype`` number below ``value``, so that ``|x| > below`` is ``|x| >= value`` for every
+    ``x`` of that dtype; -1.0 for ``value <= 0`` (every ``|x| >= value``)."""
     if value <= 0:
         return -1.0
-    return float(torch.nextafter(torch.tensor(value, dtype=dtype), torch.tensor(0.0, dtype=dtype)))
+    nearest = torch.tensor(value, dtype=dtype)  # ``value`` itself when it is a ``dtype`` number
+    if float(nearest) < value:  # rounded down: no dtype number lies between it and ``value``
+        return float(nearest)
+    return float(torch.nextafter(nearest, torch.tensor(0.0, dtype=dtype)))
 
 
 def _scratch(buf: Tensor | None, like: Tensor) -> Tensor:
