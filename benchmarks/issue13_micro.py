@@ -15,6 +15,8 @@ alternating, as the log does. Nothing here is a test: timings are printed, never
     python benchmarks/issue13_micro.py trim-cut [--scope global]   # TIES slices of the 271M model: float mask vs hardshrink
     python benchmarks/issue13_micro.py global-together # TIES global thresholds: each expert in its own passes vs all in one
     python benchmarks/issue13_micro.py opcm-fold       # an OPCM fold of MiniLM-shaped experts: time, profile, SVD bits
+    python benchmarks/issue13_micro.py thread-cpu      # api.merge of the 271M model: CPU seconds of each thread
+    python benchmarks/issue13_micro.py one-thread      # TIES rank and slices of the 271M model on torch's 2 threads vs 1
 
 ``ties-phases`` reads the checkpoints ``merge_bench.py --scale 271m`` builds (``--models``, default
 ``/tmp/hf_time_bench/271m/models``) and prints a hash of the merged tensors, so runs of two versions
@@ -297,6 +299,93 @@ def cmd_opcm_fold(args) -> None:
           all(torch.equal(x, y) for x, y in zip(factors[1], factors[2])))
 
 
+def cmd_thread_cpu(args) -> None:
+    """``api.merge`` of the 271M model (task_arithmetic, then TIES at density 0.5, per-tensor thresholds):
+    wall time and the CPU seconds each thread used (from /proc, sampled every 50 ms for the short-lived
+    threads), by thread name; torch's own worker threads have none."""
+    import os
+    import re
+    import threading
+
+    from hf_time import api
+
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> dict[str, float]:
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                stat = open(f"/proc/self/task/{tid}/stat").read()
+            except FileNotFoundError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            out[tid] = (int(fields[11]) + int(fields[12])) / tick
+        return out
+
+    for method in ("task_arithmetic", "ties"):
+        def merge():
+            api.merge(str(args.models / "base"), [str(args.models / f"expert_{i}") for i in (1, 2, 3)], method,
+                      out="/tmp/issue13_micro_out", params={"density": 0.5} if method == "ties" else {},
+                      weights=[1.0] * 3, dtype="bfloat16", overwrite=True, progress=False)
+
+        merge()
+        for _ in range(args.repeats):
+            names, seen, done = {}, {}, threading.Event()
+
+            def sample():
+                while not done.is_set():
+                    seen.update(cpu())
+                    names.update({str(t.native_id): t.name for t in threading.enumerate() if t.native_id})
+                    time.sleep(0.05)
+
+            before = cpu()
+            sampler = threading.Thread(target=sample, name="sampler")
+            start = time.perf_counter()
+            sampler.start()
+            merge()
+            wall = time.perf_counter() - start
+            done.set()
+            sampler.join()
+            seen.update(cpu())
+            by_name: dict[str, float] = {}
+            for tid, used in seen.items():
+                name = re.sub(r"[-_]?\d+", "", names.get(tid, "torch workers"))
+                by_name[name] = by_name.get(name, 0.0) + used - before.get(tid, 0.0)
+            print(f"{method}: wall {wall:.2f} s, CPU s by thread:",
+                  {k: round(v, 2) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1]) if v >= 0.01})
+
+
+def cmd_one_thread(args) -> None:
+    """TIES ranking and slices of every tensor of the 271M model (density 0.5) with torch on both cores and
+    on one: how much the ops gain from torch's own threads."""
+    import functools
+
+    import torch
+
+    from hf_time.merges import kernels
+    from hf_time.merges import task_arithmetic as ta
+
+    names, base, experts = _model(args.models)
+    combine = functools.partial(kernels.generalized_task_arithmetic, weights=(1.0,) * 3, consensus=True,
+                                normalize=True, lambda_=1.0)
+    got: dict[int, list[tuple[float, float]]] = {2: [], 1: []}
+    threads = torch.get_num_threads()
+    for _ in range(args.repeats):
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            start = time.perf_counter()
+            trims = [kernels.MagnitudeTrim.ranks_each([e[k] for e in experts],
+                                                      [kernels.magnitude_ranks(base[k].numel(), 0.5)] * 3,
+                                                      minus=base[k]) for k in names]
+            ranked = time.perf_counter()
+            for k, trim in zip(names, trims):
+                ta._merge_slices(base[k], [e[k] for e in experts], trim, combine)
+            got[n].append((round(ranked - start, 2), round(time.perf_counter() - ranked, 2)))
+    torch.set_num_threads(threads)
+    for n, runs in got.items():
+        print(f"torch threads {n}: (rank s, slices s) {runs}")
+
+
 def cmd_ties_merge(args) -> None:
     from hf_time import api
 
@@ -342,6 +431,10 @@ def main() -> None:
         rank.add_argument("--repeats", type=int, default=6)
         if name == "trim-cut":
             rank.add_argument("--scope", choices=("tensor", "global"), default="tensor", help="TIES threshold_scope")
+    for name in ("thread-cpu", "one-thread"):
+        each = sub.add_parser(name)
+        each.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
+        each.add_argument("--repeats", type=int, default=2 if name == "thread-cpu" else 3)
     opcm = sub.add_parser("opcm-fold")
     opcm.add_argument("--work", type=Path, default=Path("/tmp/issue13_opcm"), help="the experts and folds (built once)")
     opcm.add_argument("--repeats", type=int, default=3)
@@ -357,7 +450,8 @@ def main() -> None:
         sys.path.insert(0, args.tree)
     {"ops": cmd_ops, "partition": cmd_partition, "ties-phases": cmd_ties_phases, "ties-merge": cmd_ties_merge,
      "hands": cmd_hands, "sample-every": cmd_sample_every, "rank-together": cmd_rank_together,
-     "trim-cut": cmd_trim_cut, "global-together": cmd_global_together, "opcm-fold": cmd_opcm_fold}[
+     "trim-cut": cmd_trim_cut, "global-together": cmd_global_together, "opcm-fold": cmd_opcm_fold,
+     "thread-cpu": cmd_thread_cpu, "one-thread": cmd_one_thread}[
         args.cmd](args)
 
 
