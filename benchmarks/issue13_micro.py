@@ -315,34 +315,35 @@ def cmd_thread_cpu(args) -> None:
         out = {}
         for tid in os.listdir("/proc/self/task"):
             try:
-                stat = open(f"/proc/self/task/{tid}/stat").read()
+                stat = Path(f"/proc/self/task/{tid}/stat").read_text()
             except FileNotFoundError:
                 continue
             fields = stat[stat.rindex(")") + 2:].split()
             out[tid] = (int(fields[11]) + int(fields[12])) / tick
         return out
 
+    def sample(seen: dict, names: dict, done: threading.Event) -> None:
+        while not done.is_set():
+            seen.update(cpu())
+            names.update({str(t.native_id): t.name for t in threading.enumerate() if t.native_id})
+            time.sleep(0.05)
+
+    def merge(method: str) -> None:
+        api.merge(str(args.models / "base"), [str(args.models / f"expert_{i}") for i in (1, 2, 3)], method,
+                  out="/tmp/issue13_micro_out", params={"density": 0.5} if method == "ties" else {},
+                  weights=[1.0] * 3, dtype="bfloat16", overwrite=True, progress=False)
+
     for method in ("task_arithmetic", "ties"):
-        def merge():
-            api.merge(str(args.models / "base"), [str(args.models / f"expert_{i}") for i in (1, 2, 3)], method,
-                      out="/tmp/issue13_micro_out", params={"density": 0.5} if method == "ties" else {},
-                      weights=[1.0] * 3, dtype="bfloat16", overwrite=True, progress=False)
-
-        merge()
+        merge(method)
         for _ in range(args.repeats):
-            names, seen, done = {}, {}, threading.Event()
-
-            def sample():
-                while not done.is_set():
-                    seen.update(cpu())
-                    names.update({str(t.native_id): t.name for t in threading.enumerate() if t.native_id})
-                    time.sleep(0.05)
-
+            seen: dict[str, float] = {}
+            names: dict[str, str] = {}
+            done = threading.Event()
             before = cpu()
-            sampler = threading.Thread(target=sample, name="sampler")
+            sampler = threading.Thread(target=sample, args=(seen, names, done), name="sampler")
             start = time.perf_counter()
             sampler.start()
-            merge()
+            merge(method)
             wall = time.perf_counter() - start
             done.set()
             sampler.join()
