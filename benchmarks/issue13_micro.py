@@ -16,6 +16,7 @@ alternating, as the log does. Nothing here is a test: timings are printed, never
     python benchmarks/issue13_micro.py global-together # TIES global thresholds: each expert in its own passes vs all in one
     python benchmarks/issue13_micro.py opcm-fold       # an OPCM fold of MiniLM-shaped experts: time, profile, SVD bits
     python benchmarks/issue13_micro.py thread-cpu      # api.merge of the 271M model: CPU seconds of each thread
+    python benchmarks/issue13_micro.py [--tree T] band-rank   # Breadcrumbs bands of the 271M model: ranking time, a hash
     python benchmarks/issue13_micro.py one-thread      # TIES rank and slices of the 271M model on torch's 2 threads vs 1
 
 ``ties-phases`` reads the checkpoints ``merge_bench.py --scale 271m`` builds (``--models``, default
@@ -387,6 +388,27 @@ def cmd_one_thread(args) -> None:
         print(f"torch threads {n}: (rank s, slices s) {runs}")
 
 
+def cmd_band_rank(args) -> None:
+    """Rank the Breadcrumbs bands (density 0.5, gamma 0.01) of the three experts of every tensor of the 271M
+    model, per tensor: the seconds (min over repeats) and a hash of the thresholds, to compare trees."""
+    from hf_time.merges import kernels
+
+    names, base, experts = _model(args.models)
+
+    def run():
+        out = []
+        for k in names:
+            band = kernels.magnitude_ranks(base[k].numel(), 0.5, 0.01)
+            out += kernels.MagnitudeTrim.ranks_each([e[k] for e in experts], [band] * 3, minus=base[k])
+        return out
+
+    trims = run()
+    digest = hashlib.sha256(repr([(t._top.value, t._top.greater, t._skip.value, t._skip.greater)
+                                  for t in trims]).encode()).hexdigest()[:12]
+    print(f"{args.tree or 'installed'} band ranks: {_best(run, args.repeats):.2f} s (min of {args.repeats}), "
+          f"thresholds {digest}")
+
+
 def cmd_ties_merge(args) -> None:
     from hf_time import api
 
@@ -432,7 +454,7 @@ def main() -> None:
         rank.add_argument("--repeats", type=int, default=6)
         if name == "trim-cut":
             rank.add_argument("--scope", choices=("tensor", "global"), default="tensor", help="TIES threshold_scope")
-    for name in ("thread-cpu", "one-thread"):
+    for name in ("thread-cpu", "one-thread", "band-rank"):
         each = sub.add_parser(name)
         each.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
         each.add_argument("--repeats", type=int, default=2 if name == "thread-cpu" else 3)
@@ -452,7 +474,7 @@ def main() -> None:
     {"ops": cmd_ops, "partition": cmd_partition, "ties-phases": cmd_ties_phases, "ties-merge": cmd_ties_merge,
      "hands": cmd_hands, "sample-every": cmd_sample_every, "rank-together": cmd_rank_together,
      "trim-cut": cmd_trim_cut, "global-together": cmd_global_together, "opcm-fold": cmd_opcm_fold,
-     "thread-cpu": cmd_thread_cpu, "one-thread": cmd_one_thread}[
+     "thread-cpu": cmd_thread_cpu, "one-thread": cmd_one_thread, "band-rank": cmd_band_rank}[
         args.cmd](args)
 
 

@@ -232,6 +232,11 @@ def test_a_bracket_inside_a_run_of_ties_is_counted_not_partitioned(monkeypatch, 
     # not in a run of ties: mid-size tensors go to the partition, large ones to the bracket
     assert selection.thresholds(values, [49_000]) == (expected[1],)
     assert partitioned == ([[49_000]] if tied_from == 0 else [])
+    # a band with one end in a run of ties (Breadcrumbs: the top-gamma end is not): both ends in the one
+    # counting pass, the untied end's few entries copied out, never a partition of the whole tensor
+    partitioned.clear()
+    assert selection.thresholds(values, [25_000, 49_000]) == tuple(expected)
+    assert partitioned == []
 
 
 def _parts(pieces):

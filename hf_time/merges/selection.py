@@ -627,9 +627,11 @@ def _bracket_select(sizes: Sequence[int], opens: Sequence[Opener], ms: Sequence[
 
     The pieces hold ``sizes`` entries of each tensor and are ranked as their concatenation; ``opens[k]()``
     gives piece k, entered once for the sample and once for the count. With ``only_tied`` (mid-size
-    tensors), a tensor is counted only when each of its brackets sits inside a run of ties, where counting
-    beats numpy's partition 3-4x; elsewhere the partition is faster at these sizes. ``tie_counts[j][m]``, when
-    given, gets how many entries of each chunk tie at a bracket inside a run of ties.
+    tensors), a tensor is counted only when one of its brackets sits inside a run of ties, where counting
+    beats numpy's partition 3-4x; its other brackets (a Breadcrumbs band's top-gamma end) then ride along in
+    the same pass, their few entries copied out, instead of partitioning the whole tensor for them. With no
+    bracket in a run of ties the partition is faster at these sizes. ``tie_counts[j][m]``, when given, gets
+    how many entries of each chunk tie at a bracket inside a run of ties.
     """
     n = sum(sizes)
     where = bitselect.sample_positions(n)  # positions in the concatenation, increasing
@@ -663,7 +665,7 @@ def _bracket_select(sizes: Sequence[int], opens: Sequence[Opener], ms: Sequence[
     if rest:
         found.update(sampled(where, rest))
     brackets: list[list[Bracket] | None] = [
-        None if only_tied and any(low != high for low, high in found[j]) else found[j] for j in range(len(ms))]
+        None if only_tied and all(low != high for low, high in found[j]) else found[j] for j in range(len(ms))]
     which = [j for j, pairs in enumerate(brackets) if pairs is not None]
     above = [[0] * len(wanted) for wanted in ms]
     tied = [[0] * len(wanted) for wanted in ms]
