@@ -28,6 +28,36 @@ def test_pcb_helpers():
     assert_close(clamp_ranks(T(4, 1, 3, 2).reshape(1, 4), 0.25, 0.25), T(3, 2, 3, 2).reshape(1, 4))
 
 
+def _clamp_ranks_by_sort(x, low, high):
+    """The reference's clamp, as it is written there (and was here): sort each row, index it."""
+    d = x.shape[1]
+    ordered = torch.sort(x, dim=1).values
+    return torch.maximum(torch.minimum(x, ordered[:, int(d * (1 - high)) - 1].unsqueeze(1)),
+                         ordered[:, int(d * low)].unsqueeze(1))
+
+
+@pytest.mark.parametrize("path", ["partition", "bracket"])
+@pytest.mark.parametrize("d", [1, 2, 7, 1000, 50_000])
+def test_clamp_ranks_by_selection_equals_the_sorted_reference(monkeypatch, path, d):
+    """clamp_ranks finds its two order statistics by exact selection, not a sort: the same clamped values
+    for every row, with ties (16-bit task vectors), both clip ends of PCB (1e-4 each, and 1 − ratio / the
+    max) and tiny rows (an index of -1 is the largest, as in the reference)."""
+    from hf_time.merges import bitselect, selection
+
+    if path == "bracket":  # the sampled bracket and its counting pass, in small chunks
+        monkeypatch.setattr(selection, "NUMPY_BRACKET_FROM", 64)
+        monkeypatch.setattr(bitselect, "CPU_CHUNK", 999)
+    g = torch.Generator().manual_seed(d)
+    rows = [torch.randn(d, generator=g, dtype=torch.float64),
+            (torch.randn(d, generator=g) * 0.02).bfloat16().float() - (torch.randn(d, generator=g) * 0.02).bfloat16().float(),
+            torch.randint(0, 3, (d,), generator=g).float()]
+    for x in rows:
+        x = x.reshape(1, d).repeat(2, 1) * torch.tensor([[1.0], [-0.5]], dtype=x.dtype)
+        for low, high in [(1e-4, 1e-4), (0.9, 0.0), (0.25, 0.25), (0.0, 0.0)]:
+            got, want = clamp_ranks(x, low, high), _clamp_ranks_by_sort(x, low, high)
+            assert got.dtype == want.dtype and torch.equal(got, want), (low, high, x.dtype)
+
+
 def test_pcb_scores_and_merge_by_hand():
     # τ1 = [0.4, -0.2, 0.1, 0], τ2 = [0.2, 0.3, -0.1, 0]; d = 4 < 10^4, so the outlier clip caps each
     # |τ_i| at its 2nd largest value (rank int(4·(1−1e-4))−1 = 2): τ̂1 = [0.2, -0.2, 0.1, 0], τ̂2 = [0.2, 0.2, -0.1, 0].

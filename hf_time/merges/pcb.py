@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from hf_time.merges import selection
 from hf_time.merges.kernels import compute_dtype, task_vectors, weight_vector
 from hf_time.merges.registry import TensorContext, param, register
 
@@ -53,11 +54,19 @@ def row_minmax(x: Tensor) -> Tensor:
 
 
 def clamp_ranks(x: Tensor, low: float, high: float) -> Tensor:
-    """Clamp each row of ``x`` to [its ⌊d·low⌋-th, its (⌊d·(1−high)⌋−1)-th smallest value] (reference ``clamp``)."""
+    """Clamp each row of ``x`` to [its ⌊d·low⌋-th, its (⌊d·(1−high)⌋−1)-th smallest value] (reference ``clamp``).
+
+    The reference sorts each row; the two values are found by exact selection instead
+    (:func:`hf_time.merges.selection.thresholds`, linear time), with the reference's indexing (0-based,
+    and an index of -1 is the largest, as Python's).
+    """
     d = x.shape[1]
-    ordered = torch.sort(x, dim=1).values
-    lo = ordered[:, int(d * low)].unsqueeze(1)
-    hi = ordered[:, int(d * (1 - high)) - 1].unsqueeze(1)
+    if d == 0:
+        return x.clone()
+    k_lo, k_hi = int(d * low), int(d * (1 - high)) - 1
+    k_hi += d if k_hi < 0 else 0
+    bounds = [selection.thresholds(row, [d - k_lo, d - k_hi]) for row in x]  # the k-th smallest: (d−k)-th largest
+    lo, hi = (torch.tensor([[row[i].value] for row in bounds], dtype=x.dtype, device=x.device) for i in (0, 1))
     return torch.maximum(torch.minimum(x, hi), lo)
 
 
