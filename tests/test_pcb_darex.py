@@ -58,6 +58,43 @@ def test_clamp_ranks_by_selection_equals_the_sorted_reference(monkeypatch, path,
             assert got.dtype == want.dtype and torch.equal(got, want), (low, high, x.dtype)
 
 
+def _pcb_by_the_formula(base, experts, ratio, weights, lambda_):
+    """PCB written out-of-place, op by op as the module docstring gives it (the code before it worked in place)."""
+    n = len(experts)
+    tvs = torch.stack([e.to(base.dtype) - base for e in experts]).reshape(n, -1)
+
+    def minmax(x):
+        lo = x.min(dim=1, keepdim=True).values
+        span = x.max(dim=1, keepdim=True).values - lo
+        return torch.where(span > 0, (x - lo) / span.masked_fill(span == 0, 1), torch.zeros_like(x))
+
+    magnitude = _clamp_ranks_by_sort(tvs.abs(), 1e-4, 1e-4)
+    clipped = torch.sign(tvs) * magnitude
+    intra = torch.exp(n * minmax(magnitude) ** 2)
+    inter = torch.tanh(tvs * tvs.sum(0, keepdim=True))
+    scores = minmax(_clamp_ranks_by_sort(intra * inter, 1 - ratio, 0.0))
+    w = torch.tensor(weights, dtype=base.dtype).reshape(n, 1)
+    merged = (clipped * scores * w).sum(0) / scores.sum(0).clamp_min(1e-12)
+    return (base.reshape(-1) + lambda_ * merged).reshape(base.shape)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_pcb_is_its_formula_to_the_bit(dtype):
+    """The in-place PCB gives the bits of the out-of-place formula: random and tied task vectors, an expert
+    equal to the base (a constant row), a zero tensor entry, unequal weights."""
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(40, 37, generator=g, dtype=dtype)
+    experts = [base + torch.randn(base.shape, generator=g, dtype=dtype) * 0.01,
+               base + (torch.randn(base.shape, generator=g) * 0.01).bfloat16().to(dtype),  # ties
+               base.clone()]  # τ = 0: a constant row
+    experts[0][0, :5] = base[0, :5]
+    for ratio, weights, lambda_ in [(0.1, (1.0, 1.0, 1.0), 1.0), (0.5, (0.3, 1.2, 0.5), 0.7), (1.0, (1.0, 2.0, 1.0), 1.0)]:
+        got = merge("pcb", base, experts, {"ratio": ratio, "lambda": lambda_}, weights)
+        want = _pcb_by_the_formula(base, experts, ratio, weights, lambda_)
+        assert torch.equal(got.view(torch.int64 if dtype == torch.float64 else torch.int32),
+                           want.view(torch.int64 if dtype == torch.float64 else torch.int32)), (ratio, weights)
+
+
 def test_pcb_scores_and_merge_by_hand():
     # τ1 = [0.4, -0.2, 0.1, 0], τ2 = [0.2, 0.3, -0.1, 0]; d = 4 < 10^4, so the outlier clip caps each
     # |τ_i| at its 2nd largest value (rank int(4·(1−1e-4))−1 = 2): τ̂1 = [0.2, -0.2, 0.1, 0], τ̂2 = [0.2, 0.2, -0.1, 0].

@@ -47,10 +47,12 @@ class PcbConfig:
 
 
 def row_minmax(x: Tensor) -> Tensor:
-    """Row-wise (x − min)/(max − min) of a 2-D tensor; 0 on rows where max = min."""
+    """Row-wise (x − min)/(max − min) of a 2-D tensor, as a fresh tensor; 0 on rows where max = min."""
     lo = x.min(dim=1, keepdim=True).values
     span = x.max(dim=1, keepdim=True).values - lo
-    return torch.where(span > 0, (x - lo) / span.masked_fill(span == 0, 1), torch.zeros_like(x))
+    out = (x - lo).div_(span.masked_fill(span == 0, 1))
+    flat = ~(span > 0)  # constant rows (and NaN ones): 0, not 0/0
+    return out.masked_fill_(flat, 0.0) if bool(flat.any()) else out
 
 
 def clamp_ranks(x: Tensor, low: float, high: float) -> Tensor:
@@ -67,18 +69,19 @@ def clamp_ranks(x: Tensor, low: float, high: float) -> Tensor:
     k_hi += d if k_hi < 0 else 0
     bounds = [selection.thresholds(row, [d - k_lo, d - k_hi]) for row in x]  # the k-th smallest: (d−k)-th largest
     lo, hi = (torch.tensor([[row[i].value] for row in bounds], dtype=x.dtype, device=x.device) for i in (0, 1))
-    return torch.maximum(torch.minimum(x, hi), lo)
+    out = torch.minimum(x, hi)
+    return torch.maximum(out, lo, out=out)
 
 
 def pcb_scores(tvs: Tensor, ratio: float) -> tuple[Tensor, Tensor]:
     """The clipped task vectors τ̂ and the balanced, dropped scores β̂ of stacked flat ``tvs`` (n, d)."""
     n = tvs.shape[0]
     magnitude = clamp_ranks(tvs.abs(), CLIP, CLIP)
-    clipped = torch.sign(tvs) * magnitude
-    intra = torch.exp(n * row_minmax(magnitude) ** 2)
-    inter = torch.tanh(tvs * tvs.sum(0, keepdim=True))
-    scores = row_minmax(clamp_ranks(intra * inter, 1 - ratio, 0.0))
-    return clipped, scores
+    # the temporaries are updated in place, each op as the formula writes it (a product's operands commute)
+    beta = row_minmax(magnitude).pow_(2).mul_(n).exp_()  # intra: exp(n · norm(|τ̂|)²)
+    beta.mul_((tvs * tvs.sum(0, keepdim=True)).tanh_())  # times inter: tanh(τ ⊙ Σ_j τ_j)
+    clipped = magnitude.mul_(torch.sign(tvs))  # sign(τ) · |τ̂|
+    return clipped, row_minmax(clamp_ranks(beta, 1 - ratio, 0.0))
 
 
 @register("pcb", kind="dense", config=PcbConfig, paper=PAPER, uses_base=True, min_experts=1)
@@ -91,5 +94,5 @@ def pcb(base: Tensor | None, experts: Sequence[Tensor], config: PcbConfig, ctx: 
     flat = task_vectors(base, experts).reshape(n, -1)
     clipped, scores = pcb_scores(flat, config.ratio)
     w = weight_vector(ctx.weights, n, flat)
-    merged = (clipped * scores * w).sum(0) / scores.sum(0).clamp_min(1e-12)
+    merged = clipped.mul_(scores).mul_(w).sum(0).div_(scores.sum(0).clamp_min_(1e-12))
     return (base.reshape(-1) + config.lambda_ * merged).reshape(base.shape)
