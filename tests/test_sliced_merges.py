@@ -143,10 +143,11 @@ def test_thresholds_of_a_difference_equal_those_of_the_materialized_task_vector(
     assert selection.thresholds(experts[1], [10], minus=base) == selection.thresholds(tau, [10])
 
 
-@pytest.mark.parametrize("method", ["ties", "breadcrumbs_ties", "task_arithmetic"])
+@pytest.mark.parametrize("method", ["ties", "breadcrumbs_ties", "task_arithmetic", "pcb"])
 def test_empty_tensors_merge_to_empty_tensors(method):
     base = torch.zeros(0, 4, dtype=torch.bfloat16)
-    out = _merge(method, {"density": 0.5} if method != "task_arithmetic" else {}, base, [base.clone(), base.clone()])
+    params = {"density": 0.5} if method in ("ties", "breadcrumbs_ties") else {}
+    out = _merge(method, params, base, [base.clone(), base.clone()])
     assert out.shape == (0, 4)
 
 

@@ -92,6 +92,8 @@ def pcb(base: Tensor | None, experts: Sequence[Tensor], config: PcbConfig, ctx: 
     base = base.to(compute_dtype(base))
     n = len(experts)
     flat = task_vectors(base, experts).reshape(n, -1)
+    if flat.shape[1] == 0:  # an empty tensor: nothing to balance (its rows have no min or max)
+        return base.clone()
     clipped, scores = pcb_scores(flat, config.ratio)
     w = weight_vector(ctx.weights, n, flat)
     merged = clipped.mul_(scores).mul_(w).sum(0).div_(scores.sum(0).clamp_min_(1e-12))
