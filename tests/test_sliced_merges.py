@@ -59,6 +59,9 @@ CASES = [
     ("breadcrumbs_ties", {"density": 0.4, "gamma": 0.1}, {}),
     ("task_arithmetic", {"lambda": 0.7}, {}),
     ("linear", {}, {"weights": [0.2, 0.3, 0.5]}),
+    ("dare_linear", {"density": 0.6, "seed": 3}, {}),
+    ("dare_ties", {"density": 0.4, "seed": 5}, {"weights": [0.5, 1.0, 2.0]}),
+    ("dare_ties", {"density": 0.5, "seed": 1}, {"expert_params": ({"density": 0.3}, {}, {"density": 1.0})}),
 ]
 
 
@@ -78,6 +81,29 @@ def test_slices_equal_whole_tensors_bit_for_bit(method, params, extra, monkeypat
     sliced = _merge(method, params, base, experts, **extra)
     assert sliced.dtype == whole.dtype == torch.float32
     assert torch.equal(_bits(sliced), _bits(whole))
+
+
+@pytest.mark.parametrize("method,params,extra", [c for c in CASES if c[0].startswith("dare")],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_dare_sliced_draws_what_one_draw_over_the_whole_tensor_would(method, params, extra, monkeypatch):
+    """DARE drops slice by slice (RandomDrop); the merge is the one of drawing over whole stacked task vectors
+    (how DARE merged before), bit for bit: a CPU generator yields torch.rand's numbers in index order."""
+    from hf_time.merges import seeded_generator
+
+    monkeypatch.setattr(bitselect, "SLICE", 1000)
+    base, experts = _bf16_experts(seed=6)
+    config = get(method).make_config(params, n_experts=len(experts))
+    weights = extra.get("weights", [1.0] * len(experts))
+    density = [dict(p).get("density", config.density) for p in extra.get("expert_params", ({},) * 3)]
+    b = base.float()
+    tvs = kernels.task_vectors(b, experts)
+    for i in range(len(experts)):
+        kernels.random_drop_(tvs[i], density[i], seeded_generator(config.seed, "w", offset=i))
+    scales = [1.0 / d if d < 1 else 1.0 for d in density] if config.rescale else None
+    expected = kernels.generalized_task_arithmetic(b, tvs, weights, consensus=method == "dare_ties",
+                                                   normalize=config.normalize, lambda_=config.lambda_, scales=scales)
+    got = _merge(method, params, base, experts, **extra)
+    assert torch.equal(_bits(got), _bits(expected))
 
 
 def _reference_ties(base, experts, density: float) -> torch.Tensor:

@@ -43,7 +43,7 @@ def run_recipe(recipe: Recipe, base: Tensor | None, experts: Sequence[Tensor], c
 
     Magnitude trims are decided over whole task vectors (the per-tensor thresholds), then the trims,
     the sign election and the combination run on cache-sized slices (:func:`_merge_slices`); random
-    drops draw over the whole tensor, so DARE stacks whole task vectors.
+    drops draw slice by slice, the same numbers as over the whole tensor (:class:`RandomDrop`).
 
     Raises:
         ValueError: no base, or global thresholds asked for but not supplied by the engine.
@@ -58,15 +58,29 @@ def run_recipe(recipe: Recipe, base: Tensor | None, experts: Sequence[Tensor], c
                                 normalize=getattr(config, "normalize", False), lambda_=getattr(config, "lambda_", 1.0))
     if recipe.sparsify != "random":
         return _merge_slices(base, experts, _trims(recipe, base, experts, density, gamma, thresholds, ctx.name), combine)
-    base = base.to(kernels.compute_dtype(base))  # no copy when already float32
-    tvs = kernels.task_vectors(base, experts)
-    for i in range(n):
-        generator = seeded_generator(config.seed, ctx.name, offset=i, device=tvs.device)
-        kernels.random_drop_(tvs[i], density[i], generator)
+    drops = [RandomDrop(density[i], seeded_generator(config.seed, ctx.name, offset=i, device=base.device))
+             if density[i] < 1 else None for i in range(n)]
     scales = None
     if getattr(config, "rescale", False):
         scales = [1.0 / d if d < 1 else 1.0 for d in density]
-    return combine(base, tvs, scales=scales)
+    return _merge_slices(base, experts, drops, functools.partial(combine, scales=scales))
+
+
+@dataclass
+class RandomDrop:
+    """DARE's drop of one task vector as a trim for :func:`_merge_slices`: each entry kept with probability
+    ``density``, slice by slice in index order from the expert's own ``generator``.
+
+    A CPU generator yields ``torch.rand``'s numbers one by one in index order, so the slices draw exactly
+    what one draw over the whole tensor would (``tests/test_sliced_merges.py`` checks it); on an
+    accelerator the slice is the whole tensor.
+    """
+
+    density: float
+    generator: torch.Generator
+
+    def apply_(self, chunk: Tensor) -> Tensor:
+        return kernels.random_drop_(chunk, self.density, self.generator)
 
 
 def _trims(recipe: Recipe, base: Tensor, experts: Sequence[Tensor], density: Sequence[float], gamma: Sequence[float],
@@ -94,13 +108,13 @@ def _trims(recipe: Recipe, base: Tensor, experts: Sequence[Tensor], density: Seq
     return out
 
 
-def _merge_slices(base: Tensor, experts: Sequence[Tensor], trims: Sequence[kernels.MagnitudeTrim | None],
+def _merge_slices(base: Tensor, experts: Sequence[Tensor], trims: Sequence[kernels.MagnitudeTrim | RandomDrop | None],
                   combine: Callable[..., Tensor]) -> Tensor:
-    """τ_i = θ_i − θ_0, trimmed and combined one cache-sized slice at a time, in index order.
+    """τ_i = θ_i − θ_0, trimmed (or randomly dropped) and combined one cache-sized slice at a time, in index order.
 
-    Every step is elementwise given the trims (which carry their tie counts from slice to slice), so
-    the result is bit-identical to stacking whole task vectors, without the ``(n, *shape)`` float32
-    stack or a float32 copy of the base: memory is the output plus one slice per input.
+    Every step is elementwise given the trims (which carry their tie counts, or their generator's state,
+    from slice to slice), so the result is bit-identical to stacking whole task vectors, without the
+    ``(n, *shape)`` float32 stack or a float32 copy of the base: memory is the output plus one slice per input.
     """
     dtype = kernels.compute_dtype(base)
     out = torch.empty(base.shape, dtype=dtype, device=base.device)
