@@ -139,9 +139,7 @@ def thresholds_each(values: Sequence[Tensor], ms: Sequence[Sequence[int]], *, ab
     if not flats:
         return []
     n = flats[0].numel()
-    ms = [[min(max(int(m), 0), n) for m in wanted] for wanted in ms]
-    found = [{m: Threshold(0, math.inf, 0, 0) for m in wanted if m == 0} for wanted in ms]
-    wanted = [sorted({m for m in w if m > 0}) for w in ms]
+    ms, found, wanted = _requests(ms, n)
     cpu = flats[0].device.type == "cpu" and NUMPY_ON_CPU
     # 16-bit checkpoints: their task vectors tie in long runs, and counting a run beats the partition
     sixteen = (torch.bfloat16, torch.float16)
@@ -165,6 +163,14 @@ def thresholds_each(values: Sequence[Tensor], ms: Sequence[Sequence[int]], *, ab
                 selected = bitselect.select(flat, missing, absolute)
                 found[j].update((m, Threshold(m, *f)) for m, f in zip(missing, selected))
     return [tuple(got[m] for m in w) for got, w in zip(found, ms)]
+
+
+def _requests(ms: Sequence[Sequence[int]], n: int) -> tuple[list[list[int]], list[dict[int, Threshold]], list[list[int]]]:
+    """Per tensor of ``n`` entries: its counts clamped to ``[0, n]``, the thresholds known without ranking
+    (m = 0: nothing is kept), and the distinct counts left to rank, increasing."""
+    ms = [[min(max(int(m), 0), n) for m in wanted] for wanted in ms]
+    known = [{m: Threshold(0, math.inf, 0, 0) for m in w if m == 0} for w in ms]
+    return ms, known, [sorted({m for m in w if m > 0}) for w in ms]
 
 
 def _with_cut(th: Threshold, ranked: _Ranked, j: int, counts: list[int] | None, absolute: bool) -> Threshold:
@@ -530,9 +536,7 @@ def thresholds_of_parts_each(parts: Sequence[Part], ms: Sequence[Sequence[int]],
     all of them at once (a sample, then one counting pass) and each chunk of ``minus`` is widened once.
     """
     n = sum(p.size for p in parts)
-    ms = [[min(max(int(m), 0), n) for m in wanted] for wanted in ms]
-    found = [{m: Threshold(0, math.inf, 0, 0) for m in wanted if m == 0} for wanted in ms]
-    wanted = [sorted({m for m in w if m > 0}) for w in ms]
+    ms, found, wanted = _requests(ms, n)
     todo = [j for j, w in enumerate(wanted) if w]
     if todo and NUMPY_ON_CPU and n >= NUMPY_BRACKET_FROM:
         proven = _bracket_select([p.size for p in parts], [functools.partial(_opened, p, todo) for p in parts],
