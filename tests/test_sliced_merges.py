@@ -83,14 +83,17 @@ def test_slices_equal_whole_tensors_bit_for_bit(method, params, extra, monkeypat
     assert torch.equal(_bits(sliced), _bits(whole))
 
 
+@pytest.mark.parametrize("cores", [1, 3], ids=["drawn-here", "drawn-ahead"])
 @pytest.mark.parametrize("method,params,extra", [c for c in CASES if c[0].startswith("dare")],
                          ids=lambda v: v if isinstance(v, str) else "")
-def test_dare_sliced_draws_what_one_draw_over_the_whole_tensor_would(method, params, extra, monkeypatch):
+def test_dare_sliced_draws_what_one_draw_over_the_whole_tensor_would(method, params, extra, cores, monkeypatch):
     """DARE drops slice by slice (RandomDrop); the merge is the one of drawing over whole stacked task vectors
-    (how DARE merged before), bit for bit: a CPU generator yields torch.rand's numbers in index order."""
-    from hf_time.merges import seeded_generator
+    (how DARE merged before), bit for bit: a CPU generator yields torch.rand's numbers in index order, whether
+    the slices' masks are drawn on the merging thread or ahead, each expert's on a thread of its own."""
+    from hf_time.merges import seeded_generator, workers
 
     monkeypatch.setattr(bitselect, "SLICE", 1000)
+    monkeypatch.setattr(workers, "count", lambda: cores)
     base, experts = _bf16_experts(seed=6)
     config = get(method).make_config(params, n_experts=len(experts))
     weights = extra.get("weights", [1.0] * len(experts))

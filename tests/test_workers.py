@@ -107,3 +107,74 @@ def test_a_forked_child_starts_its_own_threads():
         if proc.is_alive():
             proc.kill()
     assert proc.exitcode == 0 and len(got) == 2 and all(name.startswith("hf_time-slices") for name in got)
+
+
+def test_ahead_streams_come_in_order_each_produced_on_its_own_single_threaded_thread(monkeypatch):
+    monkeypatch.setattr(workers, "count", lambda: 2)
+    produced = []
+
+    def stream(k):
+        for i in range(5):
+            produced.append((k, threading.current_thread().name, torch.get_num_threads()))
+            yield (k, i)
+
+    before = torch.get_num_threads()
+    with workers.ahead([stream(0), stream(1), stream(2)], depth=1) as its:
+        assert torch.get_num_threads() == 1  # the consumer too: every core is someone's
+        got = [[next(it) for _ in range(5)] for it in reversed(its)]  # any consumption order works
+        assert all(next(it, "end") == "end" for it in its)
+    assert got == [[(k, i) for i in range(5)] for k in (2, 1, 0)]
+    names = {k: {name for j, name, _ in produced if j == k} for k in range(3)}
+    assert all(len(n) == 1 and next(iter(n)).startswith("hf_time-slices") for n in names.values())
+    assert len(set.union(*names.values())) == 3 and {t for *_, t in produced} == {1}
+    assert torch.get_num_threads() == before
+
+
+def test_ahead_on_one_core_consumes_on_the_calling_thread(monkeypatch):
+    monkeypatch.setattr(workers, "count", lambda: 1)
+    here = threading.current_thread()
+    seen = []
+
+    def stream():
+        seen.append(threading.current_thread())
+        yield 1
+
+    with workers.ahead([stream()]) as (it,):
+        assert list(it) == [1]
+    assert seen == [here]
+
+
+def test_a_producers_error_is_raised_where_its_stream_reaches_it(monkeypatch):
+    monkeypatch.setattr(workers, "count", lambda: 2)
+
+    def stream():
+        yield 1
+        raise ValueError("draw 2 failed")
+
+    with workers.ahead([stream(), iter([7, 8])]) as (bad, good):
+        assert next(bad) == 1 and list(good) == [7, 8]
+        with pytest.raises(ValueError, match="draw 2 failed"):
+            next(bad)
+
+
+def test_leaving_ahead_early_stops_producers_blocked_on_a_full_queue(monkeypatch):
+    monkeypatch.setattr(workers, "count", lambda: 2)
+    made = []
+
+    def endless():
+        i = 0
+        while True:
+            made.append(i)
+            yield i
+            i += 1
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="consumer failed"), workers.ahead([endless(), endless()], depth=2) as (a, _):
+        assert next(a) == 0
+        time.sleep(0.1)  # both producers now wait on full queues
+        raise RuntimeError("consumer failed")
+    settled = len(made)
+    time.sleep(0.1)
+    assert len(made) == settled <= 2 * (2 + 2)  # nothing once the block is left: depth + 1 consumed + 1 in put
+    assert torch.get_num_threads() == before
+    assert workers.map_hands([(0, 1), (1, 2)], lambda hand: hand[0][0], workers=2) == [0, 1]  # the lock is free

@@ -158,8 +158,13 @@ def random_drop_(tv: Tensor, density: float, generator: torch.Generator) -> Tens
     """DARE: keep each entry with probability ``density``, zero the rest (in place, no rescale)."""
     if density >= 1:
         return tv
-    draw = torch.rand(tv.shape, generator=generator, device=tv.device)
-    return tv.mul_(draw.lt_(density))
+    return tv.mul_(keep_mask(tv.shape, density, generator, device=tv.device))
+
+
+def keep_mask(shape: int | Sequence[int], density: float, generator: torch.Generator, *,
+              device: torch.device | str | None = None) -> Tensor:
+    """DARE's mask: 1.0 where the next ``torch.rand`` draw of ``generator`` is below ``density``, else 0.0."""
+    return torch.rand(shape, generator=generator, device=device or generator.device).lt_(density)
 
 
 def elected_sign(weighted: Tensor) -> Tensor:

@@ -12,15 +12,20 @@ Only independent slices belong here: each thread has its own scratch buffers, re
 slice order, and the output is bit-identical to one thread walking the slices. (Tried and measured
 slower on 2 cores: the ~40 small ops per slice of a TIES combine, and the counting passes that rank a
 task vector; both stay on the calling thread.)
+
+:func:`ahead` is the other shape of parallel work: serial streams (DARE's random draws, each from its
+own expert's generator, which must yield its numbers in order) produced on threads while the calling
+thread consumes them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -93,3 +98,65 @@ def map_hands(spans: Sequence[Span], work: Callable[[Sequence[Span]], R], *, wor
         futures = [pool.submit(work, h) for h in hands]
         wait(futures)  # every hand, failed or not, finishes before the lock is released
         return [f.result() for f in futures]
+
+
+_DONE = object()  # a stream's end, in its queue
+
+
+class _Raised:
+    """A producer's exception, carried through the queue to be raised where the stream is consumed."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+@contextlib.contextmanager
+def ahead(streams: Sequence[Iterable[R]], *, depth: int = 2) -> Iterator[list[Iterator[R]]]:
+    """Each stream produced on a thread of its own while the caller consumes it: one iterator per stream.
+
+    For streams that are serial by nature, each item depending on the last, but independent of one
+    another: DARE's random draws, slice by slice from each expert's own generator. Every stream yields
+    exactly its items in its order, so results are those of consuming the streams on the calling thread.
+    At most ``depth`` items of a stream wait to be consumed; torch runs single-threaded on every thread
+    meanwhile (one thread per stream, more than one core each would oversubscribe them). With one core,
+    or no stream, the streams are consumed on the calling thread as they are.
+
+    A producer's error is raised where its stream reaches it; leaving the block early (an error in the
+    caller) stops every producer before it returns.
+    """
+    if not streams or count() == 1:
+        yield [iter(s) for s in streams]
+        return
+    stop = threading.Event()
+    queues: list[queue.Queue] = [queue.Queue(maxsize=depth) for _ in streams]
+
+    def produce(stream: Iterable[R], out: queue.Queue) -> None:
+        items = iter(stream)
+        try:
+            while not stop.is_set():  # checked before each item: nothing is made once the block is left
+                item = next(items, _DONE)
+                out.put(item)
+                if item is _DONE:
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            out.put(_Raised(error))
+
+    def consume(out: queue.Queue) -> Iterator[R]:
+        while (item := out.get()) is not _DONE:
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+
+    with _single_threaded_ops():
+        pool = _threads(len(streams))
+        futures = [pool.submit(produce, s, q) for s, q in zip(streams, queues)]
+        try:
+            yield [consume(q) for q in queues]
+        finally:
+            stop.set()
+            while not all(f.done() for f in futures):  # a producer blocked on a full queue gets room to see `stop`
+                for q in queues:
+                    with contextlib.suppress(queue.Empty):
+                        while True:
+                            q.get_nowait()
+                wait(futures, timeout=0.01)
