@@ -18,6 +18,7 @@ alternating, as the log does. Nothing here is a test: timings are printed, never
     python benchmarks/issue13_micro.py thread-cpu      # api.merge of the 271M model: CPU seconds of each thread
     python benchmarks/issue13_micro.py [--tree T] band-rank   # Breadcrumbs bands of the 271M model: ranking time, a hash
     python benchmarks/issue13_micro.py one-thread      # TIES rank and slices of the 271M model on torch's 2 threads vs 1
+    python benchmarks/issue13_micro.py dare-draws      # DARE on 4 tensors of the 271M model: draws here vs ahead
 
 ``ties-phases`` reads the checkpoints ``merge_bench.py --scale 271m`` builds (``--models``, default
 ``/tmp/hf_time_bench/271m/models``) and prints a hash of the merged tensors, so runs of two versions
@@ -437,6 +438,36 @@ def cmd_hands(args) -> None:
         print(f"{args.tree or 'installed'} map_hands, {k} hands, no work: {per_call * 1e6:.0f} us per call")
 
 
+def cmd_dare_draws(args) -> None:
+    """dare_ties and dare_linear on four tensors of the 271M model (3 experts), each expert's random drops
+    drawn on the merging thread (as before the eighth pass: ``workers.count`` forced to 1, torch's threads
+    as they are) or ahead on threads of their own; the outputs must be the same bits."""
+    import torch
+
+    from hf_time.merges import get, workers
+    from hf_time.merges.registry import TensorContext
+
+    base = _load(args.models, "base", FOUR_TENSORS)
+    experts = [_load(args.models, f"expert_{i}", FOUR_TENSORS) for i in (1, 2, 3)]
+    cores = workers.count
+    for method in ("dare_ties", "dare_linear"):
+        spec = get(method)
+
+        def run(way, density, spec=spec):
+            config = spec.make_config({"density": density, "seed": 3}, n_experts=3)
+            workers.count = (lambda: 1) if way == "drawn here" else cores
+            try:
+                start = time.perf_counter()
+                out = [spec.fn(base[k], [e[k] for e in experts], config, TensorContext(name=k, weights=(1.0,) * 3))
+                       for k in FOUR_TENSORS]
+                spent = time.perf_counter() - start
+            finally:
+                workers.count = cores
+            return spent, hashlib.sha256(b"".join(t.view(torch.int32).numpy().tobytes() for t in out)).hexdigest()
+
+        _alternate(args, ("drawn here", "drawn ahead"), run, method, "bits")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tree", help="import hf_time from this checkout instead of the installed one")
@@ -447,7 +478,7 @@ def main() -> None:
     phases = sub.add_parser("ties-phases")
     phases.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
     phases.add_argument("--repeats", type=int, default=6)
-    for name in ("sample-every", "rank-together", "trim-cut", "global-together"):
+    for name in ("sample-every", "rank-together", "trim-cut", "global-together", "dare-draws"):
         rank = sub.add_parser(name)
         rank.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
         rank.add_argument("--density", type=float, nargs="+", default=[0.5, 0.2])
@@ -474,7 +505,8 @@ def main() -> None:
     {"ops": cmd_ops, "partition": cmd_partition, "ties-phases": cmd_ties_phases, "ties-merge": cmd_ties_merge,
      "hands": cmd_hands, "sample-every": cmd_sample_every, "rank-together": cmd_rank_together,
      "trim-cut": cmd_trim_cut, "global-together": cmd_global_together, "opcm-fold": cmd_opcm_fold,
-     "thread-cpu": cmd_thread_cpu, "one-thread": cmd_one_thread, "band-rank": cmd_band_rank}[
+     "thread-cpu": cmd_thread_cpu, "one-thread": cmd_one_thread, "band-rank": cmd_band_rank,
+     "dare-draws": cmd_dare_draws}[
         args.cmd](args)
 
 
