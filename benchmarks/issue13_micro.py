@@ -19,6 +19,7 @@ alternating, as the log does. Nothing here is a test: timings are printed, never
     python benchmarks/issue13_micro.py [--tree T] band-rank   # Breadcrumbs bands of the 271M model: ranking time, a hash
     python benchmarks/issue13_micro.py one-thread      # TIES rank and slices of the 271M model on torch's 2 threads vs 1
     python benchmarks/issue13_micro.py dare-draws      # DARE on 4 tensors of the 271M model: draws here vs ahead
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/issue13_micro.py dare-merge --method dare_linear   # the whole model
 
 ``ties-phases`` reads the checkpoints ``merge_bench.py --scale 271m`` builds (``--models``, default
 ``/tmp/hf_time_bench/271m/models``) and prints a hash of the merged tensors, so runs of two versions
@@ -468,6 +469,34 @@ def cmd_dare_draws(args) -> None:
         _alternate(args, ("drawn here", "drawn ahead"), run, method, "bits")
 
 
+def cmd_dare_merge(args) -> None:
+    """``api.merge`` of the whole 271M model with ``--method`` (density 0.5, seed 3), the random drops drawn on
+    the merging thread or ahead (as ``dare-draws``), alternating in one process: wall and process CPU
+    seconds. Run it with ``OMP_WAIT_POLICY=PASSIVE``, as the CLI sets, or torch's idle threads spin."""
+    import resource
+
+    from hf_time import api
+    from hf_time.merges import workers
+
+    def cpu() -> float:
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        return used.ru_utime + used.ru_stime
+
+    cores = workers.count
+    for r in range(args.repeats):
+        for way in ("drawn here", "drawn ahead") if r % 2 == 0 else ("drawn ahead", "drawn here"):
+            workers.count = (lambda: 1) if way == "drawn here" else cores
+            try:
+                used, start = cpu(), time.perf_counter()
+                api.merge(str(args.models / "base"), [str(args.models / f"expert_{i}") for i in (1, 2, 3)],
+                          args.method, out="/tmp/issue13_micro_out", params={"density": 0.5, "seed": 3},
+                          dtype="bfloat16", overwrite=True, progress=False)
+                print(f"{args.method} {way}: wall {time.perf_counter() - start:.2f} s, CPU {cpu() - used:.2f} s",
+                      flush=True)
+            finally:
+                workers.count = cores
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tree", help="import hf_time from this checkout instead of the installed one")
@@ -489,6 +518,10 @@ def main() -> None:
         each = sub.add_parser(name)
         each.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
         each.add_argument("--repeats", type=int, default=2 if name == "thread-cpu" else 3)
+    dare = sub.add_parser("dare-merge")
+    dare.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
+    dare.add_argument("--method", choices=("dare_linear", "dare_ties"), default="dare_linear")
+    dare.add_argument("--repeats", type=int, default=6)
     opcm = sub.add_parser("opcm-fold")
     opcm.add_argument("--work", type=Path, default=Path("/tmp/issue13_opcm"), help="the experts and folds (built once)")
     opcm.add_argument("--repeats", type=int, default=3)
@@ -506,7 +539,7 @@ def main() -> None:
      "hands": cmd_hands, "sample-every": cmd_sample_every, "rank-together": cmd_rank_together,
      "trim-cut": cmd_trim_cut, "global-together": cmd_global_together, "opcm-fold": cmd_opcm_fold,
      "thread-cpu": cmd_thread_cpu, "one-thread": cmd_one_thread, "band-rank": cmd_band_rank,
-     "dare-draws": cmd_dare_draws}[
+     "dare-draws": cmd_dare_draws, "dare-merge": cmd_dare_merge}[
         args.cmd](args)
 
 
