@@ -378,6 +378,7 @@ def writer_infos(writer: ShardedSafetensorsWriter) -> list[TensorInfo]:
 
 
 def make_writer(folder: Path, base_infos: Mapping[str, TensorInfo], dtype: torch.dtype | None, max_shard_bytes: int,
-                metadata: dict[str, str] | None = None) -> ShardedSafetensorsWriter:
-    """A writer planned for the base's tensors (in the base's storage order)."""
-    return ShardedSafetensorsWriter(folder, plan_shards(output_infos(base_infos, dtype), max_shard_bytes), metadata)
+                metadata: dict[str, str] | None = None, *, hashed: bool = True) -> ShardedSafetensorsWriter:
+    """A writer planned for the base's tensors (in the base's storage order); ``hashed=False`` for scratch files."""
+    return ShardedSafetensorsWriter(folder, plan_shards(output_infos(base_infos, dtype), max_shard_bytes), metadata,
+                                    hashed=hashed)

@@ -497,10 +497,14 @@ class ShardedSafetensorsWriter:
     Tensors must be written in plan order, each with exactly the planned dtype and shape. With one
     shard the file is ``model.safetensors``; otherwise ``model-0000i-of-0000N.safetensors`` plus
     ``model.safetensors.index.json``, as transformers writes them. Each shard's sha256 is computed
-    while it is written (by a background thread) and is in :attr:`sha256` after :meth:`close`.
+    while it is written (by a background thread, which also syncs it to disk as it goes) and is in
+    :attr:`sha256` after :meth:`close`. A scratch file (``hashed=False``: read back once, then deleted)
+    gets neither the hash nor the syncs.
     """
 
-    def __init__(self, folder: Path, shards: list[list[TensorInfo]], metadata: dict[str, str] | None = None):
+    def __init__(self, folder: Path, shards: list[list[TensorInfo]], metadata: dict[str, str] | None = None, *,
+                 hashed: bool = True):
+        self.hashed = hashed
         self.folder = Path(folder)
         self.shards = shards
         self.metadata = {"format": "pt", **(metadata or {})}
@@ -517,16 +521,17 @@ class ShardedSafetensorsWriter:
         self._finish_shard()
         path = self.folder / self.file_names[shard_idx]
         self._fh = open(path, "wb")
-        self._hasher = _TrailingHasher(path)
+        self._hasher = _TrailingHasher(path) if self.hashed else None
         self._size = 0
         self._open_shard = shard_idx
         self._append(_header_bytes(self.shards[shard_idx], self.metadata))
 
     def _append(self, data) -> None:
         self._fh.write(data)
-        self._fh.flush()  # the hasher reads the file through the OS
         self._size += memoryview(data).nbytes
-        self._hasher.advance(self._size)
+        if self._hasher is not None:
+            self._fh.flush()  # the hasher reads the file through the OS
+            self._hasher.advance(self._size)
 
     def _finish_shard(self) -> None:
         if self._fh is None:
@@ -534,6 +539,8 @@ class ShardedSafetensorsWriter:
         self._fh.close()
         self._fh = None
         hasher, self._hasher = self._hasher, None
+        if hasher is None:  # a scratch file
+            return
         digest = hasher.finish(self._size)
         name = self.file_names[self._open_shard]
         self.sha256[name] = digest

@@ -251,3 +251,29 @@ def test_views_work_where_the_platform_has_no_madvise(tmp_path, monkeypatch):
     view = ck.view("c.weight", populate=True)
     ck.release("c.weight")
     assert torch.equal(view, ts["c.weight"])
+
+
+def test_a_scratch_writer_writes_the_same_bytes_without_hashing_or_syncing(tmp_path, monkeypatch):
+    from hf_time import hashing, io
+
+    synced = []
+    monkeypatch.setattr(io, "SYNC_EVERY", 1)  # a kept shard is synced after every block it hashes
+    monkeypatch.setattr(io, "_fdatasync", lambda fd: synced.append(fd))
+    ts = _tensors()
+    written = {}
+    for name, hashed in (("kept", True), ("scratch", False)):
+        (tmp_path / name).mkdir()
+        before = len(synced)
+        w = ShardedSafetensorsWriter(tmp_path / name, plan_shards(_infos(ts), 4030), {"hf_time": "test"}, hashed=hashed)
+        for k, v in ts.items():
+            w.write(k, v)
+        files = w.close()
+        written[name] = (files, dict(w.sha256), len(synced) - before)
+    files = written["kept"][0]
+    assert written["scratch"][0] == files and len(files) == 3  # two shards and the index
+    assert sorted(written["kept"][1]) == files[:2] and written["kept"][2] > 0
+    assert written["scratch"][1] == {} and written["scratch"][2] == 0
+    for f in files:
+        assert (tmp_path / "scratch" / f).read_bytes() == (tmp_path / "kept" / f).read_bytes()
+    assert all(hashing.known_sha256(tmp_path / "kept" / f) == written["kept"][1][f] for f in files[:2])
+    assert all(hashing.known_sha256(tmp_path / "scratch" / f) is None for f in files[:2])  # nothing remembered

@@ -155,7 +155,7 @@ def _two_passes(method: SequentialMethod, config: Any, state: dict, base_ck: Che
     """Pass 1: S per tensor into a float32 scratch file (‖S‖² accumulates); pass 2: θ_0 + S/λ_t."""
     scratch = tmp / _SCRATCH
     scratch.mkdir()
-    s_writer = engine.make_writer(scratch, base_ck.infos, job.compute_dtype, 2**62)
+    s_writer = engine.make_writer(scratch, base_ck.infos, job.compute_dtype, 2**62, hashed=False)  # read once, deleted
     engine.run(base_ck, sources, job, s_writer, progress=progress)
     s_writer.close()
     extra, divisor = method.next_state(config, state, norms.stats(True))
