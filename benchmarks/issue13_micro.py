@@ -20,7 +20,6 @@ alternating, as the log does. Nothing here is a test: timings are printed, never
     python benchmarks/issue13_micro.py one-thread      # TIES rank and slices of the 271M model on torch's 2 threads vs 1
     python benchmarks/issue13_micro.py dare-draws      # DARE on 4 tensors of the 271M model: draws here vs ahead
     OMP_WAIT_POLICY=PASSIVE python benchmarks/issue13_micro.py dare-merge --method dare_linear   # the whole model
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/issue13_micro.py ties-ahead --method ties   # ranking inline vs ahead
 
 ``ties-phases`` reads the checkpoints ``merge_bench.py --scale 271m`` builds (``--models``, default
 ``/tmp/hf_time_bench/271m/models``) and prints a hash of the merged tensors, so runs of two versions
@@ -498,41 +497,6 @@ def cmd_dare_merge(args) -> None:
                 workers.count = cores
 
 
-def cmd_ties_ahead(args) -> None:
-    """``api.merge`` of the whole 271M model with ``--method`` (density 0.5, per-tensor thresholds), each
-    tensor's task vectors ranked inline, in the op (before the eighth pass: ``job.prepare`` dropped), or
-    one tensor ahead on the engine's reading thread; alternating in one process: wall and process CPU
-    seconds, and a hash of the output. Run it with ``OMP_WAIT_POLICY=PASSIVE``, as the CLI sets."""
-    import dataclasses
-    import resource
-
-    from hf_time import api, engine
-
-    def cpu() -> float:
-        used = resource.getrusage(resource.RUSAGE_SELF)
-        return used.ru_utime + used.ru_stime
-
-    real_run = engine.run
-
-    def inline(base, sources, job, writer, **kw):
-        return real_run(base, sources, dataclasses.replace(job, prepare=None), writer, **kw)
-
-    params = {"density": 0.5, **({"gamma": 0.01} if args.method.startswith("breadcrumbs") else {})}
-    for r in range(args.repeats):
-        for way in ("ranked inline", "ranked ahead") if r % 2 == 0 else ("ranked ahead", "ranked inline"):
-            engine.run = inline if way == "ranked inline" else real_run
-            try:
-                used, start = cpu(), time.perf_counter()
-                api.merge(str(args.models / "base"), [str(args.models / f"expert_{i}") for i in (1, 2, 3)],
-                          args.method, out="/tmp/issue13_micro_out", params=params, weights=[1.0] * 3,
-                          dtype="bfloat16", overwrite=True, progress=False)
-                spent, used = time.perf_counter() - start, cpu() - used
-            finally:
-                engine.run = real_run
-            digest = hashlib.sha256(Path("/tmp/issue13_micro_out/model.safetensors").read_bytes()).hexdigest()[:12]
-            print(f"{args.method} {way}: wall {spent:.2f} s, CPU {used:.2f} s, output {digest}", flush=True)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tree", help="import hf_time from this checkout instead of the installed one")
@@ -558,10 +522,6 @@ def main() -> None:
     dare.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
     dare.add_argument("--method", choices=("dare_linear", "dare_ties"), default="dare_linear")
     dare.add_argument("--repeats", type=int, default=6)
-    ahead = sub.add_parser("ties-ahead")
-    ahead.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
-    ahead.add_argument("--method", choices=("ties", "breadcrumbs_ties"), default="ties")
-    ahead.add_argument("--repeats", type=int, default=6)
     opcm = sub.add_parser("opcm-fold")
     opcm.add_argument("--work", type=Path, default=Path("/tmp/issue13_opcm"), help="the experts and folds (built once)")
     opcm.add_argument("--repeats", type=int, default=3)
@@ -579,7 +539,7 @@ def main() -> None:
      "hands": cmd_hands, "sample-every": cmd_sample_every, "rank-together": cmd_rank_together,
      "trim-cut": cmd_trim_cut, "global-together": cmd_global_together, "opcm-fold": cmd_opcm_fold,
      "thread-cpu": cmd_thread_cpu, "one-thread": cmd_one_thread, "band-rank": cmd_band_rank,
-     "dare-draws": cmd_dare_draws, "dare-merge": cmd_dare_merge, "ties-ahead": cmd_ties_ahead}[
+     "dare-draws": cmd_dare_draws, "dare-merge": cmd_dare_merge}[
         args.cmd](args)
 
 

@@ -81,10 +81,6 @@ class StreamJob:
         elementwise: ``op`` is elementwise (see :class:`hf_time.merges.registry.DenseMethod`), so it
             may be run on slices of the flattened tensors.
         thresholds: per input, global magnitude thresholds (``ctx.magnitude_thresholds``), or None.
-        prepare: ``prepare(base, inputs, ctx) -> value``, the part of ``op`` that reads only the tensor's
-            inputs; where the inputs are memory-mapped and ``op`` reads them as stored, the engine runs it
-            on a thread of its own (torch single-threaded there), up to two tensors ahead, and gives the
-            value to ``op`` as ``ctx.prepared`` (elsewhere ``op`` gets None and computes it itself).
         label: what the progress bar says.
         names: how errors name the base and each input (default ``base``, ``input 1``...).
         allow_nonfinite: write NaN/Inf results instead of refusing them.
@@ -98,7 +94,6 @@ class StreamJob:
     native_inputs: bool = False
     elementwise: bool = False
     thresholds: tuple[tuple[float, ...], ...] | None = None
-    prepare: Callable[[torch.Tensor, Sequence[torch.Tensor], TensorContext], Any] | None = None
     label: str = "merging"
     names: tuple[str, ...] = ()
     allow_nonfinite: bool = False
@@ -259,7 +254,6 @@ def run(
     Non-floating tensors (integer buffers) are copied from the base. A background thread prepares
     tensor k+1 while tensor k is merged: it maps the pages of memory-mapped checkpoints, or reads the
     raw bytes of other sources into their buffers (then only once tensor k's inputs are consumed).
-    Another runs ``job.prepare`` up to two tensors ahead when the op reads mapped inputs as stored.
     On any error the writer is aborted (its caller discards the folder).
     """
     device = torch.device(job.device)
@@ -272,23 +266,12 @@ def run(
     eager = all(mapped)  # no read buffers to wait for: prepare tensor k+1 as soon as tensor k is ready
     native = job.native_inputs and device.type == "cpu"
     sliced = native and job.elementwise
-    ahead = job.prepare is not None and eager and native  # the op's inputs are the mapped views themselves
     bufs = _Buffers(inputs_all, mapped, list(base.infos.values()), job.compute_dtype, device, out_dtypes, native=native)
-
-    def context(name: str, prepared: Any = None) -> TensorContext:
-        return TensorContext(name=name, weights=job.weights, expert_params=job.expert_params, layer=layers[name],
-                             num_layers=num_layers, magnitude_thresholds=job.thresholds, prepared=prepared)
 
     def load(name: str) -> list[torch.Tensor]:
         srcs = inputs_all if base.infos[name].is_float else [base]
         return [src.view(name, populate=True) if mapped[j] else src.read_into(name, bufs.raw[j])
                 for j, src in enumerate(srcs)]
-
-    def prepared_ahead() -> Iterator[Any]:
-        """``job.prepare`` of each floating tensor in turn, on the mapped inputs the op will be given."""
-        for name in names:
-            if base.infos[name].is_float:
-                yield job.prepare(base.view(name), [src.view(name) for src in sources], context(name))
 
     def release(name: str) -> None:
         for j, src in enumerate(inputs_all):
@@ -309,9 +292,7 @@ def run(
             writer.write(name, tensor)
 
     try:
-        with ThreadPoolExecutor(max_workers=1) as reads, ThreadPoolExecutor(max_workers=1) as writes, \
-                workers.ahead([prepared_ahead()] if ahead else [], single_threaded_caller=False) as preparing:
-            prepared_stream = preparing[0] if preparing else None
+        with ThreadPoolExecutor(max_workers=1) as reads, ThreadPoolExecutor(max_workers=1) as writes:
             pending = reads.submit(load, names[0]) if names else None
             bar = tqdm(total=len(names), desc=bar_label(job.label), unit="tensor", disable=not (progress and bars_enabled()))
             for i, name in enumerate(names):
@@ -332,7 +313,8 @@ def run(
                         release(name)
                     if not native and not eager:
                         read_next()
-                    ctx = context(name, next(prepared_stream) if prepared_stream is not None else None)
+                    ctx = TensorContext(name=name, weights=job.weights, expert_params=job.expert_params,
+                                        layer=layers[name], num_layers=num_layers, magnitude_thresholds=job.thresholds)
                     if sliced:
                         result = _run_sliced(job, inputs, ctx, bufs.output(inputs[0].shape, out_dtypes[name]))
                     else:

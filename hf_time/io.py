@@ -259,7 +259,6 @@ class Checkpoint:
         self._where: dict[str, tuple[str, int, int]] = {}  # name -> (file, absolute start, nbytes)
         self._fds: dict[str, int] = {}
         self._maps: dict[str, mmap.mmap] = {}
-        self._opening = threading.Lock()  # views are taken from more than one thread (the engine reads ahead)
         self._pickled: dict[str, torch.Tensor] = {}
         for name in files:
             if is_pickle:
@@ -357,20 +356,13 @@ class Checkpoint:
     def _fd(self, file: str) -> int:
         fd = self._fds.get(file)
         if fd is None:
-            with self._opening:  # two threads opening the same file would leak one descriptor
-                fd = self._fds.get(file)
-                if fd is None:
-                    fd = self._fds[file] = os.open(self.folder / file, os.O_RDONLY)
+            fd = self._fds[file] = os.open(self.folder / file, os.O_RDONLY)
         return fd
 
     def _map(self, file: str) -> mmap.mmap:
         m = self._maps.get(file)
         if m is None:
-            fd = self._fd(file)
-            with self._opening:
-                m = self._maps.get(file)
-                if m is None:
-                    m = self._maps[file] = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+            m = self._maps[file] = mmap.mmap(self._fd(file), 0, access=mmap.ACCESS_COPY)
         return m
 
     def _truncated(self, file: str, name: str) -> CorruptCheckpointError:

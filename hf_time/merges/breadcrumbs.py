@@ -12,14 +12,13 @@ gamma 0.01.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Sequence
 
 from torch import Tensor
 
 from hf_time.merges.registry import TensorContext, param, register
-from hf_time.merges.task_arithmetic import SCOPE_HELP, Recipe, band_quantiles, prepare_recipe, run_recipe
+from hf_time.merges.task_arithmetic import SCOPE_HELP, Recipe, band_quantiles, run_recipe
 
 PAPER = "https://arxiv.org/abs/2312.06795"
 BREADCRUMBS = Recipe(sparsify="band", consensus=False)
@@ -36,7 +35,7 @@ class BreadcrumbsConfig:
 
 
 @register("breadcrumbs", kind="dense", config=BreadcrumbsConfig, paper=PAPER, uses_base=True,
-          global_quantiles=band_quantiles, native_inputs=True, prepare=functools.partial(prepare_recipe, BREADCRUMBS))
+          global_quantiles=band_quantiles, native_inputs=True)
 def breadcrumbs(base: Tensor | None, experts: Sequence[Tensor], config: BreadcrumbsConfig, ctx: TensorContext) -> Tensor:
     """Breadcrumbs: drop the top-gamma outliers, keep the next density of |τ|, sum."""
     return run_recipe(BREADCRUMBS, base, experts, config, ctx)
@@ -44,7 +43,7 @@ def breadcrumbs(base: Tensor | None, experts: Sequence[Tensor], config: Breadcru
 
 @register(
     "breadcrumbs_ties", kind="dense", config=BreadcrumbsConfig, paper=PAPER, uses_base=True,
-    global_quantiles=band_quantiles, native_inputs=True, prepare=functools.partial(prepare_recipe, BREADCRUMBS_TIES),
+    global_quantiles=band_quantiles, native_inputs=True,
 )
 def breadcrumbs_ties(base: Tensor | None, experts: Sequence[Tensor], config: BreadcrumbsConfig, ctx: TensorContext) -> Tensor:
     """Breadcrumbs + TIES: magnitude band per expert, elect signs, disjoint sum."""

@@ -58,8 +58,6 @@ class TensorContext:
         layer, num_layers: transformer block index of this tensor and block count (None outside blocks).
         magnitude_thresholds: with global thresholds, per expert the |τ| values at the fractions the
             method asked for (:attr:`DenseMethod.global_quantiles`), computed over the whole model.
-        prepared: what the method's ``prepare`` returned for this tensor, when the engine ran it ahead
-            (:attr:`DenseMethod.prepare`); None when it did not, and the method computes it itself.
     """
 
     name: str
@@ -68,7 +66,6 @@ class TensorContext:
     layer: int | None = None
     num_layers: int | None = None
     magnitude_thresholds: tuple[tuple[float, ...], ...] | None = None
-    prepared: Any = None
 
     def per_expert(self, key: str, default: Any) -> tuple[Any, ...]:
         """The value of ``key`` for every expert: its override if set, else ``default``."""
@@ -228,11 +225,6 @@ class DenseMethod(MethodSpec):
             slices of the flattened tensors and get the same bits as on whole tensors, ~3x faster.
         global_quantiles: ``(config, expert_params) -> fractions`` of |τ| a global magnitude
             threshold needs for one expert (empty: none, e.g. per-tensor scope).
-        prepare: ``(base, experts, config, ctx) -> value``: the part of ``fn`` that reads only this
-            tensor's inputs (TIES ranks its task vectors to find their thresholds), which the engine may
-            run one tensor ahead, on another thread, while ``fn`` merges the tensor before. The value
-            reaches ``fn`` as ``ctx.prepared``; ``fn`` given ``ctx.prepared=None`` computes it itself, so
-            the result never depends on where it ran.
     """
 
     kind: ClassVar[str] = "dense"
@@ -240,7 +232,6 @@ class DenseMethod(MethodSpec):
     native_inputs: bool = False
     elementwise: bool = False
     global_quantiles: Callable[[Any, Mapping[str, Any]], tuple[float, ...]] | None = None
-    prepare: Callable[[torch.Tensor | None, Sequence[torch.Tensor], Any, TensorContext], Any] | None = None
 
     @property
     def requires_base(self) -> bool:

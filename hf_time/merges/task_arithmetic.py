@@ -52,30 +52,18 @@ def run_recipe(recipe: Recipe, base: Tensor | None, experts: Sequence[Tensor], c
         raise ValueError(f"{ctx.name}: task-vector methods need a base model (θ_0)")
     n = len(experts)
     density = ctx.per_expert("density", getattr(config, "density", 1.0))
+    gamma = ctx.per_expert("gamma", getattr(config, "gamma", 0.0))
+    thresholds = _global_thresholds(config, ctx, n)
     combine = functools.partial(kernels.generalized_task_arithmetic, weights=ctx.weights, consensus=recipe.consensus,
                                 normalize=getattr(config, "normalize", False), lambda_=getattr(config, "lambda_", 1.0))
     if recipe.sparsify != "random":
-        trims = ctx.prepared if ctx.prepared is not None else prepare_recipe(recipe, base, experts, config, ctx)
-        return _merge_slices(base, experts, trims, combine)
+        return _merge_slices(base, experts, _trims(recipe, base, experts, density, gamma, thresholds, ctx.name), combine)
     drops = [RandomDrop(density[i], seeded_generator(config.seed, ctx.name, offset=i, device=base.device))
              if density[i] < 1 else None for i in range(n)]
     scales = None
     if getattr(config, "rescale", False):
         scales = [1.0 / d if d < 1 else 1.0 for d in density]
     return _merge_slices(base, experts, drops, functools.partial(combine, scales=scales))
-
-
-def prepare_recipe(recipe: Recipe, base: Tensor | None, experts: Sequence[Tensor], config: Any,
-                   ctx: TensorContext) -> list[kernels.MagnitudeTrim | None]:
-    """The magnitude trims of one tensor's experts (the ``prepare`` of magnitude recipes: see
-    :attr:`hf_time.merges.registry.DenseMethod.prepare`): ranking the task vectors reads only this
-    tensor's inputs, so the engine may run it one tensor ahead while the tensor before is combined."""
-    if base is None:
-        raise ValueError(f"{ctx.name}: task-vector methods need a base model (θ_0)")
-    density = ctx.per_expert("density", getattr(config, "density", 1.0))
-    gamma = ctx.per_expert("gamma", getattr(config, "gamma", 0.0))
-    thresholds = _global_thresholds(config, ctx, len(experts))
-    return _trims(recipe, base, experts, density, gamma, thresholds, ctx.name)
 
 
 @dataclass

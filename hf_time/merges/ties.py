@@ -12,14 +12,13 @@ TIME's reference code does.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Sequence
 
 from torch import Tensor
 
 from hf_time.merges.registry import TensorContext, param, register
-from hf_time.merges.task_arithmetic import SCOPE_HELP, Recipe, prepare_recipe, run_recipe, topk_quantiles
+from hf_time.merges.task_arithmetic import SCOPE_HELP, Recipe, run_recipe, topk_quantiles
 
 TIES = Recipe(sparsify="magnitude", consensus=True)
 
@@ -39,7 +38,7 @@ class TiesConfig:
     paper="https://arxiv.org/abs/2306.01708",
     uses_base=True,
     min_experts=1,
-    global_quantiles=topk_quantiles, native_inputs=True, prepare=functools.partial(prepare_recipe, TIES))
+    global_quantiles=topk_quantiles, native_inputs=True)
 def ties(base: Tensor | None, experts: Sequence[Tensor], config: TiesConfig, ctx: TensorContext) -> Tensor:
     """TIES: keep top-density magnitudes, elect signs, average the agreeing entries."""
     return run_recipe(TIES, base, experts, config, ctx)

@@ -111,18 +111,15 @@ class _Raised:
 
 
 @contextlib.contextmanager
-def ahead(streams: Sequence[Iterable[R]], *, depth: int = 2,
-          single_threaded_caller: bool = True) -> Iterator[list[Iterator[R]]]:
+def ahead(streams: Sequence[Iterable[R]], *, depth: int = 2) -> Iterator[list[Iterator[R]]]:
     """Each stream produced on a thread of its own while the caller consumes it: one iterator per stream.
 
     For streams that are serial by nature, each item depending on the last, but independent of one
     another: DARE's random draws, slice by slice from each expert's own generator. Every stream yields
     exactly its items in its order, so results are those of consuming the streams on the calling thread.
-    At most ``depth`` items of a stream wait to be consumed. Producers run torch single-threaded (one
-    thread per stream, more than one core each would oversubscribe them), and so does the caller
-    meanwhile, unless ``single_threaded_caller=False``: for one stream of light work beside a caller whose
-    ops use every core (the engine ranking the next tensor's task vectors while this one is merged).
-    With one core, or no stream, the streams are consumed on the calling thread as they are.
+    At most ``depth`` items of a stream wait to be consumed; torch runs single-threaded on every thread
+    meanwhile (one thread per stream, more than one core each would oversubscribe them). With one core,
+    or no stream, the streams are consumed on the calling thread as they are.
 
     A producer's error is raised where its stream reaches it; leaving the block early (an error in the
     caller) stops every producer before it returns.
@@ -135,8 +132,6 @@ def ahead(streams: Sequence[Iterable[R]], *, depth: int = 2,
 
     def produce(stream: Iterable[R], out: queue.Queue) -> None:
         items = iter(stream)
-        before = torch.get_num_threads()  # this thread's own count: the caller's is not changed by setting it
-        torch.set_num_threads(1)
         try:
             while not stop.is_set():  # checked before each item: nothing is made once the block is left
                 item = next(items, _DONE)
@@ -145,8 +140,6 @@ def ahead(streams: Sequence[Iterable[R]], *, depth: int = 2,
                     return
         except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
             out.put(_Raised(error))
-        finally:
-            torch.set_num_threads(before)  # also what threads started later begin with
 
     def consume(out: queue.Queue) -> Iterator[R]:
         while (item := out.get()) is not _DONE:
@@ -154,12 +147,8 @@ def ahead(streams: Sequence[Iterable[R]], *, depth: int = 2,
                 raise item.error
             yield item
 
-    with contextlib.ExitStack() as stack:
-        if single_threaded_caller:
-            stack.enter_context(_single_threaded_ops())
-            pool = _threads(len(streams))
-        else:  # threads of the block's own: the shared pool is only used under the lock
-            pool = stack.enter_context(ThreadPoolExecutor(len(streams), thread_name_prefix="hf_time-ahead"))
+    with _single_threaded_ops():
+        pool = _threads(len(streams))
         futures = [pool.submit(produce, s, q) for s, q in zip(streams, queues)]
         try:
             yield [consume(q) for q in queues]

@@ -126,30 +126,22 @@ def execute(plan: Plan, inputs: Inputs, hub: Hub, tmp: Path, *, progress: bool =
     config, lines, tp = plan.config, plan.lines, plan.tensor_params
     places = layout.places if (layout is not None and tp is not None) else None
 
-    def resolved(ctx):
-        """This tensor's config and context: its own values where gradients, filters or slices set them."""
-        if places is None:
-            return config, ctx
-        place = places[ctx.name]
-        cfg, w, ep = tp.resolve(place.slice, place.t, ctx.name, place.expert_names, config, ctx.weights,
-                                ctx.expert_params)
-        return cfg, dataclasses.replace(ctx, weights=w, expert_params=ep)
-
     def op(base, tensors, ctx):
-        cfg, ctx = resolved(ctx)
+        cfg = config
+        if places is not None:  # gradients, filters, slices: this tensor's own values
+            place = places[ctx.name]
+            cfg, w, ep = tp.resolve(place.slice, place.t, ctx.name, place.expert_names, config, ctx.weights,
+                                    ctx.expert_params)
+            ctx = dataclasses.replace(ctx, weights=w, expert_params=ep)
         result = method.fn(base if method.uses_base else None, tensors, cfg, ctx)
         if lines is not None:
             result = apply_lines(base.to(result.dtype), result, ctx, *lines)
         return result
 
-    def prepare(base, tensors, ctx):
-        return method.prepare(base if method.uses_base else None, tensors, *resolved(ctx))
-
     layered = tp is not None and tp.layered
     job = engine.StreamJob(op=op, weights=weights, expert_params=expert_params, device=plan.device,
                            native_inputs=method.native_inputs, elementwise=method.elementwise,
-                           thresholds=thresholds, prepare=prepare if method.prepare is not None else None,
-                           label=f"merging ({method.name})",
+                           thresholds=thresholds, label=f"merging ({method.name})",
                            names=() if layered else ("the base", *(f"expert {e.name}" for e in inputs.experts)),
                            allow_nonfinite=plan.allow_nonfinite)
     writer = engine.make_writer(tmp, engine_base.infos, plan.torch_dtype, plan.max_shard_bytes, {"hf_time": __version__})
