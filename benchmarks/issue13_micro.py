@@ -472,7 +472,7 @@ def cmd_dare_draws(args) -> None:
 def cmd_dare_merge(args) -> None:
     """``api.merge`` of the whole 271M model with ``--method`` (density 0.5, seed 3), the random drops drawn on
     the merging thread or ahead (as ``dare-draws``), alternating in one process: wall and process CPU
-    seconds. Run it with ``OMP_WAIT_POLICY=PASSIVE``, as the CLI sets, or torch's idle threads spin."""
+    seconds. The eighth pass's log runs it with ``OMP_WAIT_POLICY=PASSIVE`` (as the CLI then set) and unset."""
     import resource
 
     from hf_time import api

@@ -10,10 +10,10 @@ import os
 # Large tensors on transparent huge pages: a merge allocates hundreds of MB per tensor, and page faults
 # on fresh 4 KiB pages cost more than the arithmetic (measured 2-3x on task_arithmetic). torch reads
 # this once, at its first allocation, so it must be set before torch is imported.
+# (OpenMP's wait policy is left to the user: the CLI used to set OMP_WAIT_POLICY=PASSIVE, which made
+# TIES, Breadcrumbs and DARE merges 10-25% slower on 2 cores and task arithmetic no faster once its
+# slices ran on threads of their own: benchmarks/issue13_eighth_pass.log, section 7.)
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-# The engine reads the next tensor on a second thread while OpenMP computes: threads that spin while
-# waiting would take the reader's core (measured: 8.2 s -> 7.2 s on a 2-core task_arithmetic merge).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import errno
