@@ -10,10 +10,10 @@ import os
 # Large tensors on transparent huge pages: a merge allocates hundreds of MB per tensor, and page faults
 # on fresh 4 KiB pages cost more than the arithmetic (measured 2-3x on task_arithmetic). torch reads
 # this once, at its first allocation, so it must be set before torch is imported.
-# (OpenMP's wait policy is left to the user: the CLI used to set OMP_WAIT_POLICY=PASSIVE, which made
-# TIES, Breadcrumbs and DARE merges 10-25% slower on 2 cores and task arithmetic no faster once its
-# slices ran on threads of their own: benchmarks/issue13_eighth_pass.log, section 7.)
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# OpenMP's wait policy is left as the user has it, as in the library and the recipes. (The CLI used to set
+# OMP_WAIT_POLICY=PASSIVE: TIES and Breadcrumbs merges ran 10-25% slower on 2 cores under it, and task
+# arithmetic no faster once its slices ran on threads of their own: benchmarks/issue13_eighth_pass.log, §7.)
 
 import argparse  # noqa: E402
 import errno
