@@ -311,7 +311,7 @@ def section_profile(args) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="gpu_check_profile_"))
     try:
         base, experts = merge_bench.ensure_models(scratch / "work", False, merge_bench.NOISE_SCALE)
-        for method in merge_bench.METHODS:
+        for method in merge_bench.DEFAULT_METHODS:
             params = {**merge_bench.METHODS[method], **merge_bench.HF_TIME_ONLY[method]}
             for device in ["cpu", "cuda"] if cuda else ["cpu"]:
                 walls, profile = [], cProfile.Profile()
