@@ -423,8 +423,8 @@ def section_summary(args) -> dict:
     return _write(args.out, "gpu_check", {**parts, "missing": missing, "lines": lines})
 
 
-SECTIONS = {"env": section_env, "devices": section_devices, "train": section_train, "merges": section_merges, "profile": section_profile,
-            "timeline": section_timeline, "summary": section_summary}
+SECTIONS = {"env": section_env, "devices": section_devices, "train": section_train, "merges": section_merges,
+            "profile": section_profile, "timeline": section_timeline, "summary": section_summary}
 
 
 def main(argv=None) -> int:

@@ -29,6 +29,7 @@ show whether the bits are the same.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import json
@@ -445,25 +446,21 @@ def cmd_dare_draws(args) -> None:
     as they are) or ahead on threads of their own; the outputs must be the same bits."""
     import torch
 
-    from hf_time.merges import get, workers
+    from hf_time.merges import get
     from hf_time.merges.registry import TensorContext
 
     base = _load(args.models, "base", FOUR_TENSORS)
     experts = [_load(args.models, f"expert_{i}", FOUR_TENSORS) for i in (1, 2, 3)]
-    cores = workers.count
     for method in ("dare_ties", "dare_linear"):
         spec = get(method)
 
         def run(way, density, spec=spec):
             config = spec.make_config({"density": density, "seed": 3}, n_experts=3)
-            workers.count = (lambda: 1) if way == "drawn here" else cores
-            try:
+            with _drawing(way):
                 start = time.perf_counter()
                 out = [spec.fn(base[k], [e[k] for e in experts], config, TensorContext(name=k, weights=(1.0,) * 3))
                        for k in FOUR_TENSORS]
                 spent = time.perf_counter() - start
-            finally:
-                workers.count = cores
             return spent, hashlib.sha256(b"".join(t.view(torch.int32).numpy().tobytes() for t in out)).hexdigest()
 
         _alternate(args, ("drawn here", "drawn ahead"), run, method, "bits")
@@ -476,25 +473,35 @@ def cmd_dare_merge(args) -> None:
     import resource
 
     from hf_time import api
-    from hf_time.merges import workers
 
     def cpu() -> float:
         used = resource.getrusage(resource.RUSAGE_SELF)
         return used.ru_utime + used.ru_stime
 
-    cores = workers.count
     for r in range(args.repeats):
         for way in ("drawn here", "drawn ahead") if r % 2 == 0 else ("drawn ahead", "drawn here"):
-            workers.count = (lambda: 1) if way == "drawn here" else cores
-            try:
+            with _drawing(way):
                 used, start = cpu(), time.perf_counter()
                 api.merge(str(args.models / "base"), [str(args.models / f"expert_{i}") for i in (1, 2, 3)],
                           args.method, out="/tmp/issue13_micro_out", params={"density": 0.5, "seed": 3},
                           dtype="bfloat16", overwrite=True, progress=False)
                 print(f"{args.method} {way}: wall {time.perf_counter() - start:.2f} s, CPU {cpu() - used:.2f} s",
                       flush=True)
-            finally:
-                workers.count = cores
+
+
+@contextlib.contextmanager
+def _drawing(way: str):
+    """DARE's masks "drawn here" (on the merging thread, as before the eighth pass: ``workers.count`` forced
+    to 1, torch's threads as they are) or "drawn ahead" (the code as it is) within the block."""
+    from hf_time.merges import workers
+
+    cores = workers.count
+    if way == "drawn here":
+        workers.count = lambda: 1
+    try:
+        yield
+    finally:
+        workers.count = cores
 
 
 def main() -> None:
