@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+MODELS = Path("/tmp/hf_time_bench/271m/models")  # what ``merge_bench.py --scale 271m`` builds
+OUT = "/tmp/issue13_micro_out"
 FOUR_TENSORS = ("model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight",
                 "model.layers.0.mlp.gate_proj.weight", "model.layers.0.self_attn.q_proj.weight")
 
@@ -140,6 +142,11 @@ def _alternate(args, ways: tuple[str, str], run, what: str, same: str) -> None:
                   f"({', '.join(f'{x:.2f}' for x in spent)})")
 
 
+def _inputs(models: Path) -> tuple[str, list[str]]:
+    """The base folder and the three experts' folders of ``models``, as ``api.merge`` takes them."""
+    return str(models / "base"), [str(models / f"expert_{i}") for i in (1, 2, 3)]
+
+
 def _model(models: Path) -> tuple[list[str], dict, list[dict]]:
     """The tensors of the 271M model that the bracket ranks (from 2^18 entries), base and the three experts."""
     names = list(json.loads((models / "base" / "model.safetensors.index.json").read_text())["weight_map"])
@@ -192,8 +199,6 @@ def cmd_trim_cut(args) -> None:
     slice by slice (or compare with a global threshold) and multiply by a float mask (before the sixth and
     the seventh pass) against one hardshrink per slice (the cut of per-tensor thresholds known, or a global
     threshold); the merged bits must be the same. ``--scope global``: each expert's whole-model threshold."""
-    import functools
-
     import torch
 
     from hf_time import engine
@@ -333,8 +338,7 @@ def cmd_thread_cpu(args) -> None:
             time.sleep(0.05)
 
     def merge(method: str) -> None:
-        api.merge(str(args.models / "base"), [str(args.models / f"expert_{i}") for i in (1, 2, 3)], method,
-                  out="/tmp/issue13_micro_out", params={"density": 0.5} if method == "ties" else {},
+        api.merge(*_inputs(args.models), method, out=OUT, params={"density": 0.5} if method == "ties" else {},
                   weights=[1.0] * 3, dtype="bfloat16", overwrite=True, progress=False)
 
     for method in ("task_arithmetic", "ties"):
@@ -363,8 +367,6 @@ def cmd_thread_cpu(args) -> None:
 def cmd_one_thread(args) -> None:
     """TIES ranking and slices of every tensor of the 271M model (density 0.5) with torch on both cores and
     on one: how much the ops gain from torch's own threads."""
-    import functools
-
     import torch
 
     from hf_time.merges import kernels
@@ -482,8 +484,7 @@ def cmd_dare_merge(args) -> None:
         for way in ("drawn here", "drawn ahead") if r % 2 == 0 else ("drawn ahead", "drawn here"):
             with _drawing(way):
                 used, start = cpu(), time.perf_counter()
-                api.merge(str(args.models / "base"), [str(args.models / f"expert_{i}") for i in (1, 2, 3)],
-                          args.method, out="/tmp/issue13_micro_out", params={"density": 0.5, "seed": 3},
+                api.merge(*_inputs(args.models), args.method, out=OUT, params={"density": 0.5, "seed": 3},
                           dtype="bfloat16", overwrite=True, progress=False)
                 print(f"{args.method} {way}: wall {time.perf_counter() - start:.2f} s, CPU {cpu() - used:.2f} s",
                       flush=True)
@@ -512,21 +513,21 @@ def main() -> None:
     sub.add_parser("partition")
     sub.add_parser("hands")
     phases = sub.add_parser("ties-phases")
-    phases.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
+    phases.add_argument("--models", type=Path, default=MODELS)
     phases.add_argument("--repeats", type=int, default=6)
     for name in ("sample-every", "rank-together", "trim-cut", "global-together", "dare-draws"):
         rank = sub.add_parser(name)
-        rank.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
+        rank.add_argument("--models", type=Path, default=MODELS)
         rank.add_argument("--density", type=float, nargs="+", default=[0.5, 0.2])
         rank.add_argument("--repeats", type=int, default=6)
         if name == "trim-cut":
             rank.add_argument("--scope", choices=("tensor", "global"), default="tensor", help="TIES threshold_scope")
     for name in ("thread-cpu", "one-thread", "band-rank"):
         each = sub.add_parser(name)
-        each.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
+        each.add_argument("--models", type=Path, default=MODELS)
         each.add_argument("--repeats", type=int, default=2 if name == "thread-cpu" else 3)
     dare = sub.add_parser("dare-merge")
-    dare.add_argument("--models", type=Path, default=Path("/tmp/hf_time_bench/271m/models"))
+    dare.add_argument("--models", type=Path, default=MODELS)
     dare.add_argument("--method", choices=("dare_linear", "dare_ties"), default="dare_linear")
     dare.add_argument("--repeats", type=int, default=6)
     opcm = sub.add_parser("opcm-fold")
@@ -537,7 +538,7 @@ def main() -> None:
     merge.add_argument("--experts", nargs="+", required=True)
     merge.add_argument("--density", type=float, default=0.2)
     merge.add_argument("--scope", choices=("tensor", "global"), default="tensor", help="TIES threshold_scope")
-    merge.add_argument("--out", default="/tmp/issue13_micro_out")
+    merge.add_argument("--out", default=OUT)
     merge.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     if args.tree:
